@@ -1,0 +1,101 @@
+// The tape: define-by-run reverse-mode autodiff.
+//
+// Each op that runs while gradients are enabled and has an input that requires grad records a
+// Node on its output (grad_fn). A node holds exactly what its backward needs (saved tensors are
+// detached, so a node never keeps its own output's graph alive) and one Edge per input: to the
+// node that made the input, to a leaf that requires grad, or nothing.
+//
+// backward(root) walks the nodes reachable from root in reverse topological order without
+// recursion (Kahn's algorithm on consumer counts; ties broken by recording order, newest first,
+// so gradients of activations are freed as early as possible). Gradients accumulate with `+=`:
+// into a leaf's .grad (allocated zero-filled on first use, category Grads), and into one transient
+// buffer per intermediate tensor (category Workspace), freed as soon as its node has run.
+// After a node's backward, its saved tensors are released: a graph can be walked once.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "edgetune/autograd/tensor.h"
+
+namespace edgetune {
+
+class Node;
+
+// Where the gradient of one input of a node goes.
+struct Edge {
+  std::shared_ptr<Node> node;        // the op that produced the input, or
+  std::shared_ptr<TensorImpl> leaf;  // the leaf tensor that requires grad, or neither
+  bool defined() const { return node != nullptr || leaf != nullptr; }
+};
+
+// Hands a node the buffers its backward adds into.
+class GradSink {
+ public:
+  virtual ~GradSink() = default;
+  // True when input i needs a gradient.
+  virtual bool needed(int i) const = 0;
+  // The gradient buffer of input i (same shape and dtype as the input), zero-filled when it is
+  // first asked for. Backward code must add into it (`+=`), never overwrite it.
+  virtual Tensor& at(int i) = 0;
+};
+
+class Node {
+ public:
+  virtual ~Node() = default;
+  virtual const char* name() const = 0;
+  // Adds this op's vector-Jacobian product for dout (shape out_shape) into grads.at(i).
+  virtual void backward(const Tensor& dout, GradSink& grads) = 0;
+  // Drops what the forward saved; called once backward has run.
+  virtual void release() {}
+
+  std::vector<Edge> inputs;
+  Shape out_shape;
+  DType out_dtype = DType::F32;
+  std::uint64_t sequence = 0;
+  bool released = false;
+};
+
+// True when an op over these inputs must record: gradients are enabled and one of them requires
+// grad. Also notes, for checkpoint(), that a tensor requiring grad was used.
+bool should_record(std::initializer_list<const Tensor*> inputs);
+
+// Attaches `node` to `out` as its grad_fn, with one edge per input (empty when the input does not
+// require grad). `inputs` must match the order the node's backward uses for grads.at(i).
+void record(Tensor& out, std::shared_ptr<Node> node, std::initializer_list<const Tensor*> inputs);
+
+// Runs backward from root. droot is the incoming gradient (shape of root); undefined means 1 and
+// root must have one element. Throws if root does not require grad or the graph was walked.
+void backward(const Tensor& root, const Tensor& droot = Tensor());
+
+// checkpoint(fn, inputs): runs fn(inputs) without recording and keeps only the inputs; during
+// backward it re-runs fn with recording (restoring the dropout generator so masks repeat) and
+// back-propagates through that, so gradients are identical to running fn directly. Parameters
+// that fn uses without receiving them in `inputs` (a layer's weights) get their gradients too.
+// fn must be deterministic given its inputs and the dropout generator.
+using CheckpointFn = std::function<Tensor(const std::vector<Tensor>&)>;
+Tensor checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs);
+
+// The dropout generator: counter-based, so any element's draw depends only on (seed, counter),
+// which makes masks independent of thread count and cheap to replay. Per thread.
+struct RngState {
+  std::uint64_t seed = 0;
+  std::uint64_t counter = 0;
+};
+RngState& dropout_rng();
+void manual_seed(std::uint64_t seed);  // sets this thread's dropout generator to (seed, 0)
+
+// A uniform draw in [0, 1) for (seed, index): the splitmix64 finalizer of seed + index * phi,
+// top 53 bits. Inline: dropout calls it once per element.
+inline double counter_uniform(std::uint64_t seed, std::uint64_t index) {
+  std::uint64_t z = seed + 0x9E3779B97F4A7C15ULL * (index + 1);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  z ^= z >> 31;
+  return static_cast<double>(z >> 11) * 0x1.0p-53;
+}
+
+}  // namespace edgetune

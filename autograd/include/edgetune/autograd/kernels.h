@@ -1,0 +1,42 @@
+// Compute kernels under the differentiable ops: dense and quantized GEMM through Eigen, and a few
+// whole-tensor helpers. No autograd here: ops.cpp records, these compute.
+//
+// Shapes: a tensor of rank r >= 2 is used as a row-major matrix of shape.rows() x shape.last().
+// Float kernels take F32 or F64 and require every float operand to share the dtype.
+#pragma once
+
+#include <cstdint>
+
+#include "edgetune/autograd/tensor.h"
+
+namespace edgetune::kernels {
+
+// Threads used by kernels (OpenMP and Eigen). n <= 0 means all cores.
+void set_num_threads(int n);
+int num_threads();
+
+// Rows of a quantized weight dequantized at a time by the quantized GEMMs (a scratch tile of
+// kQuantTileRows x K floats, never a float copy of the whole matrix).
+inline constexpr std::int64_t kQuantTileRows = 128;
+
+// y = x W^T (+ b).  x (M, K) float; W (N, K) f32/f64 (same dtype as x), q8 or q4; b (N) or null;
+// y (M, N), overwritten.
+void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* b);
+// dx += dy W.  dy (M, N); W (N, K) any storage; dx (M, K).
+void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w);
+// dw += dy^T x.  dy (M, N); x (M, K); dw (N, K) float.
+void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x);
+// db += sum over rows of dy.  dy (M, N); db (N).
+void bias_backward(Tensor& db, const Tensor& dy);
+
+// Batched matrix product over `batch` independent matrices, row-major:
+//   c[b] (M, N) (+)= op(a[b]) op(b[b]), op(a) (M, K) is a or a^T, op(b) (K, N) is b or b^T.
+// With accumulate, c is added to; otherwise overwritten.
+template <class T>
+void batched_gemm(T* c, const T* a, const T* b, std::int64_t batch, std::int64_t m,
+                  std::int64_t n, std::int64_t k, bool trans_a, bool trans_b, bool accumulate);
+
+// dst += src (same shape and float dtype).
+void add_into(Tensor& dst, const Tensor& src);
+
+}  // namespace edgetune::kernels

@@ -1,0 +1,127 @@
+// The memory accountant: every tensor byte in edgetune is allocated through it.
+//
+// It knows, at every moment, the live bytes and the peak per category (base weights, trainable
+// parameters, gradients, optimizer state, activations, workspace) and the peak of their sum, and
+// it can enforce a hard budget: an allocation that would take the total over the budget throws
+// edgetune::BudgetExceeded before anything is written. It is not a general-purpose allocator for
+// small objects (graph nodes, strings): only tensor storage goes through it.
+//
+// Freed blocks are kept in a per-size cache and handed out again to the next request of the same
+// size, so a training step that repeats the same shapes stops calling the system allocator after
+// the first step. Cached blocks still occupy memory, so they count against the budget (reported as
+// `cached`); when a new allocation would exceed the budget, the cache is emptied first.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+namespace edgetune {
+
+enum class MemCategory : int {
+  BaseWeights = 0,     // frozen base model (f32, q8 or q4) and other frozen tables
+  Trainable = 1,       // trainable parameters (adapters, head, all weights when full)
+  Grads = 2,           // .grad of trainable parameters
+  OptimizerState = 3,  // optimizer moments
+  Activations = 4,     // forward outputs and what backward nodes keep
+  Workspace = 5,       // transient: gradients of activations during backward, scratch tiles
+};
+inline constexpr int kNumMemCategories = 6;
+
+// Lower-case name of a category ("base_weights", "activations", ...).
+const char* category_name(MemCategory c);
+
+// Thrown when an allocation would take the accountant's live total (including its cache) past
+// its budget. Nothing has been allocated or written when it is thrown.
+class BudgetExceeded : public std::runtime_error {
+ public:
+  BudgetExceeded(MemCategory category, std::size_t asked, std::size_t live, std::size_t budget);
+  MemCategory category;
+  std::size_t asked;   // bytes requested
+  std::size_t live;    // bytes live (all categories) at the time of the request
+  std::size_t budget;  // the budget in bytes
+};
+
+// A snapshot of the accountant's figures.
+struct MemoryStats {
+  std::array<std::size_t, kNumMemCategories> live{};
+  std::array<std::size_t, kNumMemCategories> peak{};          // peak of each category alone
+  std::array<std::size_t, kNumMemCategories> at_total_peak{};  // per category when total peaked
+  std::size_t live_total = 0;  // sum of live (tensors only)
+  std::size_t cached = 0;      // freed blocks kept for reuse
+  std::size_t peak_total = 0;  // peak of live_total + cached
+  std::size_t budget = 0;      // 0 = no budget
+  std::size_t allocations = 0;       // calls that reached the system allocator
+  std::size_t cache_hits = 0;        // calls served from the cache
+};
+
+class Accountant {
+ public:
+  Accountant() = default;
+  Accountant(const Accountant&) = delete;
+  Accountant& operator=(const Accountant&) = delete;
+  ~Accountant();
+
+  // The process-wide accountant used by Tensor.
+  static Accountant& global();
+
+  // Returns `bytes` of 64-byte aligned, uninitialised memory counted under `c`.
+  // Throws BudgetExceeded if live + cached + bytes would exceed the budget even after the cache is
+  // emptied. bytes == 0 returns nullptr.
+  void* allocate(MemCategory c, std::size_t bytes);
+  // Gives back a block from allocate() with the same category and size.
+  void release(MemCategory c, void* p, std::size_t bytes) noexcept;
+
+  // Budget in bytes; 0 removes it. Setting a budget below what is live is allowed (the next
+  // allocation fails).
+  void set_budget(std::size_t bytes);
+  std::size_t budget() const;
+
+  MemoryStats stats() const;
+  std::size_t live(MemCategory c) const;
+  std::size_t live_total() const;
+  std::size_t peak_total() const;
+  // Restarts the peaks from what is live now.
+  void reset_peaks();
+  // Returns cached blocks to the system.
+  void trim();
+  // Turns the reuse cache on or off (on by default); turning it off trims.
+  void set_caching(bool on);
+
+ private:
+  void note_peak_locked();
+  void trim_locked();
+
+  mutable std::mutex mu_;
+  std::array<std::size_t, kNumMemCategories> live_{};
+  std::array<std::size_t, kNumMemCategories> peak_{};
+  std::array<std::size_t, kNumMemCategories> at_total_peak_{};
+  std::size_t live_total_ = 0;
+  std::size_t cached_ = 0;
+  std::size_t peak_total_ = 0;
+  std::size_t budget_ = 0;
+  std::size_t allocations_ = 0;
+  std::size_t cache_hits_ = 0;
+  bool caching_ = true;
+  std::unordered_map<std::size_t, std::vector<void*>> cache_;  // size -> free blocks
+};
+
+// Formats a byte count for people in binary units: "97.3 MiB", "512.0 KiB", "1.25 GiB".
+std::string format_bytes(std::size_t bytes);
+
+// Parses a byte count: "128M" / "128MiB" / "128MB" (all 128 * 2^20: budgets are binary, like
+// VmHWM), "1.5G", "512K", "65536" (bytes). Throws std::invalid_argument
+// with a message saying what was expected.
+std::size_t parse_bytes(const std::string& text);
+
+// Peak resident set size of this process (VmHWM from /proc/self/status), in bytes; 0 if unknown.
+std::size_t process_peak_rss();
+// Current resident set size (VmRSS), in bytes; 0 if unknown.
+std::size_t process_rss();
+
+}  // namespace edgetune

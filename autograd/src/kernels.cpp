@@ -1,0 +1,203 @@
+// Dense and quantized GEMM kernels over Eigen maps of tensor buffers (see kernels.h).
+#include "edgetune/autograd/kernels.h"
+
+#include <omp.h>
+
+#include <Eigen/Core>
+#include <algorithm>
+#include <stdexcept>
+#include <string>
+
+#include "edgetune/autograd/quant.h"
+
+namespace edgetune::kernels {
+
+namespace {
+
+template <class T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <class T>
+using MapMat = Eigen::Map<RowMat<T>>;
+template <class T>
+using CMapMat = Eigen::Map<const RowMat<T>>;
+template <class T>
+using MapVec = Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>;
+
+std::string describe(const Tensor& t) {
+  return (t.name().empty() ? std::string("tensor") : "'" + t.name() + "'") + " " +
+         dtype_name(t.dtype()) + " " + t.shape().str();
+}
+
+void require(bool ok, const std::string& what) {
+  if (!ok) throw std::invalid_argument(what);
+}
+
+template <class T>
+CMapMat<T> as_matrix(const Tensor& t) {
+  return CMapMat<T>(t.data<T>(), t.shape().rows(), t.shape().last());
+}
+template <class T>
+MapMat<T> as_mut_matrix(Tensor& t) {
+  return MapMat<T>(t.data<T>(), t.shape().rows(), t.shape().last());
+}
+
+// Scratch rows for dequantized tiles, allocated through the accountant (Workspace).
+template <class T>
+Tensor scratch_tile(std::int64_t rows, std::int64_t k) {
+  return Tensor::empty(Shape{rows, k}, std::is_same_v<T, float> ? DType::F32 : DType::F64,
+                       MemCategory::Workspace);
+}
+
+// Dequantizes rows [r0, r0 + rows) of w into tile, rows split over threads.
+template <class T>
+void dequantize_tile(const Tensor& w, std::int64_t r0, std::int64_t rows, T* tile) {
+  const std::int64_t k = w.dim(1);
+#pragma omp parallel for schedule(static) if (rows * k > 32768)
+  for (std::int64_t r = 0; r < rows; ++r) dequantize_rows(w, r0 + r, 1, tile + r * k);
+}
+
+template <class T>
+void linear_forward_t(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* b) {
+  const std::int64_t m = x.shape().rows(), k = x.shape().last(), n = w.dim(0);
+  auto X = as_matrix<T>(x);
+  MapMat<T> Y(y.data<T>(), m, n);
+  if (is_quantized(w.dtype())) {
+    const std::int64_t tile_rows = std::min(kQuantTileRows, n);
+    Tensor tile = scratch_tile<T>(tile_rows, k);
+    for (std::int64_t n0 = 0; n0 < n; n0 += tile_rows) {
+      const std::int64_t nb = std::min(tile_rows, n - n0);
+      dequantize_tile<T>(w, n0, nb, tile.data<T>());
+      CMapMat<T> W(tile.data<T>(), nb, k);
+      Y.middleCols(n0, nb).noalias() = X * W.transpose();
+    }
+  } else {
+    Y.noalias() = X * as_matrix<T>(w).transpose();
+  }
+  if (b != nullptr) {
+    Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>> bias(b->data<T>(), n);
+    Y.rowwise() += bias;
+  }
+}
+
+template <class T>
+void linear_backward_input_t(Tensor& dx, const Tensor& dy, const Tensor& w) {
+  const std::int64_t m = dy.shape().rows(), n = dy.shape().last(), k = w.dim(1);
+  auto DY = as_matrix<T>(dy);
+  MapMat<T> DX(dx.data<T>(), m, k);
+  if (is_quantized(w.dtype())) {
+    const std::int64_t tile_rows = std::min(kQuantTileRows, n);
+    Tensor tile = scratch_tile<T>(tile_rows, k);
+    for (std::int64_t n0 = 0; n0 < n; n0 += tile_rows) {
+      const std::int64_t nb = std::min(tile_rows, n - n0);
+      dequantize_tile<T>(w, n0, nb, tile.data<T>());
+      CMapMat<T> W(tile.data<T>(), nb, k);
+      DX.noalias() += DY.middleCols(n0, nb) * W;
+    }
+  } else {
+    DX.noalias() += DY * as_matrix<T>(w);
+  }
+}
+
+}  // namespace
+
+void set_num_threads(int n) {
+  if (n <= 0) n = omp_get_num_procs();
+  omp_set_num_threads(n);
+  Eigen::setNbThreads(n);
+}
+
+int num_threads() { return omp_get_max_threads(); }
+
+void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* b) {
+  require(is_float(x.dtype()) && x.rank() >= 1, "linear: input must be float, got " + describe(x));
+  require(w.rank() == 2 && w.dim(1) == x.shape().last(),
+          "linear: weight " + describe(w) + " does not fit input " + describe(x) +
+              " (expected (N, " + std::to_string(x.shape().last()) + "))");
+  require(is_quantized(w.dtype()) || w.dtype() == x.dtype(),
+          "linear: weight " + describe(w) + " and input " + describe(x) + " differ in dtype");
+  require(b == nullptr || (b->dtype() == x.dtype() && b->numel() == w.dim(0)),
+          "linear: bias " + (b ? describe(*b) : std::string()) + " does not fit weight " +
+              describe(w));
+  if (x.dtype() == DType::F32) {
+    linear_forward_t<float>(y, x, w, b);
+  } else {
+    linear_forward_t<double>(y, x, w, b);
+  }
+}
+
+void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w) {
+  if (dy.dtype() == DType::F32) {
+    linear_backward_input_t<float>(dx, dy, w);
+  } else {
+    linear_backward_input_t<double>(dx, dy, w);
+  }
+}
+
+void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x) {
+  require(is_float(dw.dtype()), "linear: no gradient for a frozen quantized weight");
+  if (dy.dtype() == DType::F32) {
+    as_mut_matrix<float>(dw).noalias() += as_matrix<float>(dy).transpose() * as_matrix<float>(x);
+  } else {
+    as_mut_matrix<double>(dw).noalias() +=
+        as_matrix<double>(dy).transpose() * as_matrix<double>(x);
+  }
+}
+
+void bias_backward(Tensor& db, const Tensor& dy) {
+  if (dy.dtype() == DType::F32) {
+    MapVec<float>(db.data<float>(), db.numel()) += as_matrix<float>(dy).colwise().sum();
+  } else {
+    MapVec<double>(db.data<double>(), db.numel()) += as_matrix<double>(dy).colwise().sum();
+  }
+}
+
+template <class T>
+void batched_gemm(T* c, const T* a, const T* b, std::int64_t batch, std::int64_t m,
+                  std::int64_t n, std::int64_t k, bool trans_a, bool trans_b, bool accumulate) {
+  // One matrix per thread; Eigen runs single-threaded inside the parallel region.
+#pragma omp parallel for schedule(static) if (batch > 1)
+  for (std::int64_t i = 0; i < batch; ++i) {
+    MapMat<T> C(c + i * m * n, m, n);
+    const T* ai = a + i * m * k;
+    const T* bi = b + i * k * n;
+    auto run = [&](const auto& A, const auto& B) {
+      if (accumulate) {
+        C.noalias() += A * B;
+      } else {
+        C.noalias() = A * B;
+      }
+    };
+    if (!trans_a && !trans_b) {
+      run(CMapMat<T>(ai, m, k), CMapMat<T>(bi, k, n));
+    } else if (!trans_a && trans_b) {
+      run(CMapMat<T>(ai, m, k), CMapMat<T>(bi, n, k).transpose());
+    } else if (trans_a && !trans_b) {
+      run(CMapMat<T>(ai, k, m).transpose(), CMapMat<T>(bi, k, n));
+    } else {
+      run(CMapMat<T>(ai, k, m).transpose(), CMapMat<T>(bi, n, k).transpose());
+    }
+  }
+}
+template void batched_gemm<float>(float*, const float*, const float*, std::int64_t, std::int64_t,
+                                  std::int64_t, std::int64_t, bool, bool, bool);
+template void batched_gemm<double>(double*, const double*, const double*, std::int64_t,
+                                   std::int64_t, std::int64_t, std::int64_t, bool, bool, bool);
+
+void add_into(Tensor& dst, const Tensor& src) {
+  require(dst.shape() == src.shape() && dst.dtype() == src.dtype(),
+          "add_into: " + describe(src) + " into " + describe(dst));
+  const std::int64_t n = dst.numel();
+  if (dst.dtype() == DType::F32) {
+    float* d = dst.data<float>();
+    const float* s = src.data<float>();
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (std::int64_t i = 0; i < n; ++i) d[i] += s[i];
+  } else {
+    double* d = dst.data<double>();
+    const double* s = src.data<double>();
+#pragma omp parallel for simd schedule(static) if (n > 65536)
+    for (std::int64_t i = 0; i < n; ++i) d[i] += s[i];
+  }
+}
+
+}  // namespace edgetune::kernels

@@ -1,0 +1,237 @@
+// The memory accountant (see memory.h): counting, budget enforcement and the reuse cache.
+#include "edgetune/autograd/memory.h"
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <new>
+
+namespace edgetune {
+
+const char* category_name(MemCategory c) {
+  switch (c) {
+    case MemCategory::BaseWeights: return "base_weights";
+    case MemCategory::Trainable: return "trainable";
+    case MemCategory::Grads: return "grads";
+    case MemCategory::OptimizerState: return "optimizer_state";
+    case MemCategory::Activations: return "activations";
+    case MemCategory::Workspace: return "workspace";
+  }
+  return "unknown";
+}
+
+static std::string budget_message(MemCategory category, std::size_t asked, std::size_t live,
+                                  std::size_t budget) {
+  return "memory budget exceeded: " + std::string(category_name(category)) + " asked for " +
+         format_bytes(asked) + " with " + format_bytes(live) + " live of a budget of " +
+         format_bytes(budget) +
+         " (raise --memory-budget, or lower --batch-size / --max-length, or let the planner "
+         "choose checkpointing and micro-batches)";
+}
+
+BudgetExceeded::BudgetExceeded(MemCategory c, std::size_t a, std::size_t l, std::size_t b)
+    : std::runtime_error(budget_message(c, a, l, b)), category(c), asked(a), live(l), budget(b) {}
+
+namespace {
+constexpr std::size_t kAlign = 64;
+std::size_t rounded(std::size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
+}  // namespace
+
+Accountant::~Accountant() { trim_locked(); }
+
+Accountant& Accountant::global() {
+  // Never destroyed: tensors held by static objects may be released after main returns.
+  static Accountant* g = new Accountant();
+  return *g;
+}
+
+void Accountant::note_peak_locked() {
+  const std::size_t total = live_total_ + cached_;
+  for (int i = 0; i < kNumMemCategories; ++i) peak_[i] = std::max(peak_[i], live_[i]);
+  if (total > peak_total_) {
+    peak_total_ = total;
+    at_total_peak_ = live_;
+  }
+}
+
+void* Accountant::allocate(MemCategory c, std::size_t bytes) {
+  if (bytes == 0) return nullptr;
+  const std::size_t size = rounded(bytes);
+  std::lock_guard<std::mutex> lock(mu_);
+  void* p = nullptr;
+  auto it = cache_.find(size);
+  if (it != cache_.end() && !it->second.empty()) {
+    p = it->second.back();
+    it->second.pop_back();
+    cached_ -= size;
+    ++cache_hits_;
+  } else {
+    if (budget_ != 0 && live_total_ + cached_ + size > budget_) {
+      trim_locked();
+      if (live_total_ + size > budget_) throw BudgetExceeded(c, bytes, live_total_, budget_);
+    }
+    p = std::aligned_alloc(kAlign, size);
+    if (p == nullptr) {
+      trim_locked();
+      p = std::aligned_alloc(kAlign, size);
+      if (p == nullptr) throw std::bad_alloc();
+    }
+    ++allocations_;
+  }
+  live_[static_cast<int>(c)] += size;
+  live_total_ += size;
+  note_peak_locked();
+  return p;
+}
+
+void Accountant::release(MemCategory c, void* p, std::size_t bytes) noexcept {
+  if (p == nullptr) return;
+  const std::size_t size = rounded(bytes);
+  std::lock_guard<std::mutex> lock(mu_);
+  live_[static_cast<int>(c)] -= size;
+  live_total_ -= size;
+  if (caching_) {
+    try {
+      cache_[size].push_back(p);
+      cached_ += size;
+      return;
+    } catch (...) {
+      // Could not record the block for reuse: give it back instead.
+    }
+  }
+  std::free(p);
+}
+
+void Accountant::trim_locked() {
+  for (auto& [size, blocks] : cache_) {
+    for (void* p : blocks) std::free(p);
+    cached_ -= size * blocks.size();
+    blocks.clear();
+  }
+  cache_.clear();
+}
+
+void Accountant::trim() {
+  std::lock_guard<std::mutex> lock(mu_);
+  trim_locked();
+}
+
+void Accountant::set_caching(bool on) {
+  std::lock_guard<std::mutex> lock(mu_);
+  caching_ = on;
+  if (!on) trim_locked();
+}
+
+void Accountant::set_budget(std::size_t bytes) {
+  std::lock_guard<std::mutex> lock(mu_);
+  budget_ = bytes;
+  if (budget_ != 0 && live_total_ + cached_ > budget_) trim_locked();
+}
+
+std::size_t Accountant::budget() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return budget_;
+}
+
+MemoryStats Accountant::stats() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  MemoryStats s;
+  s.live = live_;
+  s.peak = peak_;
+  s.at_total_peak = at_total_peak_;
+  s.live_total = live_total_;
+  s.cached = cached_;
+  s.peak_total = peak_total_;
+  s.budget = budget_;
+  s.allocations = allocations_;
+  s.cache_hits = cache_hits_;
+  return s;
+}
+
+std::size_t Accountant::live(MemCategory c) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return live_[static_cast<int>(c)];
+}
+
+std::size_t Accountant::live_total() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return live_total_;
+}
+
+std::size_t Accountant::peak_total() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return peak_total_;
+}
+
+void Accountant::reset_peaks() {
+  std::lock_guard<std::mutex> lock(mu_);
+  peak_ = live_;
+  at_total_peak_ = live_;
+  peak_total_ = live_total_ + cached_;
+}
+
+std::string format_bytes(std::size_t bytes) {
+  char buf[32];
+  const double b = static_cast<double>(bytes);
+  if (bytes < 1024) {
+    std::snprintf(buf, sizeof buf, "%zu B", bytes);
+  } else if (b < 1024.0 * 1024.0) {
+    std::snprintf(buf, sizeof buf, "%.1f KiB", b / 1024.0);
+  } else if (b < 1024.0 * 1024.0 * 1024.0) {
+    std::snprintf(buf, sizeof buf, "%.1f MiB", b / (1024.0 * 1024.0));
+  } else {
+    std::snprintf(buf, sizeof buf, "%.2f GiB", b / (1024.0 * 1024.0 * 1024.0));
+  }
+  return buf;
+}
+
+std::size_t parse_bytes(const std::string& text) {
+  const std::string expected = "expected a byte count such as 256M, 1.5G, 512K or 65536, got '" +
+                               text + "'";
+  std::size_t pos = 0;
+  double value = 0;
+  try {
+    value = std::stod(text, &pos);
+  } catch (const std::exception&) {
+    throw std::invalid_argument(expected);
+  }
+  if (!(value >= 0) || !std::isfinite(value)) throw std::invalid_argument(expected);
+  std::string unit;
+  for (std::size_t i = pos; i < text.size(); ++i) {
+    unit += static_cast<char>(std::toupper(static_cast<unsigned char>(text[i])));
+  }
+  double mult = 1;
+  if (unit.empty() || unit == "B") {
+    mult = 1;
+  } else if (unit == "K" || unit == "KB" || unit == "KIB") {
+    mult = 1024.0;
+  } else if (unit == "M" || unit == "MB" || unit == "MIB") {
+    mult = 1024.0 * 1024.0;
+  } else if (unit == "G" || unit == "GB" || unit == "GIB") {
+    mult = 1024.0 * 1024.0 * 1024.0;
+  } else {
+    throw std::invalid_argument(expected);
+  }
+  return static_cast<std::size_t>(std::llround(value * mult));
+}
+
+static std::size_t read_status_kb(const char* key) {
+  std::ifstream in("/proc/self/status");
+  std::string line;
+  const std::size_t klen = std::strlen(key);
+  while (std::getline(in, line)) {
+    if (line.compare(0, klen, key) == 0) {
+      return static_cast<std::size_t>(std::strtoull(line.c_str() + klen, nullptr, 10)) * 1024;
+    }
+  }
+  return 0;
+}
+
+std::size_t process_peak_rss() { return read_status_kb("VmHWM:"); }
+std::size_t process_rss() { return read_status_kb("VmRSS:"); }
+
+}  // namespace edgetune
