@@ -1,0 +1,209 @@
+// WordPieceTokenizer against goldens made by Hugging Face tokenizers (Rust) through
+// tests/golden/tokenizer/make_goldens.mjs: hand-made tricky cases on small committed vocabularies
+// (always run), the same cases and real data lines on the full BERT vocabularies of ../shared/data
+// (skipped without it), and every code point through normalization and pre-tokenization.
+// Not here: the data readers (test_reader.cpp), fuzzing (test_fuzz.cpp).
+#include <utf8proc.h>
+
+#include <catch2/catch.hpp>
+#include <chrono>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "edgetune/data/error.h"
+#include "edgetune/data/tokenizer.h"
+#include "test_support.h"
+
+using edgetune::data::DataError;
+using edgetune::data::Encoding;
+using edgetune::data::TokenizerOptions;
+using edgetune::data::Vocab;
+using edgetune::data::WordPieceTokenizer;
+namespace fs = std::filesystem;
+using nlohmann::json;
+
+namespace {
+
+fs::path golden(const std::string& name) {
+  return edgetune::test::golden_dir() / "tokenizer" / name;
+}
+
+json load_json(const fs::path& p) {
+  std::ifstream in(p);
+  REQUIRE(in.good());
+  return json::parse(in);
+}
+
+std::string from_hex(const std::string& hex) {
+  std::string out;
+  for (size_t i = 0; i + 1 < hex.size(); i += 2) {
+    out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+  }
+  return out;
+}
+
+// The vocabulary a golden names: a committed file beside it, or "shared:<path>" in ../shared/data
+// (nothing when that folder is absent).
+std::optional<Vocab> golden_vocab(const std::string& name) {
+  const std::string shared_prefix = "shared:";
+  if (name.rfind(shared_prefix, 0) == 0) {
+    const fs::path dir = edgetune::test::shared_data_dir();
+    if (dir.empty()) return std::nullopt;
+    return Vocab::load(dir / name.substr(shared_prefix.size()));
+  }
+  return Vocab::load(golden(name));
+}
+
+std::string describe(const std::vector<int32_t>& ids) {
+  return json(ids).dump();
+}
+
+// `s` as a JSON string literal, any bytes accepted (invalid UTF-8 shown as U+FFFD).
+std::string json_literal(const std::string& s) {
+  return json(s).dump(-1, ' ', false, json::error_handler_t::replace);
+}
+
+// Runs every case of a hand-made golden; returns the number of cases compared.
+int check_hand_golden(const std::string& file) {
+  const json g = load_json(golden(file));
+  REQUIRE(g["format"] == "edgetune tokenizer golden");
+  REQUIRE(g["version"] == 1);
+  const auto vocab = golden_vocab(g["vocab"]);
+  if (!vocab) {
+    WARN("skipped: " << file << " needs " << g["vocab"] << " from ../shared/data");
+    return 0;
+  }
+  TokenizerOptions options;
+  options.do_lower_case = g["do_lower_case"];
+  const WordPieceTokenizer tok(*vocab, options);
+  int compared = 0;
+  for (const json& c : g["cases"]) {
+    const std::string a = c.contains("a_hex") ? from_hex(c["a_hex"]) : c["a"].get<std::string>();
+    std::optional<std::string> b;
+    if (c.contains("b_hex")) b = from_hex(c["b_hex"]);
+    if (c.contains("b")) b = c["b"].get<std::string>();
+    const std::vector<int32_t> want_ids = c["ids"];
+    const std::vector<int32_t> want_types = c["type_ids"];
+    const std::vector<std::string> want_tokens = c["tokens"];
+    const int max_length = c.value("max_length", edgetune::data::kNoTruncation);
+    INFO(file << ": a=" << json_literal(a) << (b ? " b=" + json_literal(*b) : "")
+              << " max_length=" << max_length);
+    Encoding e;
+    if (max_length < (b ? 3 : 2)) {
+      // HF skips truncation here (an unsigned underflow); edgetune rejects the request.
+      CHECK_THROWS_AS(tok.encode(a, b, max_length), std::invalid_argument);
+      e = tok.encode(a, b, edgetune::data::kNoTruncation);
+    } else {
+      e = tok.encode(a, b, max_length);
+      CHECK(e.truncated == (max_length != edgetune::data::kNoTruncation &&
+                            tok.encode(a, b, edgetune::data::kNoTruncation).ids.size() >
+                                static_cast<size_t>(max_length)));
+    }
+    CHECK(describe(e.ids) == describe(want_ids));
+    CHECK(e.type_ids == want_types);
+    CHECK(e.attention_mask == std::vector<int32_t>(want_ids.size(), 1));
+    CHECK(e.invalid_utf8 == c["invalid_utf8"].get<int>());
+    if (!b && c.value("max_length", 0) == 0) {
+      std::vector<std::string> tokens = tok.tokenize(a);
+      tokens.insert(tokens.begin(), "[CLS]");
+      tokens.push_back("[SEP]");
+      CHECK(tokens == want_tokens);
+    }
+    ++compared;
+  }
+  return compared;
+}
+
+}  // namespace
+
+TEST_CASE("tokenizer matches HF on hand-made cases (small vocabularies)") {
+  int n = 0;
+  n += check_hand_golden("hand_mini_uncased.json");
+  n += check_hand_golden("hand_mini_chinese.json");
+  n += check_hand_golden("hand_mini_cased.json");
+  CHECK(n > 250);
+}
+
+TEST_CASE("tokenizer matches HF on hand-made cases (full BERT vocabularies)") {
+  check_hand_golden("hand_full_uncased.json");
+  check_hand_golden("hand_full_chinese.json");
+}
+
+namespace {
+
+std::string utf8_of(char32_t cp) {
+  std::string s;
+  utf8proc_uint8_t buf[4];
+  const auto n = utf8proc_encode_char(static_cast<utf8proc_int32_t>(cp), buf);
+  s.assign(reinterpret_cast<const char*>(buf), static_cast<size_t>(n));
+  return s;
+}
+
+// Every code point c, as "a" + c + "a", through normalization and pre-tokenization, against the
+// reference's sweep (runs of: = kept in the word, - dropped, s whitespace, p split off; or the
+// explicit pre-tokens as comma-separated hex code points). A difference is allowed only on a
+// code point that utf8proc does not know as assigned (newer Unicode in the reference's Rust).
+void check_sweep(const std::string& file, bool lowercase) {
+  std::ifstream in(golden(file));
+  REQUIRE(in.good());
+  TokenizerOptions options;
+  options.do_lower_case = lowercase;
+  const WordPieceTokenizer tok(Vocab::load(golden("mini-uncased-vocab.txt")), options);
+  long checked = 0, tolerated = 0, failed = 0;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string first_hex, last_hex, kind;
+    fields >> first_hex >> last_hex >> kind;
+    const auto first = static_cast<char32_t>(std::stoul(first_hex, nullptr, 16));
+    const auto last = static_cast<char32_t>(std::stoul(last_hex, nullptr, 16));
+    std::vector<std::string> explicit_pieces;
+    if (kind.size() > 1 || (kind != "=" && kind != "-" && kind != "s" && kind != "p")) {
+      std::string piece = kind;
+      do {
+        std::string bytes;
+        std::istringstream cps(piece);
+        std::string h;
+        while (std::getline(cps, h, ','))
+          bytes += utf8_of(static_cast<char32_t>(std::stoul(h, nullptr, 16)));
+        explicit_pieces.push_back(bytes);
+      } while (fields >> piece);
+      kind = "x";
+    }
+    for (char32_t cp = first; cp <= last; ++cp) {
+      const std::string c = utf8_of(cp);
+      std::vector<std::string> want;
+      if (kind == "=") want = {"a" + c + "a"};
+      if (kind == "-") want = {"aa"};
+      if (kind == "s") want = {"a", "a"};
+      if (kind == "p") want = {"a", c, "a"};
+      if (kind == "x") want = explicit_pieces;
+      const std::vector<std::string> got = tok.pre_tokenize("a" + c + "a");
+      ++checked;
+      if (got == want) continue;
+      if (utf8proc_category(static_cast<utf8proc_int32_t>(cp)) == UTF8PROC_CATEGORY_CN) {
+        ++tolerated;
+        continue;
+      }
+      if (++failed <= 20) {
+        std::string g;
+        for (const auto& p : got) g += json_literal(p) + " ";
+        FAIL_CHECK(file << ": U+" << std::hex << static_cast<uint32_t>(cp) << std::dec
+                        << " expected kind " << kind << ", got " << g);
+      }
+    }
+  }
+  CHECK(checked == 0x110000 - 0x800);  // every scalar value
+  CHECK(failed == 0);
+  WARN(file << ": " << checked << " code points compared, " << tolerated
+            << " differ only where utf8proc's Unicode has no character yet");
+}
+
+}  // namespace
+
+TEST_CASE("normalization and pre-tokenization match HF on every code point") {
+  check_sweep("sweep_uncased.txt", true);
+  check_sweep("sweep_cased.txt", false);
+}
