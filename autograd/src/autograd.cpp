@@ -70,6 +70,22 @@ struct NewestFirst {
 
 }  // namespace
 
+Node::~Node() {
+  thread_local bool draining = false;
+  thread_local std::vector<std::shared_ptr<Node>> pending;
+  for (Edge& e : inputs) {
+    if (e.node && e.node.use_count() == 1) pending.push_back(std::move(e.node));
+  }
+  if (draining) return;  // an outer destructor is emptying `pending`
+  draining = true;
+  while (!pending.empty()) {
+    std::shared_ptr<Node> n = std::move(pending.back());
+    pending.pop_back();
+    n.reset();  // its destructor only moves its producers onto `pending`
+  }
+  draining = false;
+}
+
 bool should_record(std::initializer_list<const Tensor*> inputs) {
   bool any = false;
   for (const Tensor* t : inputs) {

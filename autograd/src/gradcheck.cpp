@@ -105,7 +105,7 @@ GradcheckResult gradcheck(const GradcheckFn& fn, const std::vector<Tensor>& inpu
       px[j] = saved;
       const double numeric = (lp - lm) / (2 * opt.eps);
       const double err = std::fabs(analytic[j] - numeric);
-      const double rel = err / std::max(std::fabs(numeric), 1e-12);
+      const double rel = err / std::max({std::fabs(numeric), std::fabs(analytic[j]), 1e-8});
       ++res.checked;
       const bool bad = !(err <= opt.atol + opt.rtol * std::fabs(numeric));
       if (err > res.max_abs_error || (bad && res.ok)) {

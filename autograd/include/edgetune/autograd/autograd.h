@@ -45,7 +45,9 @@ class GradSink {
 
 class Node {
  public:
-  virtual ~Node() = default;
+  // Tears down the chain of producers iteratively: a graph of any depth is freed without
+  // recursing through destructors.
+  virtual ~Node();
   virtual const char* name() const = 0;
   // Adds this op's vector-Jacobian product for dout (shape out_shape) into grads.at(i).
   virtual void backward(const Tensor& dout, GradSink& grads) = 0;

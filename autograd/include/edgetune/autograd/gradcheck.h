@@ -31,7 +31,7 @@ struct GradcheckOptions {
 struct GradcheckResult {
   bool ok = true;
   double max_abs_error = 0;  // max |analytic - numeric|
-  double max_rel_error = 0;  // max |analytic - numeric| / max(|numeric|, 1e-12)
+  double max_rel_error = 0;  // max |analytic - numeric| / max(|numeric|, |analytic|, 1e-8)
   std::int64_t checked = 0;  // elements compared
   std::string worst;         // where the largest violation (or error) happened
   std::string summary() const;

@@ -1,0 +1,101 @@
+// The memory accountant: categories, peaks, the hard budget, the reuse cache, byte parsing.
+#include <catch2/catch.hpp>
+
+#include <cstring>
+
+#include "edgetune/autograd/memory.h"
+#include "edgetune/autograd/tensor.h"
+
+using namespace edgetune;
+
+TEST_CASE("accountant counts live and peak bytes per category", "[memory]") {
+  Accountant acc;
+  void* a = acc.allocate(MemCategory::Activations, 1000);
+  void* b = acc.allocate(MemCategory::Grads, 64);
+  MemoryStats s = acc.stats();
+  REQUIRE(s.live[static_cast<int>(MemCategory::Activations)] == 1024);  // 64-byte blocks
+  REQUIRE(s.live[static_cast<int>(MemCategory::Grads)] == 64);
+  REQUIRE(s.live_total == 1088);
+  acc.release(MemCategory::Activations, a, 1000);
+  s = acc.stats();
+  REQUIRE(s.live_total == 64);
+  REQUIRE(s.peak_total == 1088);
+  REQUIRE(s.peak[static_cast<int>(MemCategory::Activations)] == 1024);
+  REQUIRE(s.at_total_peak[static_cast<int>(MemCategory::Grads)] == 64);
+  acc.release(MemCategory::Grads, b, 64);
+}
+
+TEST_CASE("a budget is a hard limit raised before anything is allocated", "[memory][budget]") {
+  Accountant acc;
+  acc.set_budget(4096);
+  void* a = acc.allocate(MemCategory::Trainable, 3000);
+  try {
+    acc.allocate(MemCategory::Activations, 2000);
+    FAIL("expected BudgetExceeded");
+  } catch (const BudgetExceeded& e) {
+    REQUIRE(e.category == MemCategory::Activations);
+    REQUIRE(e.asked == 2000);
+    REQUIRE(e.live == 3008);
+    REQUIRE(e.budget == 4096);
+    REQUIRE_THAT(e.what(), Catch::Contains("activations") && Catch::Contains("budget"));
+  }
+  // Nothing was counted for the failed request.
+  REQUIRE(acc.live_total() == 3008);
+  acc.release(MemCategory::Trainable, a, 3000);
+}
+
+TEST_CASE("tensor allocation goes through the global accountant and its budget", "[memory][budget]") {
+  Accountant& acc = Accountant::global();
+  const std::size_t live = acc.live_total();
+  {
+    Tensor t = Tensor::zeros({256, 256}, DType::F32, MemCategory::OptimizerState);
+    REQUIRE(acc.live(MemCategory::OptimizerState) >= 256 * 256 * 4);
+  }
+  acc.set_budget(live + 1024 * 1024);
+  REQUIRE_THROWS_AS(Tensor::empty({1024, 1024}, DType::F32), BudgetExceeded);
+  REQUIRE_NOTHROW(Tensor::empty({64, 64}, DType::F32));
+  acc.set_budget(0);
+}
+
+TEST_CASE("freed blocks are reused for the next request of the same size", "[memory]") {
+  Accountant acc;
+  void* a = acc.allocate(MemCategory::Activations, 4096);
+  acc.release(MemCategory::Activations, a, 4096);
+  REQUIRE(acc.stats().cached == 4096);
+  void* b = acc.allocate(MemCategory::Workspace, 4096);
+  REQUIRE(b == a);
+  MemoryStats s = acc.stats();
+  REQUIRE(s.cache_hits == 1);
+  REQUIRE(s.allocations == 1);
+  REQUIRE(s.cached == 0);
+  acc.release(MemCategory::Workspace, b, 4096);
+}
+
+TEST_CASE("cached blocks count against the budget and are dropped to make room", "[memory][budget]") {
+  Accountant acc;
+  acc.set_budget(8192);
+  void* a = acc.allocate(MemCategory::Activations, 6000);
+  acc.release(MemCategory::Activations, a, 6000);
+  // 6016 cached + 4096 asked > 8192: the cache is emptied and the request succeeds.
+  void* b = acc.allocate(MemCategory::Activations, 4096);
+  REQUIRE(acc.stats().cached == 0);
+  acc.release(MemCategory::Activations, b, 4096);
+}
+
+TEST_CASE("byte counts parse and format in binary units", "[memory]") {
+  REQUIRE(parse_bytes("128M") == 128u << 20);
+  REQUIRE(parse_bytes("128MiB") == 128u << 20);
+  REQUIRE(parse_bytes("1.5G") == 3u << 29);
+  REQUIRE(parse_bytes("512k") == 512u << 10);
+  REQUIRE(parse_bytes("65536") == 65536u);
+  REQUIRE_THROWS_WITH(parse_bytes("lots"), Catch::Contains("expected a byte count"));
+  REQUIRE_THROWS_AS(parse_bytes("12Q"), std::invalid_argument);
+  REQUIRE(format_bytes(97u << 20) == "97.0 MiB");
+  REQUIRE(format_bytes(512) == "512 B");
+}
+
+TEST_CASE("the process peak resident set is readable", "[memory]") {
+  REQUIRE(process_peak_rss() > 0);
+  REQUIRE(process_rss() > 0);
+  REQUIRE(process_peak_rss() >= process_rss());
+}
