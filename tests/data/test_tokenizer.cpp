@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "edgetune/data/error.h"
+#include "edgetune/data/reader.h"
 #include "edgetune/data/tokenizer.h"
 #include "test_support.h"
 
@@ -206,4 +207,91 @@ void check_sweep(const std::string& file, bool lowercase) {
 TEST_CASE("normalization and pre-tokenization match HF on every code point") {
   check_sweep("sweep_uncased.txt", true);
   check_sweep("sweep_cased.txt", false);
+}
+
+namespace {
+
+// Real data lines against the reference's token ids (the goldens hold line numbers and ids, the
+// text is read from ../shared/data now). Returns the number of single lines compared.
+int check_real_golden(const std::string& file) {
+  const json g = load_json(golden(file));
+  const fs::path dir = edgetune::test::shared_data_dir();
+  const auto vocab = golden_vocab(g["vocab"]);
+  if (dir.empty() || !vocab) {
+    WARN("skipped: " << file << " needs ../shared/data");
+    return 0;
+  }
+  edgetune::data::ReadOptions read;
+  read.header = edgetune::data::Header::kPresent;
+  read.text_column = edgetune::data::ColumnRef(g["column"].get<int>());
+  const auto ds = edgetune::data::read_dataset(dir / g["data"].get<std::string>(), read);
+  std::map<int64_t, const std::string*> text_of_line;
+  for (const auto& e : ds.examples) text_of_line[e.line] = &e.text;
+
+  TokenizerOptions options;
+  options.do_lower_case = g["do_lower_case"];
+  const WordPieceTokenizer tok(*vocab, options);
+  const int max_length = g["max_length"];
+  int compared = 0, mismatched = 0;
+  for (const json& row : g["lines"]) {
+    const int64_t line = row[0];
+    const std::vector<int32_t> want = row[1];
+    REQUIRE(text_of_line.count(line) == 1);
+    const Encoding e = tok.encode(*text_of_line[line], std::nullopt, max_length);
+    ++compared;
+    if (e.ids != want && ++mismatched <= 5) {
+      FAIL_CHECK(file << " line " << line << ": got " << describe(e.ids) << ", want "
+                      << describe(want));
+    }
+  }
+  const int pair_max = g["pair_max_length"];
+  int pairs = 0;
+  for (const json& row : g["pairs"]) {
+    const std::vector<int32_t> want = row[2];
+    const std::vector<int32_t> want_types = row[3];
+    const Encoding e = tok.encode(*text_of_line.at(row[0]), *text_of_line.at(row[1]), pair_max);
+    ++pairs;
+    if ((e.ids != want || e.type_ids != want_types) && ++mismatched <= 10) {
+      FAIL_CHECK(file << " pair of lines " << row[0] << ", " << row[1] << ": got "
+                      << describe(e.ids) << ", want " << describe(want));
+    }
+  }
+  CHECK(mismatched == 0);
+  WARN(file << ": " << compared << " real lines and " << pairs
+            << " pairs compared with the reference, " << mismatched << " differ");
+  return compared;
+}
+
+}  // namespace
+
+TEST_CASE("tokenizer matches HF on real data lines (../shared/data)") {
+  const int english = check_real_golden("real_sst2_train.json");
+  const int chinese = check_real_golden("real_chnsenticorp_train.json");
+  if (english + chinese > 0) {
+    CHECK(english >= 1000);
+    CHECK(chinese >= 1000);
+    CHECK(english + chinese >= 2000);
+  }
+}
+
+TEST_CASE("tokenizer throughput on SST-2 (printed, not asserted)") {
+  const fs::path dir = edgetune::test::shared_data_dir();
+  if (dir.empty()) {
+    WARN("skipped: needs ../shared/data");
+    return;
+  }
+  edgetune::data::ReadOptions read;
+  read.text_column = "sentence";
+  read.label_column = "label";
+  const auto ds = edgetune::data::read_dataset(dir / "sst2/train.tsv", read);
+  const WordPieceTokenizer tok(Vocab::load(dir / "vocab/bert-base-uncased-vocab.txt"));
+  const auto start = std::chrono::steady_clock::now();
+  size_t tokens = 0;
+  for (const auto& e : ds.examples) tokens += tok.encode(e.text).ids.size();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  WARN("encoded " << ds.examples.size() << " SST-2 lines (" << tokens << " tokens) in " << seconds
+                  << " s: " << static_cast<long>(static_cast<double>(ds.examples.size()) / seconds)
+                  << " lines/s");
+  CHECK(tokens > ds.examples.size() * 2);
 }

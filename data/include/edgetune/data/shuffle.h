@@ -1,0 +1,59 @@
+// Deterministic randomness for data order: a seeded PRNG (xoshiro256**, seeded through
+// splitmix64), Fisher-Yates shuffling and a seeded train/eval split. The same seed gives the same
+// order on every platform and standard library (std::shuffle and the std distributions do not
+// promise that). Not for cryptography; not the weight initialisation of other layers.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <utility>
+#include <vector>
+
+namespace edgetune::data {
+
+// xoshiro256** 1.0 (Blackman and Vigna), its 256-bit state filled by splitmix64 from the seed.
+class Rng {
+ public:
+  explicit Rng(uint64_t seed);
+
+  // The next 64 random bits.
+  uint64_t next();
+  // Uniform in [0, n). Requires n >= 1. Unbiased (Lemire's multiply-and-reject).
+  uint64_t below(uint64_t n);
+  // Uniform in [0, 1), 53 random bits.
+  double uniform();
+
+  // The whole state, to save in a checkpoint and restore on resume.
+  std::array<uint64_t, 4> state() const { return s_; }
+  // Requires a state from state() (all zero is not a valid state: std::invalid_argument).
+  void set_state(const std::array<uint64_t, 4>& s);
+
+ private:
+  std::array<uint64_t, 4> s_;
+};
+
+// Fisher-Yates: for i from the last index down to 1, swap item i with item rng.below(i + 1).
+template <class T>
+void shuffle(std::span<T> items, Rng& rng) {
+  for (size_t i = items.size(); i > 1; --i) {
+    const size_t j = static_cast<size_t>(rng.below(i));
+    if (j != i - 1) std::swap(items[i - 1], items[j]);
+  }
+}
+
+// 0..n-1 shuffled with Rng(seed).
+std::vector<size_t> permutation(size_t n, uint64_t seed);
+
+// Row indices of a train/eval split of n rows. The rows are permuted with Rng(seed) and the first
+// round(n * eval_fraction) go to eval, at least 1 and at most n - 1 when n >= 2 and
+// 0 < eval_fraction < 1. Both lists are sorted ascending (the file's order); shuffle the train
+// rows per epoch with shuffle(). Requires 0 <= eval_fraction <= 1 (else std::invalid_argument).
+struct Split {
+  std::vector<size_t> train;
+  std::vector<size_t> eval;
+};
+Split train_eval_split(size_t n, double eval_fraction, uint64_t seed);
+
+}  // namespace edgetune::data
