@@ -5,7 +5,7 @@ set -euo pipefail
 
 EDGETUNE_APT_PACKAGES=(
   build-essential cmake pkg-config
-  libeigen3-dev libxtensor-dev libxtl-dev libxsimd-dev nlohmann-json3-dev catch2
+  libeigen3-dev libxtensor-dev xtl-dev libxsimd-dev nlohmann-json3-dev catch2
   libutf8proc-dev libcli11-dev libomp-dev
 )
 
