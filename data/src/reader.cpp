@@ -33,6 +33,11 @@ bool blank(std::string_view s) {
   });
 }
 
+bool is_integer(std::string_view s) {
+  if (!s.empty() && s.front() == '-') s.remove_prefix(1);
+  return !s.empty() && std::all_of(s.begin(), s.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
 std::string join(const std::vector<std::string>& items, size_t max_items = 10) {
   std::string out;
   for (size_t i = 0; i < items.size() && i < max_items; ++i) {
@@ -181,6 +186,25 @@ std::string column_list(const std::vector<std::string>& header) {
   return "(" + join(header, 8) + ")";
 }
 
+// Header::kAuto with columns chosen by index: is the first record a header? (see reader.h)
+bool first_row_is_header(const std::vector<Record>& records, size_t first,
+                         const ReadOptions& options) {
+  if (!options.label_column) return false;
+  const auto col = static_cast<size_t>(options.label_column->index());
+  if (col >= records[first].fields.size()) return false;
+  const std::string& cell = records[first].fields[col];
+  if (options.labels) return !options.labels->id(cell).has_value();
+  const auto later = records.begin() + static_cast<long>(first) + 1;
+  auto label_of = [&](const Record& r) -> std::string_view {
+    return col < r.fields.size() ? std::string_view(r.fields[col]) : std::string_view();
+  };
+  const bool integer_labels =
+      later != records.end() &&
+      std::all_of(later, records.end(), [&](const Record& r) { return is_integer(label_of(r)); });
+  if (integer_labels) return !is_integer(cell);
+  return std::none_of(later, records.end(), [&](const Record& r) { return label_of(r) == cell; });
+}
+
 void read_tabular(std::vector<Record> records, Dataset& ds, const ReadOptions& options) {
   BadRows bad(ds, options);
   if (records.empty()) return;
@@ -205,24 +229,7 @@ void read_tabular(std::vector<Record> records, Dataset& ds, const ReadOptions& o
       has_header = false;
       break;
     case Header::kAuto:
-      if (any_name) {
-        has_header = true;
-      } else if (options.label_column) {
-        const auto col = static_cast<size_t>(options.label_column->index());
-        const Record& r = records[first];
-        if (col < r.fields.size()) {
-          const std::string& cell = r.fields[col];
-          if (options.labels) {
-            has_header = !options.labels->id(cell).has_value();
-          } else {
-            has_header =
-                std::none_of(records.begin() + static_cast<long>(first) + 1, records.end(),
-                             [&](const Record& other) {
-                               return col < other.fields.size() && other.fields[col] == cell;
-                             });
-          }
-        }
-      }
+      has_header = any_name || first_row_is_header(records, first, options);
       break;
   }
   if (any_name && !has_header) {

@@ -16,10 +16,11 @@
 // Header (TSV and CSV):
 //  - Header::kPresent / kAbsent say it.
 //  - Header::kAuto (default): when any column is chosen by name, the first row is the header.
-//    When all are chosen by index, the first row is a header if it has a label cell that is not
-//    a label: not in the fixed LabelMap when one is given, else a value that no other row has in
-//    that column (SST-2's "label" above 0/1 rows is a header; SMS Spam's first "ham" is not).
-//    Without a label column and names, there is no header unless kPresent says so.
+//    When all are chosen by index, the first row is a header if its label cell is not a label:
+//    not in the fixed LabelMap when one is given; else, when all other rows have integer labels,
+//    not an integer (SST-2's "label" above 0/1); else a value no other row has in that column
+//    (SMS Spam's first "ham" occurs again: data). Without a label column, and with columns chosen
+//    by index, there is no header unless Header::kPresent says so.
 // Every row must have as many columns as the header (or, without one, as the first row).
 //
 // Bad rows (missing column, empty text, empty or unknown label, JSON that does not parse, an
