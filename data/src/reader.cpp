@@ -276,7 +276,7 @@ void read_tabular(std::vector<Record> records, Dataset& ds, const ReadOptions& o
 
   ds.examples.reserve(records.size() - first);
   for (size_t k = first; k < records.size(); ++k) {
-    Record& r = records[k];
+    const Record& r = records[k];  // copied out: two options may name one column
     if (!r.error.empty()) {
       bad.report(r.line, r.error);
       continue;
@@ -289,20 +289,20 @@ void read_tabular(std::vector<Record> records, Dataset& ds, const ReadOptions& o
     }
     Example e;
     e.line = r.line;
-    e.text = std::move(r.fields[text_col]);
+    e.text = r.fields[text_col];
     if (blank(e.text)) {
       bad.report(r.line, "empty text in " + name_of(text_col));
       continue;
     }
     if (pair_col != kNone) {
-      e.text_pair = std::move(r.fields[pair_col]);
+      e.text_pair = r.fields[pair_col];
       if (blank(*e.text_pair)) {
         bad.report(r.line, "empty text in " + name_of(pair_col));
         continue;
       }
     }
     if (label_col != kNone) {
-      e.label = std::move(r.fields[label_col]);
+      e.label = r.fields[label_col];
       if (e.label.empty()) {
         bad.report(r.line, "empty label in " + name_of(label_col));
         continue;

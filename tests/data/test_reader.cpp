@@ -165,6 +165,12 @@ TEST_CASE("text pairs") {
   REQUIRE(ds.examples.size() == 1);
   CHECK(ds.examples[0].text == "a b");
   CHECK(ds.examples[0].text_pair == "c d");
+  // Two options may name the same column.
+  ReadOptions same = by_index(0, 1);
+  same.text_pair_column = ColumnRef(0);
+  const auto twice = read("x y\t1\nz\t0\n", "t.tsv", same);
+  CHECK(twice.examples.at(0).text_pair == "x y");
+  CHECK(twice.examples.at(0).text == "x y");
 }
 
 TEST_CASE("JSONL: fields by name, string or integer labels") {

@@ -1,0 +1,75 @@
+// `edgetune tokenize` run as a process: ids per stdin line, a data file column, exit codes.
+// Skipped when the edgetune binary has not been built beside the tests.
+#include <sys/wait.h>
+
+#include <catch2/catch.hpp>
+#include <cstdio>
+#include <fstream>
+
+#include "test_support.h"
+
+namespace fs = std::filesystem;
+
+namespace {
+
+struct Run {
+  int status = -1;
+  std::string out;
+};
+
+// Runs a shell command line; returns its exit status and standard output.
+Run run(const std::string& command) {
+  Run r;
+  std::FILE* p = ::popen(command.c_str(), "r");
+  REQUIRE(p != nullptr);
+  char buffer[4096];
+  size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, p)) > 0) r.out.append(buffer, n);
+  const int status = ::pclose(p);
+  r.status = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+  return r;
+}
+
+}  // namespace
+
+TEST_CASE("edgetune tokenize prints ids per line and maps errors to exit codes") {
+  const std::string cli = edgetune::test::cli_path();
+  if (!fs::exists(cli)) {
+    WARN("skipped: " << cli << " is not built");
+    return;
+  }
+  const fs::path vocab = edgetune::test::golden_dir() / "tokenizer/mini-uncased-vocab.txt";
+  const std::string base = "'" + cli + "' tokenize --vocab '" + vocab.string() + "'";
+
+  const Run lines = run("printf 'the cat\\r\\n\\nHello, world!\\n' | " + base + " 2>/dev/null");
+  CHECK(lines.status == 0);
+  CHECK(lines.out == "[2,142,256,3]\n[2,3]\n[2,285,16,159,5,3]\n");
+
+  const Run cut = run("echo 'the cat sat' | " + base + " --max-length 3");
+  CHECK(cut.out == "[2,142,3]\n");
+
+  const fs::path dir = fs::temp_directory_path() / "edgetune_cmd_tokenize";
+  fs::create_directories(dir);
+  std::ofstream(dir / "d.csv") << "label,text,other\n1,\"the\ncat\",hello\n";
+  const Run data = run(base + " --data '" + (dir / "d.csv").string() +
+                       "' --text-column text --text-pair-column 2");
+  CHECK(data.status == 0);
+  CHECK(data.out == "[2,142,256,3,285,3]\n");
+
+  fs::copy_file(vocab, dir / "vocab.txt", fs::copy_options::overwrite_existing);
+  std::ofstream(dir / "tokenizer_config.json") << R"({"do_lower_case": true})";
+  CHECK(run("echo 'THE CAT' | '" + cli + "' tokenize --model '" + dir.string() + "'").out ==
+        "[2,142,256,3]\n");
+
+  CHECK(run("'" + cli + "' tokenize 2>/dev/null").status == 2);
+  CHECK(run(base + " --max-length 1 </dev/null 2>/dev/null").status == 2);
+  CHECK(run("'" + cli + "' tokenize --vocab '" + (dir / "missing.txt").string() +
+            "' </dev/null 2>/dev/null")
+            .status == 1);
+  std::ofstream(dir / "bad.tsv") << "text\tlabel\nonly one column\n";
+  const Run bad =
+      run(base + " --data '" + (dir / "bad.tsv").string() + "' --text-column text 2>&1");
+  CHECK(bad.status == 1);
+  CHECK(bad.out.find("bad.tsv:2: expected 2 columns (text, label), found 1") != std::string::npos);
+  fs::remove_all(dir);
+}
