@@ -107,11 +107,13 @@ Tensor permute(const Tensor& x, std::span<const int> perm) {
 // ---- embedding and gather_rows (row lookups, scatter-add backward) ------------------------------
 
 namespace {
-// dtable[ids[i]] += dy[i] for every i; serial over i so repeated ids add in a fixed order.
+// dtable[ids[i]] += dy[i] for every i with ids[i] != skip; serial over i so repeated ids add in
+// a fixed order.
 template <class T>
 void scatter_add_rows(T* dtable, const T* dy, const std::int32_t* ids, std::int64_t n,
-                      std::int64_t c) {
+                      std::int64_t c, std::int32_t skip) {
   for (std::int64_t i = 0; i < n; ++i) {
+    if (ids[i] == skip) continue;
     T* d = dtable + static_cast<std::int64_t>(ids[i]) * c;
     const T* g = dy + i * c;
 #pragma omp simd
@@ -121,14 +123,15 @@ void scatter_add_rows(T* dtable, const T* dy, const std::int32_t* ids, std::int6
 
 class RowLookupNode : public Node {
  public:
-  RowLookupNode(const char* name, Tensor ids, std::int64_t c) : name_(name), ids_(std::move(ids)), c_(c) {}
+  RowLookupNode(const char* name, Tensor ids, std::int64_t c, std::int32_t skip)
+      : name_(name), ids_(std::move(ids)), c_(c), skip_(skip) {}
   const char* name() const override { return name_; }
-  // grads: 0 -> dtable[ids[i]] += dy[i]
+  // grads: 0 -> dtable[ids[i]] += dy[i], except for the padding id
   void backward(const Tensor& dy, GradSink& grads) override {
     dispatch(dy.dtype(), [&](auto zero) {
       using T = decltype(zero);
       scatter_add_rows(grads.at(0).data<T>(), dy.data<T>(), ids_.data<std::int32_t>(),
-                       ids_.numel(), c_);
+                       ids_.numel(), c_, skip_);
     });
   }
   void release() override { ids_ = Tensor(); }
@@ -137,6 +140,7 @@ class RowLookupNode : public Node {
   const char* name_;
   Tensor ids_;  // I32, any shape
   std::int64_t c_;
+  std::int32_t skip_;  // padding id, or -1
 };
 
 void check_ids(const char* op, const Tensor& ids, std::int64_t rows, const Tensor& table) {
@@ -152,7 +156,7 @@ void check_ids(const char* op, const Tensor& ids, std::int64_t rows, const Tenso
 }
 }  // namespace
 
-Tensor embedding(const Tensor& table, const Tensor& ids) {
+Tensor embedding(const Tensor& table, const Tensor& ids, std::int32_t padding_idx) {
   require(table.defined() && table.rank() == 2, "embedding: table must be a (V, C) matrix");
   const std::int64_t v = table.dim(0), c = table.dim(1);
   check_ids("embedding", ids, v, table);
@@ -179,7 +183,8 @@ Tensor embedding(const Tensor& table, const Tensor& ids) {
     }
   });
   if (should_record({&table})) {
-    record(y, std::make_shared<RowLookupNode>("embedding", ids.detach(), c), {&table});
+    record(y, std::make_shared<RowLookupNode>("embedding", ids.detach(), c, padding_idx),
+           {&table});
   }
   return y;
 }
@@ -200,7 +205,7 @@ Tensor gather_rows(const Tensor& x, const Tensor& idx) {
     }
   });
   if (should_record({&x})) {
-    record(y, std::make_shared<RowLookupNode>("gather_rows", idx.detach(), c), {&x});
+    record(y, std::make_shared<RowLookupNode>("gather_rows", idx.detach(), c, -1), {&x});
   }
   return y;
 }

@@ -158,6 +158,17 @@ TEST_CASE("gradcheck embedding into a trainable table with repeated ids", "[grad
   check("embedding", [](const auto& in) { return ops::embedding(in[0], in[1]); }, {table, id});
 }
 
+TEST_CASE("embedding gives the padding row no gradient, as torch's padding_idx", "[embedding]") {
+  Tensor table = param({4, 3}, 38);
+  backward(ops::sum(ops::embedding(table, ids({5}, {0, 2, 0, 1, 2}), 0)));
+  const auto g = table.grad().to_vector();
+  for (int j = 0; j < 3; ++j) {
+    REQUIRE(g[0 * 3 + j] == 0.0);
+    REQUIRE(g[1 * 3 + j] == 1.0);
+    REQUIRE(g[2 * 3 + j] == 2.0);
+  }
+}
+
 TEST_CASE("embedding from a frozen quantized table records nothing", "[embedding][quant]") {
   for (DType q : {DType::Q8, DType::Q4}) {
     Tensor table = quantize(randn({9, 40}, 33, 0.1), q);

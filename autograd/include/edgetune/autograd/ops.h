@@ -43,8 +43,9 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
 Tensor softmax(const Tensor& x, const Tensor& mask = Tensor());
 
 // Rows of table picked by ids.  table (V, C) stored f32/f64/q8/q4; ids I32 (...) -> (..., C).
-// Backward scatter-adds into a trainable table; a frozen table gets nothing.
-Tensor embedding(const Tensor& table, const Tensor& ids);
+// Backward scatter-adds into a trainable table; a frozen table gets nothing. As torch's
+// padding_idx, the row padding_idx (if >= 0) gets no gradient.
+Tensor embedding(const Tensor& table, const Tensor& ids, std::int32_t padding_idx = -1);
 
 // Rows of x picked by idx.  x (N, C) float; idx I32 (M) -> (M, C); scatter-add backward.
 Tensor gather_rows(const Tensor& x, const Tensor& idx);

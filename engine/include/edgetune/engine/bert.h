@@ -1,0 +1,93 @@
+// The BERT model built from autograd ops, with Hugging Face semantics:
+//   BertModel (embeddings, L encoder layers, pooler) + the sequence-classification head
+//   (dropout, classifier), and the masked-LM head (transform dense + act + LayerNorm, decoder tied
+//   to the word embeddings, output bias) for pretraining.
+// Base Linear weights may be stored f32, q8 or q4 (frozen); LoRA and Houlsby adapters attach to
+// the layers. The model holds tensors only; which of them train is decided by the method
+// (engine/finetune.h), by marking leaves with set_requires_grad.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "edgetune/adapters/houlsby.h"
+#include "edgetune/adapters/lora.h"
+#include "edgetune/autograd/tensor.h"
+#include "edgetune/engine/config.h"
+
+namespace edgetune {
+
+// One nn.Linear: y = x W^T + b (+ LoRA).
+struct LinearLayer {
+  Tensor weight;                          // (N, K): f32, q8 or q4
+  Tensor bias;                            // (N) f32
+  std::shared_ptr<adapters::Lora> lora;   // optional
+  Tensor forward(const Tensor& x, bool training) const;
+};
+
+struct LayerNormLayer {
+  Tensor weight;  // (C) gamma
+  Tensor bias;    // (C) beta
+  Tensor forward(const Tensor& x, double eps) const;
+};
+
+struct EncoderLayer {
+  LinearLayer query, key, value;          // attention.self.{query,key,value}   (C, C)
+  LinearLayer attention_output;           // attention.output.dense              (C, C)
+  LayerNormLayer attention_norm;          // attention.output.LayerNorm
+  LinearLayer intermediate;               // intermediate.dense                  (F, C)
+  LinearLayer output;                     // output.dense                        (C, F)
+  LayerNormLayer output_norm;             // output.LayerNorm
+  std::shared_ptr<adapters::Houlsby> attention_adapter;  // optional, before attention_norm
+  std::shared_ptr<adapters::Houlsby> output_adapter;     // optional, before output_norm
+};
+
+struct MlmHead {
+  LinearLayer transform;       // cls.predictions.transform.dense (C, C)
+  LayerNormLayer norm;         // cls.predictions.transform.LayerNorm
+  Tensor decoder_bias;         // cls.predictions.bias (V); decoder weight = word embeddings
+};
+
+// A padded batch as the model takes it.
+struct BertInputs {
+  Tensor input_ids;       // (B, T) I32
+  Tensor token_type_ids;  // (B, T) I32
+  Tensor attention_mask;  // (B, T) I32: 1 for tokens, 0 for padding
+};
+
+// Forward-pass settings that are not part of the model.
+struct ForwardOptions {
+  bool training = false;          // dropout on
+  bool checkpoint_layers = false; // recompute each encoder layer in backward
+};
+
+class BertModel {
+ public:
+  BertConfig config;
+  Tensor word_embeddings;        // (V, C): f32, or q8 / q4 with --quant-embeddings
+  Tensor position_embeddings;    // (P, C)
+  Tensor token_type_embeddings;  // (TT, C)
+  LayerNormLayer embeddings_norm;
+  std::vector<EncoderLayer> layers;
+  LinearLayer pooler;            // (C, C), tanh
+  LinearLayer classifier;        // (K, C)
+  std::optional<MlmHead> mlm;    // present for pretraining
+
+  // Hidden states of the last layer.  -> (B, T, C)
+  Tensor encode(const BertInputs& in, const ForwardOptions& opt) const;
+  // Sequence-classification logits: classifier(dropout(tanh(pooler(h[:, 0]))))  -> (B, K)
+  Tensor classify(const BertInputs& in, const ForwardOptions& opt) const;
+  // Masked-LM logits for chosen rows of the hidden states.  rows (M, C) -> (M, V)
+  Tensor mlm_logits(const Tensor& rows, const ForwardOptions& opt) const;
+
+  // Every tensor of the model under its Hugging Face name (BertForSequenceClassification names;
+  // cls.predictions.* when the MLM head is present). Adapters are not included.
+  std::vector<std::pair<std::string, Tensor>> named_tensors() const;
+};
+
+// The additive attention mask of Hugging Face: (1 - mask) * lowest float.  (B, T) I32 -> (B, T) F32
+Tensor additive_attention_mask(const Tensor& attention_mask);
+
+}  // namespace edgetune

@@ -1,0 +1,56 @@
+// BertConfig: the fields of a Hugging Face BERT `config.json` that edgetune uses, parsed and
+// validated with errors that name the file and the field.
+#pragma once
+
+#include <filesystem>
+#include <optional>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace edgetune {
+
+// A bad model folder (config, weights, vocabulary): one line naming the file and what was expected.
+class ModelError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+enum class Activation { Gelu, GeluTanh, Relu };  // "gelu", "gelu_new", "relu"
+
+struct BertConfig {
+  std::int64_t vocab_size = 30522;              // V
+  std::int64_t hidden_size = 768;               // C
+  std::int64_t num_hidden_layers = 12;          // L
+  std::int64_t num_attention_heads = 12;        // H
+  std::int64_t intermediate_size = 3072;        // F
+  Activation hidden_act = Activation::Gelu;
+  std::int64_t max_position_embeddings = 512;
+  std::int64_t type_vocab_size = 2;
+  double layer_norm_eps = 1e-12;
+  double hidden_dropout_prob = 0.1;
+  double attention_probs_dropout_prob = 0.1;
+  std::optional<double> classifier_dropout;     // null: hidden_dropout_prob
+  double initializer_range = 0.02;
+  std::int64_t pad_token_id = 0;
+  std::vector<std::string> id2label;            // empty when the config names no labels
+  std::int64_t num_labels = 2;                  // K
+
+  std::int64_t head_size() const { return hidden_size / num_attention_heads; }  // D
+  double classifier_dropout_prob() const { return classifier_dropout.value_or(hidden_dropout_prob); }
+
+  // Parses config.json; `source` names the file in errors.
+  static BertConfig from_json(const nlohmann::json& j, const std::string& source = "config.json");
+  static BertConfig load(const std::filesystem::path& path);
+  // The config as Hugging Face writes it for BertForSequenceClassification.
+  nlohmann::json to_json() const;
+  // Throws ModelError naming `source` if a size is not positive, hidden_size is not a multiple of
+  // the heads, or a probability is outside [0, 1).
+  void validate(const std::string& source = "config.json") const;
+};
+
+const char* activation_name(Activation a);
+
+}  // namespace edgetune

@@ -1,0 +1,179 @@
+// The BERT forward pass (see bert.h). Mirrors transformers' modeling_bert.py step by step so the
+// PyTorch goldens match: embeddings -> LayerNorm -> dropout; per layer self-attention with the
+// additive mask, dropout on the probabilities, output dense -> dropout -> (adapter) -> residual
+// LayerNorm, intermediate dense -> activation, output dense -> dropout -> (adapter) -> residual
+// LayerNorm; pooler tanh(dense(h[:, 0])); dropout; classifier.
+#include "edgetune/engine/bert.h"
+
+#include <array>
+#include <cmath>
+#include <limits>
+
+#include "edgetune/autograd/autograd.h"
+#include "edgetune/autograd/ops.h"
+
+namespace edgetune {
+
+Tensor LinearLayer::forward(const Tensor& x, bool training) const {
+  Tensor y = ops::linear(x, weight, bias);
+  if (lora) y = ops::add(y, lora->delta(x, training));
+  return y;
+}
+
+Tensor LayerNormLayer::forward(const Tensor& x, double eps) const {
+  return ops::layer_norm(x, weight, bias, eps);
+}
+
+Tensor additive_attention_mask(const Tensor& attention_mask) {
+  Tensor m = Tensor::empty(attention_mask.shape(), DType::F32, MemCategory::Activations);
+  const std::int32_t* in = attention_mask.data<std::int32_t>();
+  float* out = m.data<float>();
+  const float lowest = std::numeric_limits<float>::lowest();
+  for (std::int64_t i = 0; i < m.numel(); ++i) out[i] = (1.0f - static_cast<float>(in[i])) * lowest;
+  return m;
+}
+
+namespace {
+
+Tensor activation(Activation act, const Tensor& x) {
+  switch (act) {
+    case Activation::Gelu: return ops::gelu(x);
+    case Activation::GeluTanh: return ops::gelu_tanh(x);
+    case Activation::Relu: return ops::relu(x);
+  }
+  return x;
+}
+
+// One encoder layer. x (B, T, C); mask additive (B, T).
+Tensor encoder_layer(const BertConfig& cfg, const EncoderLayer& layer, const Tensor& x,
+                     const Tensor& mask, bool training) {
+  const std::int64_t b = x.dim(0), t = x.dim(1), c = x.dim(2);
+  const std::int64_t h = cfg.num_attention_heads, d = cfg.head_size();
+  static const std::array<int, 4> split{0, 2, 1, 3};
+  auto heads = [&](const Tensor& y) {  // (B, T, C) -> (B, H, T, D)
+    return ops::permute(ops::reshape(y, {b, t, h, d}), split);
+  };
+  const Tensor q = heads(layer.query.forward(x, training));
+  const Tensor k = heads(layer.key.forward(x, training));
+  const Tensor v = heads(layer.value.forward(x, training));
+  Tensor scores = ops::scale(ops::matmul(q, k, false, true), 1.0 / std::sqrt(double(d)));
+  Tensor probs = ops::dropout(ops::softmax(scores, mask), cfg.attention_probs_dropout_prob, training);
+  scores = Tensor();
+  Tensor ctx = ops::reshape(ops::permute(ops::matmul(probs, v), split), {b, t, c});
+  probs = Tensor();
+
+  Tensor a = ops::dropout(layer.attention_output.forward(ctx, training), cfg.hidden_dropout_prob,
+                          training);
+  ctx = Tensor();
+  if (layer.attention_adapter) a = layer.attention_adapter->forward(a);
+  a = layer.attention_norm.forward(ops::add(a, x), cfg.layer_norm_eps);
+
+  Tensor i = activation(cfg.hidden_act, layer.intermediate.forward(a, training));
+  Tensor o = ops::dropout(layer.output.forward(i, training), cfg.hidden_dropout_prob, training);
+  i = Tensor();
+  if (layer.output_adapter) o = layer.output_adapter->forward(o);
+  return layer.output_norm.forward(ops::add(o, a), cfg.layer_norm_eps);
+}
+
+Tensor position_ids(std::int64_t t) {
+  Tensor p = Tensor::empty({t}, DType::I32, MemCategory::Activations);
+  for (std::int64_t i = 0; i < t; ++i) p.data<std::int32_t>()[i] = static_cast<std::int32_t>(i);
+  return p;
+}
+
+}  // namespace
+
+Tensor BertModel::encode(const BertInputs& in, const ForwardOptions& opt) const {
+  const std::int64_t t = in.input_ids.dim(1);
+  if (t > config.max_position_embeddings) {
+    throw std::invalid_argument("sequence of " + std::to_string(t) + " tokens is longer than the " +
+                                "model's max_position_embeddings (" +
+                                std::to_string(config.max_position_embeddings) +
+                                "); lower --max-length");
+  }
+  // (B, T, C); the padding token's row gets no gradient (nn.Embedding padding_idx in HF).
+  Tensor h = ops::embedding(word_embeddings, in.input_ids, static_cast<std::int32_t>(config.pad_token_id));
+  h = ops::add(h, ops::embedding(token_type_embeddings, in.token_type_ids));
+  h = ops::add(h, ops::embedding(position_embeddings, position_ids(t)));  // (T, C) broadcast
+  h = ops::dropout(embeddings_norm.forward(h, config.layer_norm_eps), config.hidden_dropout_prob,
+                   opt.training);
+  const Tensor mask = additive_attention_mask(in.attention_mask);
+  for (const EncoderLayer& layer : layers) {
+    if (opt.checkpoint_layers) {
+      // The recomputation runs during backward, after encode() returned: capture by value
+      // (the layer lives in the model).
+      const bool training = opt.training;
+      h = checkpoint(
+          [this, &layer, mask, training](const std::vector<Tensor>& xs) {
+            return encoder_layer(config, layer, xs[0], mask, training);
+          },
+          {h});
+    } else {
+      h = encoder_layer(config, layer, h, mask, opt.training);
+    }
+  }
+  return h;
+}
+
+Tensor BertModel::classify(const BertInputs& in, const ForwardOptions& opt) const {
+  const Tensor h = encode(in, opt);
+  const std::int64_t b = h.dim(0), t = h.dim(1), c = h.dim(2);
+  Tensor first = Tensor::empty({b}, DType::I32, MemCategory::Activations);
+  for (std::int64_t i = 0; i < b; ++i) first.data<std::int32_t>()[i] = static_cast<std::int32_t>(i * t);
+  const Tensor cls = ops::gather_rows(ops::reshape(h, {b * t, c}), first);  // h[:, 0]  (B, C)
+  const Tensor pooled = ops::tanh(pooler.forward(cls, opt.training));
+  return classifier.forward(ops::dropout(pooled, config.classifier_dropout_prob(), opt.training),
+                            opt.training);
+}
+
+Tensor BertModel::mlm_logits(const Tensor& rows, const ForwardOptions& opt) const {
+  if (!mlm) throw std::logic_error("mlm_logits: the model has no masked-LM head");
+  Tensor z = activation(config.hidden_act, mlm->transform.forward(rows, opt.training));
+  z = mlm->norm.forward(z, config.layer_norm_eps);
+  return ops::linear(z, word_embeddings, mlm->decoder_bias);  // decoder tied to the embeddings
+}
+
+std::vector<std::pair<std::string, Tensor>> BertModel::named_tensors() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  out.emplace_back("bert.embeddings.word_embeddings.weight", word_embeddings);
+  out.emplace_back("bert.embeddings.position_embeddings.weight", position_embeddings);
+  out.emplace_back("bert.embeddings.token_type_embeddings.weight", token_type_embeddings);
+  out.emplace_back("bert.embeddings.LayerNorm.weight", embeddings_norm.weight);
+  out.emplace_back("bert.embeddings.LayerNorm.bias", embeddings_norm.bias);
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const std::string p = "bert.encoder.layer." + std::to_string(i) + ".";
+    const EncoderLayer& l = layers[i];
+    auto linear = [&](const std::string& name, const LinearLayer& lin) {
+      out.emplace_back(p + name + ".weight", lin.weight);
+      out.emplace_back(p + name + ".bias", lin.bias);
+    };
+    auto norm = [&](const std::string& name, const LayerNormLayer& ln) {
+      out.emplace_back(p + name + ".weight", ln.weight);
+      out.emplace_back(p + name + ".bias", ln.bias);
+    };
+    linear("attention.self.query", l.query);
+    linear("attention.self.key", l.key);
+    linear("attention.self.value", l.value);
+    linear("attention.output.dense", l.attention_output);
+    norm("attention.output.LayerNorm", l.attention_norm);
+    linear("intermediate.dense", l.intermediate);
+    linear("output.dense", l.output);
+    norm("output.LayerNorm", l.output_norm);
+  }
+  out.emplace_back("bert.pooler.dense.weight", pooler.weight);
+  out.emplace_back("bert.pooler.dense.bias", pooler.bias);
+  if (classifier.weight.defined()) {
+    out.emplace_back("classifier.weight", classifier.weight);
+    out.emplace_back("classifier.bias", classifier.bias);
+  }
+  if (mlm) {
+    out.emplace_back("cls.predictions.transform.dense.weight", mlm->transform.weight);
+    out.emplace_back("cls.predictions.transform.dense.bias", mlm->transform.bias);
+    out.emplace_back("cls.predictions.transform.LayerNorm.weight", mlm->norm.weight);
+    out.emplace_back("cls.predictions.transform.LayerNorm.bias", mlm->norm.bias);
+    out.emplace_back("cls.predictions.bias", mlm->decoder_bias);
+  }
+  return out;
+}
+
+}  // namespace edgetune
