@@ -13,6 +13,7 @@
 #include <algorithm>
 #include <bit>
 #include <cerrno>
+#include <cmath>
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
@@ -543,6 +544,14 @@ Tensor Reader::load(const TensorInfo& info, DType target, MemCategory category) 
       std::vector<float> row(static_cast<std::size_t>(info.shape[1]));
       for (std::int64_t r = 0; r < info.shape[0]; ++r) {
         read_rows_f32(info, r, 1, row.data());
+        // A scale cannot represent nan or inf (and a code cast from nan is undefined behaviour).
+        for (std::size_t j = 0; j < row.size(); ++j) {
+          if (!std::isfinite(row[j])) {
+            fail(t + " holds " + std::to_string(row[j]) + " at row " + std::to_string(r) +
+                 ", column " + std::to_string(j) + ": only finite values can be quantized to " +
+                 dtype_name(target));
+          }
+        }
         quantize_row(q, r, row.data());
       }
       q.set_name(info.name);

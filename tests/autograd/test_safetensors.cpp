@@ -816,6 +816,16 @@ TEST_CASE("safetensors: loading as q8 / q4 quantizes row by row like quantize()"
     CHECK(a.category() == MemCategory::BaseWeights);
   }
   CHECK_THROWS_WITH(r.load("b", DType::Q8), Catch::Contains("only (N, K) matrices are quantized"));
+  // nan and inf have no q8 / q4 code (the fuzzer found them reaching quantize_row).
+  const std::vector<float> bad = {1.0f, NAN, 2.0f, INFINITY};
+  const std::string f =
+      image(R"({"n":{"dtype":"F32","shape":[2,2],"data_offsets":[0,16]}})", raw(bad));
+  Reader rn(as_bytes(f), "nan.safetensors");
+  CHECK_THROWS_WITH(
+      rn.load("n", DType::Q4),
+      Catch::Contains("nan.safetensors: tensor 'n' holds nan at row 0, column 1: only "
+                      "finite values can be quantized to q4"));
+  CHECK(std::isnan(rn.load("n").to_vector()[1]));  // a float load keeps them
 }
 
 TEST_CASE("safetensors: release() drops the resident pages and the data stays readable",
