@@ -103,7 +103,7 @@ class Reader {
   // The file name used in error messages (the path as given).
   const std::string& label() const { return label_; }
 
-  // Every tensor, in the order of its bytes in the data section (ascending begin, then name).
+  // Every tensor, in the order of its bytes in the data section (ascending byte range, then name).
   const std::vector<TensorInfo>& tensors() const { return tensors_; }
   // The tensor called `name`, or nullptr.
   const TensorInfo* find(std::string_view name) const;
