@@ -49,8 +49,22 @@ Accountant& Accountant::global() {
   return *g;
 }
 
+void Accountant::evict_locked(std::size_t need, std::size_t limit) {
+  while (live_total_ + cached_ + need > limit && !cache_.empty()) {
+    auto it = std::prev(cache_.end());  // the largest size
+    std::vector<void*>& blocks = it->second;
+    while (!blocks.empty() && live_total_ + cached_ + need > limit) {
+      std::free(blocks.back());
+      blocks.pop_back();
+      cached_ -= it->first;
+    }
+    if (blocks.empty()) cache_.erase(it);
+  }
+}
+
 void Accountant::note_peak_locked() {
   const std::size_t total = live_total_ + cached_;
+  peak_live_ = std::max(peak_live_, live_total_);
   for (int i = 0; i < kNumMemCategories; ++i) peak_[i] = std::max(peak_[i], live_[i]);
   if (total > peak_total_) {
     peak_total_ = total;
@@ -71,9 +85,10 @@ void* Accountant::allocate(MemCategory c, std::size_t bytes) {
     ++cache_hits_;
   } else {
     if (budget_ != 0 && live_total_ + cached_ + size > budget_) {
-      trim_locked();
       if (live_total_ + size > budget_) throw BudgetExceeded(c, bytes, live_total_, budget_);
+      evict_locked(size, budget_);
     }
+    evict_locked(size, std::max(peak_live_, live_total_ + size));
     p = std::aligned_alloc(kAlign, size);
     if (p == nullptr) {
       trim_locked();
@@ -146,6 +161,7 @@ MemoryStats Accountant::stats() const {
   s.live_total = live_total_;
   s.cached = cached_;
   s.peak_total = peak_total_;
+  s.peak_live = peak_live_;
   s.budget = budget_;
   s.allocations = allocations_;
   s.cache_hits = cache_hits_;
@@ -172,6 +188,7 @@ void Accountant::reset_peaks() {
   peak_ = live_;
   at_total_peak_ = live_;
   peak_total_ = live_total_ + cached_;
+  peak_live_ = live_total_;
 }
 
 std::string format_bytes(std::size_t bytes) {

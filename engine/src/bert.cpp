@@ -133,46 +133,45 @@ Tensor BertModel::mlm_logits(const Tensor& rows, const ForwardOptions& opt) cons
   return ops::linear(z, word_embeddings, mlm->decoder_bias);  // decoder tied to the embeddings
 }
 
-std::vector<std::pair<std::string, Tensor>> BertModel::named_tensors() const {
-  std::vector<std::pair<std::string, Tensor>> out;
-  out.emplace_back("bert.embeddings.word_embeddings.weight", word_embeddings);
-  out.emplace_back("bert.embeddings.position_embeddings.weight", position_embeddings);
-  out.emplace_back("bert.embeddings.token_type_embeddings.weight", token_type_embeddings);
-  out.emplace_back("bert.embeddings.LayerNorm.weight", embeddings_norm.weight);
-  out.emplace_back("bert.embeddings.LayerNorm.bias", embeddings_norm.bias);
+std::vector<std::pair<std::string, Tensor*>> BertModel::tensor_slots() {
+  std::vector<std::pair<std::string, Tensor*>> out;
+  out.emplace_back("bert.embeddings.word_embeddings.weight", &word_embeddings);
+  out.emplace_back("bert.embeddings.position_embeddings.weight", &position_embeddings);
+  out.emplace_back("bert.embeddings.token_type_embeddings.weight", &token_type_embeddings);
+  auto linear = [&](const std::string& name, LinearLayer& lin) {
+    out.emplace_back(name + ".weight", &lin.weight);
+    out.emplace_back(name + ".bias", &lin.bias);
+  };
+  auto norm = [&](const std::string& name, LayerNormLayer& ln) {
+    out.emplace_back(name + ".weight", &ln.weight);
+    out.emplace_back(name + ".bias", &ln.bias);
+  };
+  norm("bert.embeddings.LayerNorm", embeddings_norm);
   for (size_t i = 0; i < layers.size(); ++i) {
     const std::string p = "bert.encoder.layer." + std::to_string(i) + ".";
-    const EncoderLayer& l = layers[i];
-    auto linear = [&](const std::string& name, const LinearLayer& lin) {
-      out.emplace_back(p + name + ".weight", lin.weight);
-      out.emplace_back(p + name + ".bias", lin.bias);
-    };
-    auto norm = [&](const std::string& name, const LayerNormLayer& ln) {
-      out.emplace_back(p + name + ".weight", ln.weight);
-      out.emplace_back(p + name + ".bias", ln.bias);
-    };
-    linear("attention.self.query", l.query);
-    linear("attention.self.key", l.key);
-    linear("attention.self.value", l.value);
-    linear("attention.output.dense", l.attention_output);
-    norm("attention.output.LayerNorm", l.attention_norm);
-    linear("intermediate.dense", l.intermediate);
-    linear("output.dense", l.output);
-    norm("output.LayerNorm", l.output_norm);
+    EncoderLayer& l = layers[i];
+    linear(p + "attention.self.query", l.query);
+    linear(p + "attention.self.key", l.key);
+    linear(p + "attention.self.value", l.value);
+    linear(p + "attention.output.dense", l.attention_output);
+    norm(p + "attention.output.LayerNorm", l.attention_norm);
+    linear(p + "intermediate.dense", l.intermediate);
+    linear(p + "output.dense", l.output);
+    norm(p + "output.LayerNorm", l.output_norm);
   }
-  out.emplace_back("bert.pooler.dense.weight", pooler.weight);
-  out.emplace_back("bert.pooler.dense.bias", pooler.bias);
-  if (classifier.weight.defined()) {
-    out.emplace_back("classifier.weight", classifier.weight);
-    out.emplace_back("classifier.bias", classifier.bias);
-  }
+  linear("bert.pooler.dense", pooler);
+  if (classifier.weight.defined()) linear("classifier", classifier);
   if (mlm) {
-    out.emplace_back("cls.predictions.transform.dense.weight", mlm->transform.weight);
-    out.emplace_back("cls.predictions.transform.dense.bias", mlm->transform.bias);
-    out.emplace_back("cls.predictions.transform.LayerNorm.weight", mlm->norm.weight);
-    out.emplace_back("cls.predictions.transform.LayerNorm.bias", mlm->norm.bias);
-    out.emplace_back("cls.predictions.bias", mlm->decoder_bias);
+    linear("cls.predictions.transform.dense", mlm->transform);
+    norm("cls.predictions.transform.LayerNorm", mlm->norm);
+    out.emplace_back("cls.predictions.bias", &mlm->decoder_bias);
   }
+  return out;
+}
+
+std::vector<std::pair<std::string, Tensor>> BertModel::named_tensors() const {
+  std::vector<std::pair<std::string, Tensor>> out;
+  for (auto& [name, slot] : const_cast<BertModel*>(this)->tensor_slots()) out.emplace_back(name, *slot);
   return out;
 }
 

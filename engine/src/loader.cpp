@@ -1,17 +1,17 @@
 // Hugging Face BERT folders in and out (see loader.h).
 #include "edgetune/engine/loader.h"
 
-#include <fcntl.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <optional>
 #include <set>
 
 #include "edgetune/adapters/init.h"
+#include "edgetune/autograd/file_io.h"
+#include "edgetune/autograd/quant.h"
 #include "edgetune/autograd/safetensors.h"
 
 namespace edgetune {
@@ -43,14 +43,18 @@ bool ignorable(const std::string& name, bool with_mlm_head) {
 
 class Builder {
  public:
+  // Fresh weights only (no file): every tensor initialised as Hugging Face does.
+  Builder(const LoadOptions& opt, BertConfig& cfg, LoadReport& report)
+      : opt_(opt), cfg_(cfg), report_(report) {}
+
   Builder(const fs::path& dir, const LoadOptions& opt, BertConfig& cfg, LoadReport& report)
-      : reader_(dir / "model.safetensors"), opt_(opt), cfg_(cfg), report_(report) {
-    if (reader_.find("bert.embeddings.word_embeddings.weight")) {
+      : reader_(std::in_place, dir / "model.safetensors"), opt_(opt), cfg_(cfg), report_(report) {
+    if (reader_->find("bert.embeddings.word_embeddings.weight")) {
       prefix_ = "bert.";
-    } else if (reader_.find("embeddings.word_embeddings.weight")) {
+    } else if (reader_->find("embeddings.word_embeddings.weight")) {
       prefix_ = "";
     } else {
-      throw ModelError(reader_.label() +
+      throw ModelError(reader_->label() +
                        ": no tensor 'bert.embeddings.word_embeddings.weight' (nor "
                        "'embeddings.word_embeddings.weight' of a bare BertModel): not a BERT "
                        "checkpoint");
@@ -60,27 +64,28 @@ class Builder {
   // The tensor `hf` (a BertForSequenceClassification name) with the expected shape, stored as
   // `storage` unless it is trainable. Undefined when absent and not required.
   Tensor get(const std::string& hf, const Shape& expected, DType storage, bool required = true) {
+    if (!reader_) return fresh_as(hf, expected, storage);
     const std::string file_name = file_name_of(hf);
-    const safetensors::TensorInfo* info = file_name.empty() ? nullptr : reader_.find(file_name);
+    const safetensors::TensorInfo* info = file_name.empty() ? nullptr : reader_->find(file_name);
     if (info == nullptr) {
       if (required) {
-        throw ModelError(reader_.label() + ": missing tensor '" + (file_name.empty() ? hf : file_name) +
+        throw ModelError(reader_->label() + ": missing tensor '" + (file_name.empty() ? hf : file_name) +
                          "' (expected shape " + expected.str() + " from config.json)");
       }
       return Tensor();
     }
     const Shape got(std::span<const std::int64_t>(info->shape.data(), info->shape.size()));
     if (info->shape.size() > 4 || got != expected) {
-      throw ModelError(reader_.label() + ": tensor '" + file_name + "' has shape " + shape_str(*info) +
+      throw ModelError(reader_->label() + ": tensor '" + file_name + "' has shape " + shape_str(*info) +
                        ", expected " + expected.str() + " from config.json (hidden_size " +
                        std::to_string(cfg_.hidden_size) + ", intermediate_size " +
                        std::to_string(cfg_.intermediate_size) + ", vocab_size " +
                        std::to_string(cfg_.vocab_size) + ")");
     }
     const bool train = opt_.trainable && opt_.trainable(hf);
-    Tensor t = reader_.load(*info, train ? DType::F32 : storage,
-                            train ? MemCategory::Trainable : MemCategory::BaseWeights);
-    reader_.release(*info);
+    Tensor t = reader_->load(*info, train ? DType::F32 : storage,
+                             train ? MemCategory::Trainable : MemCategory::BaseWeights);
+    reader_->release(*info);
     used_.insert(file_name);
     t.set_name(hf);
     if (train) t.set_requires_grad(true);
@@ -111,14 +116,16 @@ class Builder {
   }
 
   bool has(const std::string& hf) const {
+    if (!reader_) return true;  // fresh weights: every tensor "exists"
     const std::string f = file_name_of(hf);
-    return !f.empty() && reader_.find(f) != nullptr;
+    return !f.empty() && reader_->find(f) != nullptr;
   }
 
   // Everything in the file that was neither used nor known to be ignorable is an error.
   void check_leftovers() {
+    if (!reader_) return;
     std::vector<std::string> unexpected;
-    for (const auto& info : reader_.tensors()) {
+    for (const auto& info : reader_->tensors()) {
       if (used_.count(info.name)) continue;
       if (ignorable(info.name, opt_.with_mlm_head) ||
           (info.name.starts_with("classifier.") && fresh_classifier_)) {
@@ -131,7 +138,7 @@ class Builder {
       std::string list;
       for (size_t i = 0; i < unexpected.size() && i < 5; ++i) list += (i ? ", '" : "'") + unexpected[i] + "'";
       if (unexpected.size() > 5) list += " and " + std::to_string(unexpected.size() - 5) + " more";
-      throw ModelError(reader_.label() + ": unexpected tensor" + (unexpected.size() > 1 ? "s " : " ") +
+      throw ModelError(reader_->label() + ": unexpected tensor" + (unexpected.size() > 1 ? "s " : " ") +
                        list + " (expected the tensors of BertForSequenceClassification with " +
                        std::to_string(cfg_.num_hidden_layers) + " layers: " + prefix_ +
                        "embeddings.*, " + prefix_ + "encoder.layer.{0.." +
@@ -142,7 +149,8 @@ class Builder {
 
   const std::string& prefix() const { return prefix_; }
   void set_fresh_classifier() { fresh_classifier_ = true; }
-  safetensors::Reader& reader() { return reader_; }
+  bool from_file() const { return reader_.has_value(); }
+  bool file_has(const std::string& name) const { return reader_ && reader_->find(name); }
 
  private:
   std::string file_name_of(const std::string& hf) const {
@@ -158,7 +166,26 @@ class Builder {
     return s + ")";
   }
 
-  safetensors::Reader reader_;
+  // A fresh tensor of the model as Hugging Face's _init_weights makes it, stored as `storage`:
+  // LayerNorm weights 1, biases 0, other weights normal(0, initializer_range); the padding
+  // token's embedding row 0.
+  Tensor fresh_as(const std::string& hf, const Shape& shape, DType storage) {
+    const bool is_norm_weight = hf.ends_with("LayerNorm.weight");
+    const bool is_bias = hf.ends_with(".bias");
+    Tensor t = fresh(hf, shape, is_norm_weight ? '1' : is_bias ? '0' : 'n');
+    if (hf == "bert.embeddings.word_embeddings.weight") {
+      float* row = t.data<float>() + cfg_.pad_token_id * cfg_.hidden_size;
+      std::fill_n(row, cfg_.hidden_size, 0.0f);
+    }
+    if (is_quantized(storage) && !t.requires_grad()) {
+      Tensor q = quantize(t, storage, MemCategory::BaseWeights);
+      q.set_name(hf);
+      return q;
+    }
+    return t;
+  }
+
+  std::optional<safetensors::Reader> reader_;
   const LoadOptions& opt_;
   BertConfig& cfg_;
   LoadReport& report_;
@@ -170,22 +197,12 @@ class Builder {
 
 }  // namespace
 
-BertModel load_bert(const fs::path& dir, const LoadOptions& opt, LoadReport* report_out) {
-  LoadReport report;
-  BertModel m;
-  m.config = load_config(dir);
+namespace {
+
+// Fills m (whose config is set) from the builder; file_labels: the classifier rows in the file.
+void build(BertModel& m, Builder& b, const LoadOptions& opt, std::int64_t file_labels,
+           LoadReport& report) {
   BertConfig& cfg = m.config;
-  const std::int64_t file_labels = cfg.num_labels;
-  if (!opt.id2label.empty()) {
-    cfg.id2label = opt.id2label;
-    cfg.num_labels = static_cast<std::int64_t>(opt.id2label.size());
-  }
-  std::error_code ec;
-  if (!fs::exists(dir / "model.safetensors", ec)) {
-    throw ModelError((dir / "model.safetensors").string() +
-                     ": missing (expected the model's weights in safetensors format)");
-  }
-  Builder b(dir, opt, cfg, report);
   const std::int64_t c = cfg.hidden_size, f = cfg.intermediate_size;
   const DType base = opt.base;
   if (!(base == DType::F32 || is_quantized(base))) {
@@ -248,41 +265,48 @@ BertModel load_bert(const fs::path& dir, const LoadOptions& opt, LoadReport* rep
     report.layout = "bare";
   } else if (!layout_head.empty()) {
     report.layout = layout_head;
-  } else if (b.reader().find("cls.predictions.bias")) {
+  } else if (b.file_has("cls.predictions.bias")) {
     report.layout = "masked-lm";
   } else {
-    report.layout = "bert";
+    report.layout = b.from_file() ? "bert" : "fresh";
   }
+}
+
+void apply_labels(BertConfig& cfg, const LoadOptions& opt) {
+  if (!opt.id2label.empty()) {
+    cfg.id2label = opt.id2label;
+    cfg.num_labels = static_cast<std::int64_t>(opt.id2label.size());
+  }
+}
+
+}  // namespace
+
+BertModel load_bert(const fs::path& dir, const LoadOptions& opt, LoadReport* report_out) {
+  LoadReport report;
+  BertModel m;
+  m.config = load_config(dir);
+  const std::int64_t file_labels = m.config.num_labels;
+  apply_labels(m.config, opt);
+  std::error_code ec;
+  if (!fs::exists(dir / "model.safetensors", ec)) {
+    throw ModelError((dir / "model.safetensors").string() +
+                     ": missing (expected the model's weights in safetensors format)");
+  }
+  Builder b(dir, opt, m.config, report);
+  build(m, b, opt, file_labels, report);
   if (report_out) *report_out = std::move(report);
   return m;
 }
 
-void write_file_atomic(const fs::path& path, const std::string& text) {
-  const fs::path tmp = path.string() + ".tmp-" + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw std::runtime_error(path.string() + ": cannot write (" + std::strerror(errno) + ")");
-  std::size_t done = 0;
-  bool ok = true;
-  while (ok && done < text.size()) {
-    const ssize_t w = ::write(fd, text.data() + done, text.size() - done);
-    if (w < 0 && errno == EINTR) continue;
-    ok = w > 0;
-    if (ok) done += static_cast<std::size_t>(w);
-  }
-  ok = ok && ::fsync(fd) == 0;
-  const int saved_errno = errno;
-  ::close(fd);
-  if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
-    const std::string why = std::strerror(ok ? errno : saved_errno);
-    std::remove(tmp.c_str());
-    throw std::runtime_error(path.string() + ": write failed (" + why + ")");
-  }
-  const int dfd = ::open(path.parent_path().empty() ? "." : path.parent_path().c_str(),
-                         O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    ::fsync(dfd);
-    ::close(dfd);
-  }
+BertModel init_bert(const BertConfig& config, const LoadOptions& opt) {
+  LoadReport report;
+  BertModel m;
+  m.config = config;
+  apply_labels(m.config, opt);
+  m.config.validate("config");
+  Builder b(opt, m.config, report);
+  build(m, b, opt, m.config.num_labels, report);
+  return m;
 }
 
 void save_bert(const BertModel& model, const fs::path& dir, const fs::path& source_dir,
@@ -300,9 +324,7 @@ void save_bert(const BertModel& model, const fs::path& dir, const fs::path& sour
     for (const char* name : {"vocab.txt", "tokenizer_config.json"}) {
       std::error_code ec;
       if (!fs::exists(source_dir / name, ec)) continue;
-      std::ifstream in(source_dir / name, std::ios::binary);
-      std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-      write_file_atomic(dir / name, text);
+      write_file_atomic(dir / name, read_file(source_dir / name));
     }
   }
 }

@@ -9,7 +9,11 @@
 // Freed blocks are kept in a per-size cache and handed out again to the next request of the same
 // size, so a training step that repeats the same shapes stops calling the system allocator after
 // the first step. Cached blocks still occupy memory, so they count against the budget (reported as
-// `cached`); when a new allocation would exceed the budget, the cache is emptied first.
+// `cached`). The cache never raises the footprint: when a request misses the cache and live +
+// cached + the request would exceed both the budget and the highest live total seen so far, cached
+// blocks are freed first, largest first. So the peak of live + cached stays the peak of live (plus
+// at most the blocks of the request itself), and a budget only ever sees live bytes it would see
+// without a cache.
 #pragma once
 
 #include <array>
@@ -18,7 +22,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
-#include <unordered_map>
+#include <map>
 #include <vector>
 
 namespace edgetune {
@@ -55,6 +59,7 @@ struct MemoryStats {
   std::size_t live_total = 0;  // sum of live (tensors only)
   std::size_t cached = 0;      // freed blocks kept for reuse
   std::size_t peak_total = 0;  // peak of live_total + cached
+  std::size_t peak_live = 0;   // peak of live_total
   std::size_t budget = 0;      // 0 = no budget
   std::size_t allocations = 0;       // calls that reached the system allocator
   std::size_t cache_hits = 0;        // calls served from the cache
@@ -96,6 +101,8 @@ class Accountant {
  private:
   void note_peak_locked();
   void trim_locked();
+  // Frees cached blocks, largest first, until live + cached + need <= limit or the cache is empty.
+  void evict_locked(std::size_t need, std::size_t limit);
 
   mutable std::mutex mu_;
   std::array<std::size_t, kNumMemCategories> live_{};
@@ -104,11 +111,12 @@ class Accountant {
   std::size_t live_total_ = 0;
   std::size_t cached_ = 0;
   std::size_t peak_total_ = 0;
+  std::size_t peak_live_ = 0;  // highest live_total_ since the last reset_peaks()
   std::size_t budget_ = 0;
   std::size_t allocations_ = 0;
   std::size_t cache_hits_ = 0;
   bool caching_ = true;
-  std::unordered_map<std::size_t, std::vector<void*>> cache_;  // size -> free blocks
+  std::map<std::size_t, std::vector<void*>> cache_;  // size -> free blocks
 };
 
 // Formats a byte count for people in binary units: "97.3 MiB", "512.0 KiB", "1.25 GiB".

@@ -85,6 +85,8 @@ class BertModel {
   // Every tensor of the model under its Hugging Face name (BertForSequenceClassification names;
   // cls.predictions.* when the MLM head is present). Adapters are not included.
   std::vector<std::pair<std::string, Tensor>> named_tensors() const;
+  // The same, as slots that can be replaced (loading adapters, merging).
+  std::vector<std::pair<std::string, Tensor*>> tensor_slots();
 };
 
 // The additive attention mask of Hugging Face: (1 - mask) * lowest float.  (B, T) I32 -> (B, T) F32

@@ -50,6 +50,11 @@ struct LoadReport {
 BertModel load_bert(const std::filesystem::path& dir, const LoadOptions& options,
                     LoadReport* report = nullptr);
 
+// A model of this config with fresh weights, initialised as Hugging Face's _init_weights does
+// (normal(0, initializer_range) weights, zero biases, LayerNorm 1 / 0, a zero padding row), stored
+// per `options` (q8 / q4 base weights are quantized after initialisation).
+BertModel init_bert(const BertConfig& config, const LoadOptions& options);
+
 // The config of a model folder without loading weights.
 BertConfig load_config(const std::filesystem::path& dir);
 
@@ -58,8 +63,5 @@ BertConfig load_config(const std::filesystem::path& dir);
 // when given. Each file is written atomically.
 void save_bert(const BertModel& model, const std::filesystem::path& dir,
                const std::filesystem::path& source_dir = {}, bool as_f16 = false);
-
-// Writes `text` to `path` atomically (temporary file, fsync, rename).
-void write_file_atomic(const std::filesystem::path& path, const std::string& text);
 
 }  // namespace edgetune

@@ -1,0 +1,77 @@
+// A model ready to use: the BERT classifier with its method's adapters, its tokenizer and its
+// labels, plus the batched evaluation and prediction loops the trainer, the command line and the
+// C++ API share.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "edgetune/data/batch.h"
+#include "edgetune/data/reader.h"
+#include "edgetune/data/tokenizer.h"
+#include "edgetune/engine/bert.h"
+#include "edgetune/engine/finetune.h"
+#include "edgetune/engine/metrics.h"
+
+namespace edgetune {
+
+// Data-file settings shared by train, eval and predict.
+struct DataOptions {
+  data::ColumnRef text_column;                      // unset: guessed from the header
+  std::optional<data::ColumnRef> text_pair_column;
+  std::optional<data::ColumnRef> label_column;      // unset: guessed from the header
+  data::Header header = data::Header::kAuto;
+  data::Format format = data::Format::kAuto;
+  bool skip_bad_rows = false;
+  int max_length = 128;                             // tokens per row, [CLS] and [SEP] included
+};
+
+// Reads a labelled (or, with labelled = false, possibly unlabelled) file. When a column is not
+// given it is guessed from the header: text from sentence / text / text_a / content / review /
+// message, label from label / labels / class / category / sentiment; a file without a header
+// needs explicit columns. Bad rows throw data::DataError (file:line: what was expected) unless
+// skip_bad_rows, when they are counted in the dataset and reported.
+data::Dataset read_data(const std::filesystem::path& file, const DataOptions& options,
+                        bool labelled, const data::LabelMap* labels = nullptr);
+
+// A batch as tensors.
+struct TensorBatch {
+  BertInputs inputs;
+  Tensor labels;  // (B) I32; undefined when unlabelled
+  std::vector<size_t> rows;
+};
+TensorBatch to_tensors(const data::Batch& batch);
+
+// The classifier's label names (config id2label, or LABEL_i).
+std::vector<std::string> label_names(const BertConfig& config);
+
+struct Model {
+  BertModel bert;
+  data::WordPieceTokenizer tokenizer;
+  MethodOptions method;
+  std::filesystem::path model_dir;
+  std::vector<std::string> labels() const { return label_names(bert.config); }
+};
+
+// Loads model_dir (and, if given, an adapter folder or run folder written by training) for
+// inference. A run folder's labels.json names the classes.
+Model open_model(const std::filesystem::path& model_dir, const std::filesystem::path& adapter_dir,
+                 DType base, bool quant_embeddings);
+
+struct Prediction {
+  std::int32_t label = 0;
+  std::vector<float> probabilities;
+  std::vector<float> logits;
+};
+
+// Logits of every encoding, batch by batch, without recording. order: rows to run, in order.
+std::vector<Prediction> predict(const BertModel& model, const std::vector<data::Encoding>& encodings,
+                                std::int32_t pad_id, int batch_size);
+
+// Accuracy, macro-F1, per-class figures, confusion matrix and mean loss on labelled encodings.
+EvalReport evaluate(const BertModel& model, const std::vector<data::Encoding>& encodings,
+                    const std::vector<std::int32_t>& labels, std::int32_t pad_id, int batch_size);
+
+}  // namespace edgetune

@@ -1,0 +1,258 @@
+// The memory planner (see planner.h).
+#include "edgetune/engine/planner.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+
+#include "edgetune/engine/trainer.h"
+
+namespace edgetune {
+
+namespace {
+
+constexpr std::size_t kF = 4;  // bytes of a float32
+
+// The accountant hands out 64-byte blocks.
+std::size_t block(std::size_t bytes) { return (bytes + 63) / 64 * 64; }
+
+std::size_t storage(std::int64_t n, std::int64_t k, DType t) {
+  const auto N = static_cast<std::size_t>(n), K = static_cast<std::size_t>(k);
+  switch (t) {
+    case DType::Q8: return block(N * K) + block(4 * N);
+    case DType::Q4: return block(N * ((K + 1) / 2)) + block(4 * N * ((K + 31) / 32));
+    default: return block(kF * N * K);
+  }
+}
+
+std::size_t& at(MemoryEstimate& e, MemCategory c) { return e.bytes[static_cast<int>(c)]; }
+
+// Adds one model tensor: base storage, or trainable float32 with its gradient and optimizer state.
+struct Counter {
+  MemoryEstimate& e;
+  const PlanRequest& r;
+  int state_copies;  // optimizer moments per trainable tensor
+
+  void tensor(const std::string& name, std::int64_t n, std::int64_t k, DType frozen_storage) {
+    if (trains_under(name, r.method)) {
+      trainable(n, k);
+    } else {
+      at(e, MemCategory::BaseWeights) += storage(n, k, frozen_storage);
+    }
+  }
+  void trainable(std::int64_t n, std::int64_t k) {
+    const std::size_t b = block(kF * static_cast<std::size_t>(n * k));
+    at(e, MemCategory::Trainable) += b;
+    at(e, MemCategory::Grads) += b;
+    at(e, MemCategory::OptimizerState) += static_cast<std::size_t>(state_copies) * b;
+  }
+};
+
+}  // namespace
+
+std::size_t MemoryEstimate::total() const {
+  std::size_t t = 0;
+  for (std::size_t b : bytes) t += b;
+  return t;
+}
+
+std::string MemoryEstimate::summary() const {
+  std::string s;
+  for (int i = 0; i < kNumMemCategories; ++i) {
+    if (i) s += ", ";
+    s += std::string(category_name(static_cast<MemCategory>(i))) + " " + format_bytes(bytes[i]);
+  }
+  return s;
+}
+
+MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t micro) {
+  MemoryEstimate e;
+  const BertConfig& c = r.config;
+  const bool full = r.method.method == Method::Full;
+  const DType base = full ? DType::F32 : r.base;
+  const int copies = r.optimizer == "sgd" ? (r.momentum > 0 ? 1 : 0) : 2;
+  Counter n{e, r, copies};
+  const std::int64_t C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
+  const std::int64_t K = c.num_labels, L = c.num_hidden_layers, H = c.num_attention_heads;
+
+  // ---- weights, trainable parameters, gradients, optimizer state
+  n.tensor("bert.embeddings.word_embeddings.weight", V, C,
+           r.quant_embeddings && !full ? base : DType::F32);
+  n.tensor("bert.embeddings.position_embeddings.weight", c.max_position_embeddings, C, DType::F32);
+  n.tensor("bert.embeddings.token_type_embeddings.weight", c.type_vocab_size, C, DType::F32);
+  n.tensor("bert.embeddings.LayerNorm.weight", 1, C, DType::F32);
+  n.tensor("bert.embeddings.LayerNorm.bias", 1, C, DType::F32);
+  std::int64_t lora_inputs_c = 0, lora_inputs_f = 0, lora_targets = 0;
+  for (std::int64_t i = 0; i < L; ++i) {
+    const std::string p = "bert.encoder.layer." + std::to_string(i) + ".";
+    auto linear = [&](const std::string& m, std::int64_t out, std::int64_t in) {
+      n.tensor(p + m + ".weight", out, in, base);
+      n.tensor(p + m + ".bias", 1, out, DType::F32);
+    };
+    linear("attention.self.query", C, C);
+    linear("attention.self.key", C, C);
+    linear("attention.self.value", C, C);
+    linear("attention.output.dense", C, C);
+    n.tensor(p + "attention.output.LayerNorm.weight", 1, C, DType::F32);
+    n.tensor(p + "attention.output.LayerNorm.bias", 1, C, DType::F32);
+    linear("intermediate.dense", F, C);
+    linear("output.dense", C, F);
+    n.tensor(p + "output.LayerNorm.weight", 1, C, DType::F32);
+    n.tensor(p + "output.LayerNorm.bias", 1, C, DType::F32);
+  }
+  n.tensor("bert.pooler.dense.weight", C, C, base);
+  n.tensor("bert.pooler.dense.bias", 1, C, DType::F32);
+  n.tensor("classifier.weight", K, C, DType::F32);
+  n.tensor("classifier.bias", 1, K, DType::F32);
+  const MethodOptions& m = r.method;
+  if (m.method == Method::Lora) {
+    const std::int64_t rank = m.lora.rank;
+    bool qkv = false;
+    for (const std::string& t : m.lora_targets) {
+      const std::int64_t in = t == "output" ? F : C, out = t == "intermediate" ? F : C;
+      for (std::int64_t i = 0; i < L; ++i) {
+        if (m.lora.freeze_a) {
+          at(e, MemCategory::Trainable) += block(kF * static_cast<std::size_t>(rank * in));
+        } else {
+          n.trainable(rank, in);
+        }
+        n.trainable(out, rank);
+      }
+      ++lora_targets;
+      if (t == "query" || t == "key" || t == "value") {
+        qkv = true;
+        if (m.lora.dropout > 0) ++lora_inputs_c;
+      } else if (t == "output") {
+        ++lora_inputs_f;
+      } else {
+        ++lora_inputs_c;
+      }
+    }
+    if (qkv && m.lora.dropout == 0) ++lora_inputs_c;
+    if (m.lora.freeze_a) lora_inputs_c = lora_inputs_f = 0;  // LoRA-FA keeps x A^T only
+  } else if (m.method == Method::Adapter) {
+    for (std::int64_t i = 0; i < 2 * L; ++i) {
+      n.trainable(m.adapter_size, C);
+      n.trainable(1, m.adapter_size);
+      n.trainable(C, m.adapter_size);
+      n.trainable(1, C);
+    }
+  }
+
+  // ---- activations kept for backward, per encoder layer, for one micro-batch
+  const auto B = static_cast<std::size_t>(micro), T = static_cast<std::size_t>(r.length);
+  const std::size_t N = B * T;  // tokens
+  const std::size_t probs = block(kF * B * static_cast<std::size_t>(H) * T * T);
+  const std::size_t nc = block(kF * N * static_cast<std::size_t>(C));
+  const std::size_t nf = block(kF * N * static_cast<std::size_t>(F));
+  const std::size_t stats = 2 * block(kF * N);
+  const bool attn_dropout = r.training_dropout && c.attention_probs_dropout_prob > 0;
+  const bool grads_in_encoder = m.method != Method::Head;
+  std::size_t layer = 0;
+  if (grads_in_encoder) {
+    layer += static_cast<std::size_t>(lora_inputs_c) * nc + static_cast<std::size_t>(lora_inputs_f) * nf;
+    layer += static_cast<std::size_t>(lora_targets) * block(kF * N * static_cast<std::size_t>(m.lora.rank));
+    layer += 3 * nc;                                  // q, k, v heads kept by the two matmuls
+    layer += (attn_dropout ? 2 : 1) * probs;          // softmax output (+ its dropped copy)
+    layer += 2 * (nc + stats);                        // the two LayerNorm inputs
+    layer += nf;                                      // the activation's input
+    if (m.method == Method::Adapter) {
+      const std::size_t nm = block(kF * N * static_cast<std::size_t>(m.adapter_size));
+      layer += 2 * (nc + 2 * nm);
+    }
+  }
+  // Forward temporaries of one layer (scores and probabilities, intermediate output and activation)
+  // and backward transients (gradients of activations, dequantization tile).
+  const std::size_t tile = block(kF * 128 * static_cast<std::size_t>(std::max(C, F)));
+  const std::size_t transient = std::max({2 * nf + 3 * nc, 2 * probs + 5 * nc, probs + 2 * nf}) + tile;
+  std::size_t acts = 0;
+  if (!grads_in_encoder) {
+    acts = nc + nf + probs;  // one layer's forward temporaries; nothing kept
+  } else if (ckpt) {
+    acts = static_cast<std::size_t>(L + 1) * nc + layer;  // layer inputs + one recomputed layer
+  } else {
+    acts = static_cast<std::size_t>(L) * layer + nc;
+  }
+  if (m.method == Method::Full || m.method == Method::BitFit) acts += nc + stats;  // embedding LayerNorm
+  at(e, MemCategory::Activations) = acts;
+  at(e, MemCategory::Workspace) = grads_in_encoder ? transient : tile;
+  return e;
+}
+
+std::string Plan::describe() const {
+  char buf[256];
+  const std::int64_t parts = micro_batch > 0 ? (batch + micro_batch - 1) / micro_batch : 1;
+  std::snprintf(buf, sizeof buf, "plan: checkpointing %s, micro-batch %lld x %lld, estimated peak %s%s%s",
+                checkpoint_layers ? "on" : "off", static_cast<long long>(micro_batch),
+                static_cast<long long>(parts), format_bytes(estimate.total()).c_str(),
+                budget ? " of " : "", budget ? format_bytes(budget).c_str() : "");
+  return buf;
+}
+
+Plan choose_plan(const PlanRequest& r, std::size_t budget, std::optional<bool> force_ckpt,
+                 std::int64_t force_micro) {
+  std::vector<Plan> candidates;
+  for (bool ckpt : {false, true}) {
+    if (force_ckpt && *force_ckpt != ckpt) continue;
+    for (std::int64_t parts = 1; parts <= r.batch; ++parts) {
+      const std::int64_t micro = (r.batch + parts - 1) / parts;
+      if (parts > 1 && micro == (r.batch + parts - 2) / (parts - 1)) continue;  // same size
+      if (force_micro > 0 && micro != std::min(force_micro, r.batch)) continue;
+      Plan p;
+      p.checkpoint_layers = ckpt;
+      p.micro_batch = micro;
+      p.batch = r.batch;
+      p.budget = budget;
+      p.estimate = estimate_memory(r, ckpt, micro);
+      // Recomputing the forward costs about a third of a step; each micro-batch adds fixed costs
+      // (smaller GEMMs, per-op overheads) that matter most for tiny micro-batches.
+      p.relative_cost = (ckpt ? 1.33 : 1.0) * (1.0 + 0.5 * (1.0 / static_cast<double>(micro) -
+                                                             1.0 / static_cast<double>(r.batch)));
+      candidates.push_back(p);
+    }
+  }
+  if (candidates.empty()) throw PlanError("no plan matches the forced micro-batch / checkpointing");
+  const Plan* best = nullptr;
+  const Plan* smallest = &candidates.front();
+  for (const Plan& p : candidates) {
+    if (p.estimate.total() < smallest->estimate.total()) smallest = &p;
+    if (budget && p.estimate.total() > budget) continue;
+    if (!best || p.relative_cost < best->relative_cost) best = &p;
+  }
+  if (!best) {
+    const MemoryEstimate& e = smallest->estimate;
+    const std::size_t fixed = e.bytes[0] + e.bytes[1] + e.bytes[2] + e.bytes[3];
+    std::string hint;
+    if (fixed > budget) {
+      hint = "the weights and optimizer state alone take " + format_bytes(fixed) +
+             ": use --quant q4 (and --quant-embeddings), a smaller model, or a lighter method";
+    } else {
+      hint = "lower --max-length (now " + std::to_string(r.length) + ") or use --lora-fa";
+    }
+    throw PlanError("no training plan fits the memory budget of " + format_bytes(budget) +
+                    ": the smallest estimated peak is " + format_bytes(e.total()) +
+                    " (checkpointing on, micro-batch " + std::to_string(smallest->micro_batch) + "; " +
+                    e.summary() + "); raise --memory-budget or " + hint);
+  }
+  return *best;
+}
+
+PlanRequest plan_request(const BertConfig& config, const TrainConfig& t, std::int64_t length) {
+  PlanRequest r;
+  r.config = config;
+  r.method = t.method;
+  r.base = t.quant;
+  r.quant_embeddings = t.quant_embeddings;
+  r.batch = t.batch_size;
+  r.length = length;
+  r.optimizer = t.optimizer;
+  r.momentum = t.momentum;
+  return r;
+}
+
+Plan choose_plan(const BertConfig& config, const TrainConfig& t, std::int64_t length) {
+  return choose_plan(plan_request(config, t, length), t.memory_budget, t.checkpoint_layers,
+                     t.micro_batch);
+}
+
+}  // namespace edgetune

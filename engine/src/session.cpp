@@ -1,0 +1,205 @@
+// Models ready to use, and the shared evaluation and prediction loops (see session.h).
+#include "edgetune/engine/session.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "edgetune/adapters/adapter_io.h"
+#include "edgetune/autograd/ops.h"
+#include "edgetune/data/error.h"
+#include "edgetune/data/labels.h"
+#include "edgetune/engine/loader.h"
+
+namespace edgetune {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+std::optional<data::ColumnRef> guess(const std::vector<std::string>& header,
+                                     std::initializer_list<const char*> names) {
+  for (const char* want : names) {
+    for (const std::string& h : header) {
+      std::string lower = h;
+      std::transform(lower.begin(), lower.end(), lower.begin(), ::tolower);
+      if (lower == want) return data::ColumnRef(h);
+    }
+  }
+  return std::nullopt;
+}
+
+// The header row of a TSV / CSV file, or the keys of the first JSON line.
+std::vector<std::string> peek_header(const fs::path& file, data::Format format) {
+  data::ReadOptions ro;
+  ro.format = format;
+  ro.header = data::Header::kPresent;
+  ro.text_column = data::ColumnRef(0);
+  ro.skip_bad_rows = true;
+  if (file == "-") return {};
+  if ((format == data::Format::kAuto ? data::format_from_name(file) : format) == data::Format::kJsonl) {
+    return {};
+  }
+  try {
+    return data::read_dataset(file, ro).header;
+  } catch (const std::exception&) {
+    return {};
+  }
+}
+
+}  // namespace
+
+data::Dataset read_data(const fs::path& file, const DataOptions& options, bool labelled,
+                        const data::LabelMap* labels) {
+  data::ReadOptions ro;
+  ro.format = options.format;
+  ro.header = options.header;
+  ro.text_column = options.text_column;
+  ro.text_pair_column = options.text_pair_column;
+  ro.label_column = options.label_column;
+  ro.labels = labels;
+  ro.skip_bad_rows = options.skip_bad_rows;
+  const bool json = (options.format == data::Format::kAuto ? data::format_from_name(file)
+                                                           : options.format) == data::Format::kJsonl;
+  if (!ro.text_column.is_set() || (labelled && !ro.label_column)) {
+    const std::vector<std::string> header =
+        json ? std::vector<std::string>{} : peek_header(file, options.format);
+    if (!ro.text_column.is_set()) {
+      auto t = json ? std::optional<data::ColumnRef>(data::ColumnRef("text"))
+                    : guess(header, {"sentence", "text", "text_a", "content", "review", "message"});
+      if (!t) {
+        throw data::DataError(file.string(),
+                              "cannot tell which column holds the text: give --text-column (a "
+                              "header name or a 0-based index)");
+      }
+      ro.text_column = *t;
+    }
+    if (labelled && !ro.label_column) {
+      auto l = json ? std::optional<data::ColumnRef>(data::ColumnRef("label"))
+                    : guess(header, {"label", "labels", "class", "category", "sentiment"});
+      if (!l) {
+        throw data::DataError(file.string(),
+                              "cannot tell which column holds the label: give --label-column (a "
+                              "header name or a 0-based index)");
+      }
+      ro.label_column = *l;
+    }
+  }
+  return data::read_dataset(file, ro);
+}
+
+TensorBatch to_tensors(const data::Batch& b) {
+  TensorBatch t;
+  const Shape s{b.rows, b.length};
+  t.inputs.input_ids = Tensor::from_ints(s, b.ids);
+  t.inputs.token_type_ids = Tensor::from_ints(s, b.type_ids);
+  t.inputs.attention_mask = Tensor::from_ints(s, b.attention_mask);
+  if (!b.labels.empty()) t.labels = Tensor::from_ints(Shape{b.rows}, b.labels);
+  t.rows = b.indices;
+  return t;
+}
+
+std::vector<std::string> label_names(const BertConfig& config) {
+  std::vector<std::string> names;
+  for (std::int64_t i = 0; i < config.num_labels; ++i) {
+    names.push_back(i < static_cast<std::int64_t>(config.id2label.size())
+                        ? config.id2label[static_cast<size_t>(i)]
+                        : "LABEL_" + std::to_string(i));
+  }
+  return names;
+}
+
+Model open_model(const fs::path& model_dir, const fs::path& adapter_dir, DType base,
+                 bool quant_embeddings) {
+  LoadOptions lo;
+  lo.base = base;
+  lo.quant_embeddings = quant_embeddings;
+  MethodOptions method;
+  method.method = Method::Head;
+  fs::path weights_dir = model_dir;
+  if (!adapter_dir.empty()) {
+    std::error_code ec;
+    if (adapters::is_adapter_folder(adapter_dir)) {
+      method = read_adapter_method(adapter_dir);
+    } else if (fs::exists(adapter_dir / "model.safetensors", ec)) {
+      weights_dir = adapter_dir;  // a full fine-tune: the run folder is a whole model
+      method.method = Method::Full;
+    } else {
+      throw ModelError(adapter_dir.string() +
+                       ": not an adapter folder (expected adapter_config.json and "
+                       "adapter_model.safetensors, or a full model's model.safetensors)");
+    }
+    if (fs::exists(adapter_dir / "labels.json", ec)) {
+      lo.id2label = data::LabelMap::load(adapter_dir / "labels.json").id2label();
+    }
+  }
+  Model m{load_bert(weights_dir, lo), data::load_tokenizer_from_model_dir(model_dir), method,
+          model_dir};
+  if (!adapter_dir.empty() && method.method != Method::Full) load_trained(m.bert, adapter_dir);
+  return m;
+}
+
+namespace {
+
+// Rows in batches, sorted by length so padding stays small; results land at each row's index.
+template <class F>
+void for_each_batch(const std::vector<data::Encoding>& encodings, std::int32_t pad_id,
+                    int batch_size, const std::vector<std::int32_t>* labels, F&& f) {
+  std::vector<size_t> order(encodings.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return encodings[a].ids.size() < encodings[b].ids.size();
+  });
+  for (const auto& rows : data::batch_rows(order, static_cast<size_t>(std::max(batch_size, 1)))) {
+    f(to_tensors(data::make_batch(encodings, rows, pad_id,
+                                  labels ? std::span<const std::int32_t>(*labels)
+                                         : std::span<const std::int32_t>())));
+  }
+}
+
+}  // namespace
+
+std::vector<Prediction> predict(const BertModel& model, const std::vector<data::Encoding>& encodings,
+                                std::int32_t pad_id, int batch_size) {
+  NoGradGuard no_grad;
+  std::vector<Prediction> out(encodings.size());
+  for_each_batch(encodings, pad_id, batch_size, nullptr, [&](const TensorBatch& b) {
+    const Tensor logits = model.classify(b.inputs, ForwardOptions{});
+    const std::int64_t k = logits.dim(1);
+    const float* z = logits.data<float>();
+    for (size_t r = 0; r < b.rows.size(); ++r) {
+      Prediction& p = out[b.rows[r]];
+      p.logits.assign(z + r * k, z + (r + 1) * k);
+      const float mx = *std::max_element(p.logits.begin(), p.logits.end());
+      double sum = 0;
+      p.probabilities.resize(static_cast<size_t>(k));
+      for (std::int64_t j = 0; j < k; ++j) sum += std::exp(static_cast<double>(p.logits[j] - mx));
+      for (std::int64_t j = 0; j < k; ++j) {
+        p.probabilities[j] = static_cast<float>(std::exp(static_cast<double>(p.logits[j] - mx)) / sum);
+      }
+      p.label = static_cast<std::int32_t>(std::max_element(p.logits.begin(), p.logits.end()) -
+                                          p.logits.begin());
+    }
+  });
+  return out;
+}
+
+EvalReport evaluate(const BertModel& model, const std::vector<data::Encoding>& encodings,
+                    const std::vector<std::int32_t>& labels, std::int32_t pad_id, int batch_size) {
+  NoGradGuard no_grad;
+  std::vector<std::int32_t> predicted(encodings.size(), 0);
+  double loss_sum = 0;
+  for_each_batch(encodings, pad_id, batch_size, &labels, [&](const TensorBatch& b) {
+    const Tensor logits = model.classify(b.inputs, ForwardOptions{});
+    loss_sum += ops::cross_entropy(logits, b.labels).item() * static_cast<double>(b.rows.size());
+    const std::int64_t k = logits.dim(1);
+    const float* z = logits.data<float>();
+    for (size_t r = 0; r < b.rows.size(); ++r) {
+      predicted[b.rows[r]] =
+          static_cast<std::int32_t>(std::max_element(z + r * k, z + (r + 1) * k) - (z + r * k));
+    }
+  });
+  const double loss = encodings.empty() ? 0.0 : loss_sum / static_cast<double>(encodings.size());
+  return make_report(labels, predicted, label_names(model.config), loss);
+}
+
+}  // namespace edgetune

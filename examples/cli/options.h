@@ -1,0 +1,35 @@
+// Command-line options shared by several subcommands: the model and its storage, data columns,
+// threads and memory. Each add_* registers the options on a CLI11 app and fills a struct.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <string>
+
+#include "edgetune/autograd/tensor.h"
+#include "edgetune/engine/session.h"
+
+namespace edgetune::cli {
+
+struct ModelArgs {
+  std::string model_dir;
+  std::string quant = "q8";
+  bool quant_embeddings = false;
+  DType base() const;
+};
+void add_model_options(CLI::App& app, ModelArgs& a, bool required = true);
+
+struct DataArgs {
+  std::string text_column, text_pair_column, label_column;
+  std::string header = "auto";
+  bool skip_bad_rows = false;
+  int max_length = 128;
+  DataOptions options() const;
+};
+void add_data_options(CLI::App& app, DataArgs& a, bool with_label = true);
+
+// --threads N (0: all cores) applied to the kernels.
+void add_threads_option(CLI::App& app, int& threads);
+void apply_threads(int threads);
+
+}  // namespace edgetune::cli
