@@ -78,6 +78,7 @@ int check_hand_golden(const std::string& file) {
   }
   TokenizerOptions options;
   options.do_lower_case = g["do_lower_case"];
+  if (!g["strip_accents"].is_null()) options.strip_accents = g["strip_accents"].get<bool>();
   const WordPieceTokenizer tok(*vocab, options);
   int compared = 0;
   for (const json& c : g["cases"]) {
@@ -124,7 +125,8 @@ TEST_CASE("tokenizer matches HF on hand-made cases (small vocabularies)") {
   n += check_hand_golden("hand_mini_uncased.json");
   n += check_hand_golden("hand_mini_chinese.json");
   n += check_hand_golden("hand_mini_cased.json");
-  CHECK(n > 250);
+  n += check_hand_golden("hand_mini_lower_keep_accents.json");
+  CHECK(n == 400);  // 100 cases, 4 configurations
 }
 
 TEST_CASE("tokenizer matches HF on hand-made cases (full BERT vocabularies)") {
@@ -294,4 +296,88 @@ TEST_CASE("tokenizer throughput on SST-2 (printed, not asserted)") {
                   << " s: " << static_cast<long>(static_cast<double>(ds.examples.size()) / seconds)
                   << " lines/s");
   CHECK(tokens > ds.examples.size() * 2);
+}
+
+TEST_CASE("lowercasing is HF's Rust one: İ -> i + U+0307, Σ -> σ everywhere") {
+  const Vocab vocab = Vocab::load(golden("mini-uncased-vocab.txt"));
+  TokenizerOptions keep_accents;
+  keep_accents.strip_accents = false;
+  const WordPieceTokenizer lower(vocab, keep_accents);
+  CHECK(lower.pre_tokenize("\xC4\xB0") == std::vector<std::string>{"i\xCC\x87"});
+  // Python's str.lower() would end the word with ς (U+03C2); HF's Rust lowercases per character.
+  CHECK(lower.pre_tokenize("\xCE\xA3\xCE\x91\xCE\xA3") ==
+        std::vector<std::string>{"\xCF\x83\xCE\xB1\xCF\x83"});
+  // With accents stripped (the default of uncased models), İ is I + U+0307 first: plain "i".
+  const WordPieceTokenizer uncased(vocab);
+  CHECK(uncased.pre_tokenize("\xC4\xB0") == std::vector<std::string>{"i"});
+  // ß has no single-letter lowercase change and no decomposition: it stays.
+  CHECK(uncased.pre_tokenize("STRA\xC3\x9F"
+                             "E") == std::vector<std::string>{"stra\xC3\x9F"
+                                                              "e"});
+}
+
+TEST_CASE("Vocab loading and the special tokens") {
+  const fs::path dir = fs::temp_directory_path() / "edgetune_vocab_test";
+  fs::create_directories(dir);
+  std::ofstream(dir / "vocab.txt", std::ios::binary)
+      << "[PAD]\r\n[UNK]\r\n[CLS]\r\n[SEP]\r\n[MASK]\r\nhello \r\nworld\r\nhello\r\n##s";
+  const Vocab v = Vocab::load(dir / "vocab.txt");
+  CHECK(v.size() == 9);
+  CHECK(v.token(5) == "hello");  // trailing whitespace and "\r" are not part of a token
+  CHECK(v.id("hello") == 7);     // a repeated token: the later line, as in HF
+  CHECK(v.id("##s") == 8);
+  CHECK_FALSE(v.id("nope"));
+  CHECK_THROWS_AS(v.token(9), std::out_of_range);
+  const WordPieceTokenizer tok(v);
+  CHECK(tok.pad_id() == 0);
+  CHECK(tok.unk_id() == 1);
+  CHECK(tok.cls_id() == 2);
+  CHECK(tok.sep_id() == 3);
+  CHECK(tok.mask_id() == 4);
+  CHECK(tok.tokenize("Hello worlds unknown") ==
+        std::vector<std::string>{"hello", "world", "##s", "[UNK]"});
+  CHECK_THROWS_AS(tok.encode("a", std::nullopt, 1), std::invalid_argument);
+  CHECK_THROWS_AS(tok.encode("a", "b", 2), std::invalid_argument);
+  CHECK(tok.encode("a", "b", 3).ids == std::vector<int32_t>{2, 3, 3});
+  TokenizerOptions zero;
+  zero.max_input_chars_per_word = 0;
+  CHECK_THROWS_AS(WordPieceTokenizer(v, zero), std::invalid_argument);
+
+  try {
+    WordPieceTokenizer(Vocab({"[PAD]", "[UNK]", "[CLS]", "[SEP]"}, "small.txt"));
+    FAIL("a vocabulary without [MASK] must be refused");
+  } catch (const DataError& e) {
+    CHECK(std::string(e.what()).rfind("small.txt: no line holds the special token [MASK]", 0) == 0);
+  }
+  std::ofstream(dir / "empty.txt");
+  CHECK_THROWS_AS(Vocab::load(dir / "empty.txt"), DataError);
+  fs::remove_all(dir);
+}
+
+TEST_CASE("tokenizer from a model folder reads tokenizer_config.json") {
+  const fs::path dir = fs::temp_directory_path() / "edgetune_model_dir_test";
+  fs::create_directories(dir);
+  CHECK_THROWS_AS(edgetune::data::load_tokenizer_from_model_dir(dir), DataError);  // no vocab.txt
+  fs::copy_file(golden("mini-uncased-vocab.txt"), dir / "vocab.txt");
+  CHECK(edgetune::data::load_tokenizer_from_model_dir(dir).options().do_lower_case);
+
+  std::ofstream(dir / "tokenizer_config.json")
+      << R"({"do_lower_case": false, "strip_accents": true, "tokenize_chinese_chars": false})";
+  auto tok = edgetune::data::load_tokenizer_from_model_dir(dir);
+  CHECK_FALSE(tok.options().do_lower_case);
+  CHECK(tok.options().strip_accents == true);
+  CHECK_FALSE(tok.options().tokenize_chinese_chars);
+  CHECK(tok.pre_tokenize("Caf\xC3\xA9") == std::vector<std::string>{"Cafe"});
+
+  std::ofstream(dir / "tokenizer_config.json") << R"({"do_lower_case": "yes"})";
+  try {
+    edgetune::data::load_tokenizer_from_model_dir(dir);
+    FAIL("a string do_lower_case must be refused");
+  } catch (const DataError& e) {
+    CHECK(std::string(e.what()).find("tokenizer_config.json: expected \"do_lower_case\" to be true "
+                                     "or false") != std::string::npos);
+  }
+  std::ofstream(dir / "tokenizer_config.json") << "{";
+  CHECK_THROWS_AS(edgetune::data::load_tokenizer_from_model_dir(dir), DataError);
+  fs::remove_all(dir);
 }
