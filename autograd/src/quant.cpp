@@ -34,6 +34,13 @@ Tensor quantized_empty(std::int64_t n, std::int64_t k, DType dtype, MemCategory 
 void quantize_row(Tensor& q, std::int64_t row, const float* values) {
   check_quantized(q, "quantize_row");
   const std::int64_t k = q.dim(1);
+  for (std::int64_t j = 0; j < k; ++j) {
+    if (!std::isfinite(values[j])) {
+      throw std::invalid_argument("cannot quantize '" + q.name() + "': row " + std::to_string(row) +
+                                  " holds " + std::to_string(values[j]) + " at column " +
+                                  std::to_string(j) + " (weights must be finite)");
+    }
+  }
   if (q.dtype() == DType::Q8) {
     float amax = 0;
     for (std::int64_t j = 0; j < k; ++j) amax = std::max(amax, std::fabs(values[j]));

@@ -227,7 +227,6 @@ struct Trainer::Impl {
     metrics.push_back(j.dump());
     write_metrics();
   }
-  double train_group(const std::vector<std::vector<size_t>>& batches, size_t first, size_t count);
   EvalReport run_eval();
   void save_adapter() { save_trained(model, cfg.method, cfg.out, cfg.model_dir); }
 };
@@ -435,26 +434,47 @@ void Trainer::Impl::load_state() {
   while (metrics.size() < lines && std::getline(in, line)) metrics.push_back(line);
 }
 
-double Trainer::Impl::train_group(const std::vector<std::vector<size_t>>& batches, size_t first,
-                                  size_t count) {
+TensorBatch slice_rows(const TensorBatch& b, std::size_t start, std::size_t n) {
+  const std::int64_t t = b.inputs.input_ids.dim(1);
+  auto rows = [&](const Tensor& x) {
+    return Tensor::from_ints(Shape{static_cast<std::int64_t>(n), t},
+                             std::span<const std::int32_t>(x.data<std::int32_t>() + start * t, n * t));
+  };
+  TensorBatch out;
+  out.inputs = {rows(b.inputs.input_ids), rows(b.inputs.token_type_ids), rows(b.inputs.attention_mask)};
+  if (b.labels.defined()) {
+    out.labels = Tensor::from_ints(Shape{static_cast<std::int64_t>(n)},
+                                   std::span<const std::int32_t>(b.labels.data<std::int32_t>() + start, n));
+  }
+  out.rows.assign(b.rows.begin() + static_cast<std::ptrdiff_t>(std::min(start, b.rows.size())),
+                  b.rows.begin() + static_cast<std::ptrdiff_t>(std::min(start + n, b.rows.size())));
+  return out;
+}
+
+StepResult train_step(const BertModel& model, std::span<optim::Param> params,
+                      optim::Optimizer& optimizer, std::span<const TensorBatch> batches, double lr,
+                      const StepOptions& o) {
   ForwardOptions fo;
   fo.training = true;
-  fo.checkpoint_layers = plan.checkpoint_layers;
-  double loss_sum = 0;
-  for (size_t g = 0; g < count; ++g) {
-    const std::vector<size_t>& rows = batches[first + g];
-    const size_t micro = plan.micro_batch > 0 ? static_cast<size_t>(plan.micro_batch) : rows.size();
-    for (size_t start = 0; start < rows.size(); start += micro) {
-      const size_t n = std::min(micro, rows.size() - start);
-      const std::span<const size_t> part(rows.data() + start, n);
-      TensorBatch b = to_tensors(data::make_batch(train_enc, part, tokenizer->pad_id(), train_labels));
-      Tensor loss = ops::cross_entropy(model.classify(b.inputs, fo), b.labels);
-      const double weight = static_cast<double>(n) / static_cast<double>(rows.size()) / static_cast<double>(cfg.grad_accum);
-      loss_sum += loss.item() * static_cast<double>(n) / static_cast<double>(rows.size());
-      backward(ops::scale(loss, weight));
+  fo.checkpoint_layers = o.checkpoint_layers;
+  StepResult r;
+  for (const TensorBatch& batch : batches) {
+    const auto rows = static_cast<std::size_t>(batch.inputs.input_ids.dim(0));
+    const std::size_t micro = o.micro_batch > 0 ? static_cast<std::size_t>(o.micro_batch) : rows;
+    for (std::size_t start = 0; start < rows; start += micro) {
+      const std::size_t n = std::min(micro, rows - start);
+      const TensorBatch part = n == rows ? batch : slice_rows(batch, start, n);
+      Tensor loss = ops::cross_entropy(model.classify(part.inputs, fo), part.labels);
+      const double share = static_cast<double>(n) / static_cast<double>(rows);
+      r.loss += loss.item() * share;
+      backward(ops::scale(loss, share / static_cast<double>(batches.size())));
     }
   }
-  return loss_sum / static_cast<double>(count);
+  r.loss /= static_cast<double>(batches.size());
+  r.grad_norm = optim::clip_grad_norm(params, o.max_grad_norm);
+  optimizer.step(params, lr);
+  optim::zero_grad(params);
+  return r;
 }
 
 EvalReport Trainer::Impl::run_eval() {
@@ -529,11 +549,18 @@ TrainResult Trainer::run() {
     while (static_cast<size_t>(s.batch_in_epoch) < batches.size()) {
       const size_t first = static_cast<size_t>(s.batch_in_epoch);
       const size_t count = std::min(static_cast<size_t>(s.cfg.grad_accum), batches.size() - first);
-      const double loss = s.train_group(batches, first, count);
-      const double norm = optim::clip_grad_norm(s.params, s.cfg.max_grad_norm);
+      std::vector<TensorBatch> group;
+      for (size_t g = 0; g < count; ++g) {
+        group.push_back(to_tensors(data::make_batch(s.train_enc, batches[first + g],
+                                                    s.tokenizer->pad_id(), s.train_labels)));
+      }
       const double lr = s.cfg.effective_lr() * s.schedule->factor(s.step);
-      s.optimizer->step(s.params, lr);
-      optim::zero_grad(s.params);
+      StepOptions so;
+      so.max_grad_norm = s.cfg.max_grad_norm;
+      so.micro_batch = s.plan.micro_batch;
+      so.checkpoint_layers = s.plan.checkpoint_layers;
+      const StepResult sr = train_step(s.model, s.params, *s.optimizer, group, lr, so);
+      const double loss = sr.loss, norm = sr.grad_norm;
       ++s.step;
       s.batch_in_epoch += static_cast<std::int64_t>(count);
       for (size_t g = 0; g < count; ++g) examples += static_cast<std::int64_t>(batches[first + g].size());

@@ -89,3 +89,14 @@ TEST_CASE("quantized tensors reject shapes that are not matrices and other misus
   Tensor q = quantize(randn({4, 8}, 4), DType::Q8);
   REQUIRE_THROWS(q.data<float>());
 }
+
+TEST_CASE("quantizing a NaN or an infinity is an error naming the row", "[quant]") {
+  for (DType q : {DType::Q8, DType::Q4}) {
+    std::vector<double> v = {0.5, 0.1, std::nan(""), 0.2};
+    REQUIRE_THROWS_WITH(quantize(Tensor::from_values({2, 2}, v, DType::F32), q),
+                        Catch::Contains("row 1"));
+    v[2] = INFINITY;
+    REQUIRE_THROWS_WITH(quantize(Tensor::from_values({2, 2}, v, DType::F32), q),
+                        Catch::Contains("finite"));
+  }
+}

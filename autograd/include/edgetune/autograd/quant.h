@@ -15,7 +15,8 @@ namespace edgetune {
 Tensor quantized_empty(std::int64_t n, std::int64_t k, DType dtype,
                        MemCategory category = MemCategory::BaseWeights);
 
-// Quantizes row `row` (K floats) of q into place.
+// Quantizes row `row` (K floats) of q into place. Throws std::invalid_argument, before writing,
+// if a value is NaN or infinite.
 void quantize_row(Tensor& q, std::int64_t row, const float* values);
 
 // Quantizes a whole float (N, K) tensor (F32 or F64) to Q8 or Q4.

@@ -95,6 +95,27 @@ struct TrainResult {
   double examples_per_second = 0;
 };
 
+// One optimizer step as the trainer takes it: for each of the batches (the grad_accum batches of
+// the step), forward and backward, split into micro-batches of micro_batch rows when 0 <
+// micro_batch < rows (each micro-batch's mean loss weighted by its share of the batch, divided by
+// the number of batches); then gradient clipping to max_grad_norm (0: off), the optimizer step
+// with lr, and the gradients zeroed.
+struct StepOptions {
+  double max_grad_norm = 1.0;
+  std::int64_t micro_batch = 0;
+  bool checkpoint_layers = false;
+};
+struct StepResult {
+  double loss = 0;       // mean over the batches of each batch's mean loss
+  double grad_norm = 0;  // total gradient norm before clipping
+};
+StepResult train_step(const BertModel& model, std::span<optim::Param> params,
+                      optim::Optimizer& optimizer, std::span<const TensorBatch> batches, double lr,
+                      const StepOptions& options);
+
+// Rows [start, start + n) of a batch (the batch's length is kept).
+TensorBatch slice_rows(const TensorBatch& batch, std::size_t start, std::size_t n);
+
 // Asks a running trainer to stop after its current optimizer step, save a checkpoint and return
 // (TrainResult::interrupted). Safe to call from a signal handler.
 void request_stop();
