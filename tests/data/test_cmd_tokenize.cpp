@@ -72,6 +72,11 @@ TEST_CASE("edgetune tokenize prints ids per line and maps errors to exit codes")
   CHECK(data.status == 0);
   CHECK(data.out == expected(tok, "the\ncat", "hello"));
 
+  const Run from_stdin =
+      run("printf 'text\\tlabel\\nthe cat\\t1\\n' | " + base + " --data - --text-column text");
+  CHECK(from_stdin.status == 0);
+  CHECK(from_stdin.out == expected(tok, "the cat"));
+
   fs::copy_file(vocab, dir / "vocab.txt", fs::copy_options::overwrite_existing);
   std::ofstream(dir / "tokenizer_config.json") << R"({"do_lower_case": true})";
   CHECK(run("echo 'THE CAT' | '" + cli + "' tokenize --model '" + dir.string() + "'").out ==

@@ -296,6 +296,20 @@ TEST_CASE("tokenizer throughput on SST-2 (printed, not asserted)") {
                   << " s: " << static_cast<long>(static_cast<double>(ds.examples.size()) / seconds)
                   << " lines/s");
   CHECK(tokens > ds.examples.size() * 2);
+
+  edgetune::data::ReadOptions chinese_read;
+  chinese_read.text_column = "text_a";
+  const auto chn = edgetune::data::read_dataset(dir / "chnsenticorp/train.tsv", chinese_read);
+  const WordPieceTokenizer chinese(Vocab::load(dir / "vocab/bert-base-chinese-vocab.txt"));
+  const auto chinese_start = std::chrono::steady_clock::now();
+  size_t chinese_tokens = 0;
+  for (const auto& e : chn.examples) chinese_tokens += chinese.encode(e.text).ids.size();
+  const double chinese_seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - chinese_start).count();
+  WARN("encoded " << chn.examples.size() << " ChnSentiCorp reviews (" << chinese_tokens
+                  << " tokens) in " << chinese_seconds << " s: "
+                  << static_cast<long>(static_cast<double>(chn.examples.size()) / chinese_seconds)
+                  << " lines/s");
 }
 
 TEST_CASE("lowercasing is HF's Rust one: İ -> i + U+0307, Σ -> σ everywhere") {

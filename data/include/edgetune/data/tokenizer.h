@@ -18,7 +18,8 @@
 // Faithful to HF's Rust library where it differs from the older Python BertTokenizer: Greek
 // capital sigma always lowercases to σ (Python's str.lower() gives ς at the end of a word), the
 // character classes (control, punctuation, nonspacing mark) are those of HF's tables, which are
-// older than current Unicode (bert_unicode_tables.inc, generated from the reference), and
+// older than current Unicode (bert_unicode_tables.inc, generated from the reference; HF's NFD
+// likewise predates Unicode 13 and leaves U+11938 whole), and
 // longest-first truncation of a pair splits the budget as HF's Rust code does, not one token at
 // a time as Python did.
 #pragma once
