@@ -66,6 +66,8 @@ std::vector<double> logits_of(const BertModel& m) {
 
 std::vector<double> golden_logits(const std::string& name) {
   safetensors::Reader g(finetune_dir() / "peft_logits.safetensors");
+  REQUIRE(g.metadata()["format"] == "edgetune-golden-finetune");
+  REQUIRE(g.metadata()["version"] == "1");
   return g.load(name + ".logits").to_vector();
 }
 
