@@ -10,6 +10,8 @@
 #include <fstream>
 #include <new>
 
+#include <sys/mman.h>
+
 namespace edgetune {
 
 const char* category_name(MemCategory c) {
@@ -38,7 +40,33 @@ BudgetExceeded::BudgetExceeded(MemCategory c, std::size_t a, std::size_t l, std:
 
 namespace {
 constexpr std::size_t kAlign = 64;
-std::size_t rounded(std::size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
+// Blocks from this size up are mapped from the OS directly and unmapped when freed, so the
+// resident set follows the accountant: a heap allocator keeps freed memory for itself (glibc
+// raises its mmap threshold after the first large free and then serves large blocks from a heap
+// it rarely returns), which would put freed tensors into the process's peak.
+constexpr std::size_t kMapThreshold = 256 * 1024;
+constexpr std::size_t kPage = 4096;
+
+std::size_t rounded(std::size_t bytes) {
+  if (bytes >= kMapThreshold) return (bytes + kPage - 1) / kPage * kPage;
+  return (bytes + kAlign - 1) / kAlign * kAlign;
+}
+
+void* system_allocate(std::size_t size) {
+  if (size >= kMapThreshold) {
+    void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    return p == MAP_FAILED ? nullptr : p;
+  }
+  return std::aligned_alloc(kAlign, size);
+}
+
+void system_free(void* p, std::size_t size) {
+  if (size >= kMapThreshold) {
+    ::munmap(p, size);
+  } else {
+    std::free(p);
+  }
+}
 }  // namespace
 
 Accountant::~Accountant() { trim_locked(); }
@@ -54,7 +82,7 @@ void Accountant::evict_locked(std::size_t need, std::size_t limit) {
     auto it = std::prev(cache_.end());  // the largest size
     std::vector<void*>& blocks = it->second;
     while (!blocks.empty() && live_total_ + cached_ + need > limit) {
-      std::free(blocks.back());
+      system_free(blocks.back(), it->first);
       blocks.pop_back();
       cached_ -= it->first;
     }
@@ -89,10 +117,10 @@ void* Accountant::allocate(MemCategory c, std::size_t bytes) {
       evict_locked(size, budget_);
     }
     evict_locked(size, std::max(peak_live_, live_total_ + size));
-    p = std::aligned_alloc(kAlign, size);
+    p = system_allocate(size);
     if (p == nullptr) {
       trim_locked();
-      p = std::aligned_alloc(kAlign, size);
+      p = system_allocate(size);
       if (p == nullptr) throw std::bad_alloc();
     }
     ++allocations_;
@@ -118,12 +146,12 @@ void Accountant::release(MemCategory c, void* p, std::size_t bytes) noexcept {
       // Could not record the block for reuse: give it back instead.
     }
   }
-  std::free(p);
+  system_free(p, size);
 }
 
 void Accountant::trim_locked() {
   for (auto& [size, blocks] : cache_) {
-    for (void* p : blocks) std::free(p);
+    for (void* p : blocks) system_free(p, size);
     cached_ -= size * blocks.size();
     blocks.clear();
   }
