@@ -87,6 +87,14 @@ data::Dataset read_data(const fs::path& file, const DataOptions& options, bool l
   return data::read_dataset(file, ro);
 }
 
+std::string invalid_utf8_note(const std::vector<data::Encoding>& encodings, const std::string& source) {
+  std::size_t rows = 0;
+  for (const auto& e : encodings) rows += e.invalid_utf8 > 0;
+  if (rows == 0) return "";
+  return "note: " + std::to_string(rows) + " row" + (rows > 1 ? "s" : "") + " of " + source +
+         " held invalid UTF-8 (each bad sequence was replaced and dropped)\n";
+}
+
 TensorBatch to_tensors(const data::Batch& b) {
   TensorBatch t;
   const Shape s{b.rows, b.length};
@@ -106,6 +114,15 @@ std::vector<std::string> label_names(const BertConfig& config) {
                         : "LABEL_" + std::to_string(i));
   }
   return names;
+}
+
+data::LabelMap eval_label_map(const std::vector<std::string>& names) {
+  bool placeholders = true;
+  for (size_t i = 0; i < names.size(); ++i) placeholders = placeholders && names[i] == "LABEL_" + std::to_string(i);
+  if (!placeholders) return data::LabelMap(names);
+  std::vector<std::string> ids;
+  for (size_t i = 0; i < names.size(); ++i) ids.push_back(std::to_string(i));
+  return data::LabelMap(ids);
 }
 
 Model open_model(const fs::path& model_dir, const fs::path& adapter_dir, DType base,

@@ -261,10 +261,12 @@ void Trainer::Impl::prepare() {
 
   tokenizer.emplace(data::load_tokenizer_from_model_dir(cfg.model_dir));
   std::vector<data::Encoding> enc = data::encode_dataset(*tokenizer, train, cfg.data.max_length);
+  say(invalid_utf8_note(enc, train.source));
   std::vector<std::int32_t> ids = data::label_ids(train);
   if (!cfg.eval_file.empty()) {
     data::Dataset ev = read_data(cfg.eval_file, cfg.data, true, &map);
     eval_enc = data::encode_dataset(*tokenizer, ev, cfg.data.max_length);
+    say(invalid_utf8_note(eval_enc, ev.source));
     eval_labels = data::label_ids(ev);
     train_enc = std::move(enc);
     train_labels = std::move(ids);

@@ -25,10 +25,11 @@ struct EvalArgs {
 int run_eval(const EvalArgs& a) {
   apply_threads(a.threads);
   Model m = open_model(a.model.model_dir, a.adapter, a.model.base(), a.model.quant_embeddings);
-  const data::LabelMap map(m.labels());
+  const data::LabelMap map = eval_label_map(m.labels());
   data::Dataset ds = read_data(a.data_file, a.data.options(), true, &map);
   if (ds.bad_rows) std::cerr << "skipped " << ds.bad_rows << " bad rows (first: " << ds.bad_row_messages.front() << ")\n";
   const auto enc = data::encode_dataset(m.tokenizer, ds, a.data.max_length);
+  std::cerr << invalid_utf8_note(enc, ds.source);
   const EvalReport r = evaluate(m.bert, enc, data::label_ids(ds), m.tokenizer.pad_id(), a.batch_size);
   if (a.json) {
     std::cout << r.to_json().dump() << "\n";
@@ -44,6 +45,7 @@ int run_predict(const EvalArgs& a) {
   data::Dataset ds = read_data(a.data_file, a.data.options(), false);
   if (ds.bad_rows) std::cerr << "skipped " << ds.bad_rows << " bad rows (first: " << ds.bad_row_messages.front() << ")\n";
   const auto enc = data::encode_dataset(m.tokenizer, ds, a.data.max_length);
+  std::cerr << invalid_utf8_note(enc, ds.source);
   const auto preds = predict(m.bert, enc, m.tokenizer.pad_id(), a.batch_size);
   const auto names = m.labels();
   std::string out;

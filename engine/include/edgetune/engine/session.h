@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "edgetune/data/batch.h"
+#include "edgetune/data/labels.h"
 #include "edgetune/data/reader.h"
 #include "edgetune/data/tokenizer.h"
 #include "edgetune/engine/bert.h"
@@ -36,6 +37,10 @@ struct DataOptions {
 data::Dataset read_data(const std::filesystem::path& file, const DataOptions& options,
                         bool labelled, const data::LabelMap* labels = nullptr);
 
+// "note: 3 rows of train.tsv held invalid UTF-8 (each bad sequence was replaced and dropped)\n",
+// or "" when every row was valid.
+std::string invalid_utf8_note(const std::vector<data::Encoding>& encodings, const std::string& source);
+
 // A batch as tensors.
 struct TensorBatch {
   BertInputs inputs;
@@ -46,6 +51,10 @@ TensorBatch to_tensors(const data::Batch& batch);
 
 // The classifier's label names (config id2label, or LABEL_i).
 std::vector<std::string> label_names(const BertConfig& config);
+
+// The label map to read evaluation data with: the model's names, except that a model with Hugging
+// Face's placeholder names LABEL_0 .. LABEL_{K-1} takes the integer labels 0 .. K-1 of a file.
+data::LabelMap eval_label_map(const std::vector<std::string>& names);
 
 struct Model {
   BertModel bert;
