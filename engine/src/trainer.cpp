@@ -506,6 +506,11 @@ Trainer Trainer::resume(const fs::path& run_dir, std::ostream* log, std::optiona
     throw std::runtime_error((run_dir / "train_state.safetensors").string() +
                              ": missing: the run saved no checkpoint yet (use --save-every N)");
   }
+  // A kill during an atomic write leaves its temporary file behind (never a torn target): clear
+  // those away.
+  for (const auto& entry : fs::directory_iterator(run_dir)) {
+    if (entry.path().filename().string().find(".tmp-") != std::string::npos) fs::remove(entry.path(), ec);
+  }
   auto impl = std::make_unique<Impl>();
   impl->cfg = TrainConfig::from_json(j);
   impl->cfg.out = run_dir;
