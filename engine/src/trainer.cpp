@@ -51,7 +51,7 @@ data::Header header_from(const std::string& s) {
 nlohmann::json TrainConfig::to_json() const {
   nlohmann::json j;
   j["model"] = model_dir.string();
-  j["train"] = train_file.string();
+  j["train"] = train_data ? std::string("<memory>") : train_file.string();
   j["eval"] = eval_file.string();
   j["eval_split"] = eval_split;
   j["text_column"] = column_spec(data.text_column);
@@ -241,7 +241,7 @@ void Trainer::Impl::prepare() {
 
   // Data: read, label, tokenize.
   const BertConfig base_cfg = load_config(cfg.model_dir);
-  data::Dataset train = read_data(cfg.train_file, cfg.data, true);
+  data::Dataset train = cfg.train_data ? *cfg.train_data : read_data(cfg.train_file, cfg.data, true);
   if (train.bad_rows) {
     say("skipped " + std::to_string(train.bad_rows) + " bad rows of " + train.source + " (first: " +
         train.bad_row_messages.front() + ")\n");

@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <functional>
+#include <memory>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -40,6 +41,9 @@ namespace edgetune {
 struct TrainConfig {
   std::filesystem::path model_dir;
   std::filesystem::path train_file;
+  // Training rows already in memory (the C++ API); used instead of train_file when set. Not
+  // recorded in run.json: such a run cannot be resumed from the command line.
+  std::shared_ptr<const data::Dataset> train_data;
   std::filesystem::path eval_file;  // empty: hold out eval_split of the training rows
   double eval_split = 0.0;          // fraction of train rows held out when eval_file is empty
   DataOptions data;

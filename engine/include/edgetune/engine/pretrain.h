@@ -1,0 +1,195 @@
+// Masked-language-model pretraining of a BERT with Hugging Face's BertForMaskedLM semantics: the
+// pieces (corpus packing, dynamic masking, the masked-LM loss) and the Pretrainer that runs them
+// into a run folder with evaluation, checkpoints and resume.
+//
+// The corpus: plain-text files, one paragraph per line; a blank line (or the end of a file) ends a
+// document. Documents are tokenized with the model's tokenizer and concatenated, in file order,
+// into one stream with a [SEP] after every document, which is cut into segments of max_length - 2
+// tokens, each written [CLS] ... [SEP] with token type 0 (RoBERTa's "full sentences": no padding
+// but in the last segment, and a model that sees document boundaries). A separator that would
+// start a segment, or end one just before its closing [SEP], is dropped.
+//
+// Masking as transformers' DataCollatorForLanguageModeling (mlm_probability 0.15): each token
+// that is not a special ([PAD] [UNK] [CLS] [SEP] [MASK]) is chosen with probability 0.15; a chosen
+// token becomes [MASK] with probability 0.8, else a random id in [0, V) with probability 0.5 (so
+// 10 % of all chosen), else stays as it is; the loss is taken at the chosen positions only. The
+// draws come from a generator seeded by (seed, epoch, segment), so masks change every epoch
+// (dynamic masking), do not depend on batch order or threads, and a resumed run sees the same
+// ones. One difference from the collator: a segment where no token was chosen gets one chosen
+// token (the first draw among its non-special tokens), so no batch is ever without a target.
+// The held-out segments are masked once, with a fixed generator: their loss is comparable between
+// evaluations.
+//
+// The loss: the hidden states (B, T, C) of the encoder are gathered at the M masked positions
+// (M, C) before the MLM head, so the V-wide logits exist only for the masked rows:
+//   loss = mean over the M rows of cross_entropy(decoder(LayerNorm(act(dense(h_m)))), label_m)
+// with the decoder tied to the word embeddings (bert.h, BertModel::mlm_logits), as
+// BertForMaskedLM's loss with label -100 everywhere else.
+//
+// What this is not: next-sentence prediction (BertForPreTraining's second head), whole-word
+// masking, or mixed precision.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <ostream>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "edgetune/data/tokenizer.h"
+#include "edgetune/engine/bert.h"
+
+namespace edgetune {
+
+// ---- corpus --------------------------------------------------------------------------------------
+
+// Token ids of each document of the files, in order (no [CLS] / [SEP]); empty documents are
+// skipped. Throws data::DataError naming a file that cannot be read.
+std::vector<std::vector<std::int32_t>> tokenize_documents(
+    const data::WordPieceTokenizer& tokenizer, std::span<const std::filesystem::path> files);
+
+// The documents packed into segments of at most max_length tokens, as described above.
+// Requires max_length >= 3 (std::invalid_argument).
+std::vector<std::vector<std::int32_t>> pack_segments(
+    const std::vector<std::vector<std::int32_t>>& documents, std::int32_t cls_id,
+    std::int32_t sep_id, int max_length);
+
+// ---- masking -------------------------------------------------------------------------------------
+
+struct MaskingOptions {
+  double probability = 0.15;     // of a non-special token being chosen
+  double mask_fraction = 0.8;    // of the chosen: replaced by [MASK]
+  double random_fraction = 0.1;  // of the chosen: replaced by a random id (the rest: kept)
+};
+
+struct MaskedSegment {
+  std::vector<std::int32_t> input_ids;  // (T) the segment after replacement
+  std::vector<std::int32_t> positions;  // (M) indices of the chosen tokens, ascending
+  std::vector<std::int32_t> labels;     // (M) the original ids there
+};
+
+// The seed of the masks of one segment in one epoch (a hash of the three).
+std::uint64_t mask_seed(std::uint64_t seed, std::uint64_t epoch, std::uint64_t segment);
+
+// Masks one segment with a generator seeded by `seed` (mask_seed). Specials are the tokenizer's
+// [PAD] [UNK] [CLS] [SEP] [MASK]; random ids are drawn from [0, vocabulary size).
+// Ensures at least one position when the segment has a non-special token.
+MaskedSegment mask_segment(std::span<const std::int32_t> ids,
+                           const data::WordPieceTokenizer& tokenizer, std::uint64_t seed,
+                           const MaskingOptions& options = {});
+
+// A batch of masked segments as the model takes it.
+struct MlmBatch {
+  BertInputs inputs;        // (B, T): T the longest segment; [PAD] after shorter ones
+  Tensor positions;         // (M) I32: row-major positions b * T + t of the masked tokens
+  Tensor labels;            // (M) I32: the original ids there
+  std::int64_t tokens = 0;  // non-padding tokens of the batch
+};
+// Requires rows not empty and every segment with at least one position (std::invalid_argument).
+MlmBatch make_mlm_batch(std::span<const MaskedSegment> rows, std::int32_t pad_id);
+
+// ---- loss ----------------------------------------------------------------------------------------
+
+struct MlmOutput {
+  Tensor loss;               // scalar: mean cross-entropy over the masked tokens
+  std::int64_t correct = 0;  // masked tokens whose arg-max prediction is the label
+  std::int64_t count = 0;    // M
+};
+
+// The masked-LM loss of hidden states h (B, T, C) at `positions` (M) I32 with `labels` (M) I32:
+// gather_rows(h as (B*T, C), positions) -> model.mlm_logits -> cross_entropy. Differentiable in h
+// and in every tensor of the MLM head and the (tied) word embeddings. Requires model.mlm.
+MlmOutput mlm_loss(const BertModel& model, const Tensor& hidden, const Tensor& positions,
+                   const Tensor& labels, const ForwardOptions& options);
+
+// ---- the pretrainer ------------------------------------------------------------------------------
+
+struct PretrainConfig {
+  std::filesystem::path model_dir;             // the starting model (e.g. from create-model)
+  std::vector<std::filesystem::path> corpus;   // plain-text files
+  std::filesystem::path out;                   // the run folder
+  int max_length = 128;                        // T, [CLS] and [SEP] included
+  int batch_size = 32;                         // segments per optimizer step
+  double lr = 5e-4;
+  double weight_decay = 0.01;                  // not on biases and LayerNorm parameters
+  double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_eps = 1e-8;
+  double warmup_ratio = 0.05;                  // linear warmup, then linear decay to 0
+  double max_grad_norm = 1.0;                  // 0: no clipping
+  int epochs = 1;                              // passes over the training segments
+  std::int64_t max_steps = 0;                  // > 0: this many steps, whatever the epochs
+  std::uint64_t seed = 42;                     // split, order, masks, dropout, fresh heads
+  std::optional<double> dropout;               // overrides the model's dropout probabilities
+  int threads = 0;                             // 0: all cores
+  double eval_split = 0.01;                    // fraction of segments held out (0: none)
+  std::int64_t eval_every = 500;               // steps between evaluations (0: only at the end)
+  std::int64_t save_every = 0;                 // steps between checkpoints (0: only at the end)
+  int log_every = 10;                          // steps between progress lines
+  int eval_batch_size = 64;
+  bool save_f16 = false;                       // model.safetensors in half precision
+  MaskingOptions masking;
+
+  nlohmann::json to_json() const;
+  static PretrainConfig from_json(const nlohmann::json& j);
+};
+
+struct MlmEval {
+  double loss = 0;            // mean cross-entropy over the masked tokens
+  double accuracy = 0;        // fraction of masked tokens predicted exactly
+  std::int64_t masked = 0;    // masked tokens evaluated
+  std::int64_t segments = 0;
+};
+
+struct PretrainResult {
+  std::int64_t steps = 0;
+  std::int64_t tokens = 0;        // non-padding tokens trained on, over the whole run
+  double seconds = 0;             // training time over the whole run (resumes included)
+  bool interrupted = false;
+  std::optional<MlmEval> final_eval;
+  std::size_t accountant_peak = 0;
+  std::size_t peak_rss = 0;
+};
+
+// Pretrains into cfg.out:
+//   config.json (architectures BertForMaskedLM), model.safetensors (the encoder and cls.*; no
+//       pooler, no classifier, as BertForMaskedLM saves), vocab.txt, tokenizer_config.json:
+//       a Hugging Face folder that load_bert reads for classification (cls.* ignored, a fresh
+//       pooler and classifier) or, with_mlm_head, for more pretraining
+//   run.json                  the settings (what --resume continues with)
+//   metrics.jsonl             one JSON object per logged step ("type": "train") and evaluation
+//                             ("type": "eval": mlm_loss, mlm_accuracy)
+//   train_state.safetensors   float32 parameters, AdamW moments, step, position in the data,
+//                             dropout generator: everything a resume needs
+// written atomically at every checkpoint and at the end. Resuming with the same thread count
+// ends with the same bytes as an uninterrupted run.
+class Pretrainer {
+ public:
+  // log: progress lines for people (null: silent).
+  Pretrainer(PretrainConfig config, std::ostream* log);
+  // Continues the run in run_dir from its last checkpoint, with its run.json settings (threads
+  // may change, which changes the bits). The model is read back from run_dir itself.
+  static Pretrainer resume(const std::filesystem::path& run_dir, std::ostream* log,
+                           std::optional<int> threads = std::nullopt);
+  ~Pretrainer();
+  Pretrainer(Pretrainer&&) noexcept;
+
+  // should_stop is asked after every optimizer step; when it returns true the run saves a
+  // checkpoint and returns with interrupted set (a SIGINT handler can feed it).
+  PretrainResult run(const std::function<bool()>& should_stop = {});
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+  explicit Pretrainer(std::unique_ptr<Impl> impl);
+};
+
+// The tensors a BertForMaskedLM checkpoint holds (no pooler, no classifier): true for a name
+// save_pretrained writes.
+bool in_masked_lm_checkpoint(const std::string& name);
+
+}  // namespace edgetune

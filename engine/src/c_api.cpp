@@ -1,0 +1,123 @@
+// The C ABI (see c_api.h): a thin wrapper over api.h that turns exceptions into codes and messages.
+#include "edgetune/c_api.h"
+
+#include <cstring>
+#include <exception>
+#include <string>
+
+#include "edgetune/engine/api.h"
+#include "edgetune/engine/planner.h"
+
+struct edgetune_classifier {
+  edgetune::Classifier classifier;
+};
+
+namespace {
+
+void set_error(char* err, size_t len, const std::string& message) {
+  if (err == nullptr || len == 0) return;
+  const size_t n = std::min(len - 1, message.size());
+  std::memcpy(err, message.data(), n);
+  err[n] = '\0';
+}
+
+// Runs f, mapping exceptions to codes and messages.
+template <class F>
+int guarded(char* err, size_t len, F&& f) {
+  try {
+    return f();
+  } catch (const edgetune::BudgetExceeded& e) {
+    set_error(err, len, e.what());
+    return EDGETUNE_OUT_OF_BUDGET;
+  } catch (const edgetune::PlanError& e) {
+    set_error(err, len, e.what());
+    return EDGETUNE_OUT_OF_BUDGET;
+  } catch (const std::exception& e) {
+    set_error(err, len, e.what());
+    return EDGETUNE_ERROR;
+  } catch (...) {
+    set_error(err, len, "unknown error");
+    return EDGETUNE_ERROR;
+  }
+}
+
+edgetune::DType parse_quant(const char* q) {
+  const std::string s = q ? q : "q8";
+  if (s == "f32") return edgetune::DType::F32;
+  if (s == "q8") return edgetune::DType::Q8;
+  if (s == "q4") return edgetune::DType::Q4;
+  throw std::invalid_argument("quant must be \"f32\", \"q8\" or \"q4\", got \"" + s + "\"");
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* edgetune_version(void) { return edgetune::version(); }
+
+int edgetune_open(const char* model_dir, const char* adapter_dir, const char* quant,
+                  edgetune_classifier** out, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    if (model_dir == nullptr || out == nullptr) throw std::invalid_argument("model_dir and out are required");
+    edgetune::ClassifierOptions o;
+    o.base = parse_quant(quant);
+    *out = new edgetune_classifier{
+        edgetune::Classifier::open(model_dir, adapter_dir ? adapter_dir : "", o)};
+    return EDGETUNE_OK;
+  });
+}
+
+int edgetune_num_labels(const edgetune_classifier* c) {
+  return c ? static_cast<int>(c->classifier.labels().size()) : 0;
+}
+
+const char* edgetune_label(const edgetune_classifier* c, int i) {
+  if (!c || i < 0 || i >= edgetune_num_labels(c)) return nullptr;
+  return c->classifier.labels()[static_cast<size_t>(i)].c_str();
+}
+
+int edgetune_predict(edgetune_classifier* c, const char* const* texts, size_t n, float* probs,
+                     char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    if (!c || (n > 0 && (!texts || !probs))) throw std::invalid_argument("null argument");
+    std::vector<std::string> v;
+    for (size_t i = 0; i < n; ++i) v.emplace_back(texts[i] ? texts[i] : "");
+    const auto p = c->classifier.predict_proba(v);
+    std::copy(p.begin(), p.end(), probs);
+    return EDGETUNE_OK;
+  });
+}
+
+void edgetune_close(edgetune_classifier* c) { delete c; }
+
+int edgetune_train(const char* options_json, char* err, size_t err_len) {
+  return guarded(err, err_len, [&] {
+    const nlohmann::json given = nlohmann::json::parse(options_json ? options_json : "{}");
+    if (!given.is_object()) throw std::invalid_argument("options_json must be a JSON object");
+    std::optional<edgetune::Trainer> trainer;
+    if (given.value("resume", false)) {
+      trainer.emplace(edgetune::Trainer::resume(given.at("out").get<std::string>(), nullptr));
+    } else {
+      edgetune::TrainConfig defaults;
+      defaults.lr = 0;  // the method's default unless given
+      nlohmann::json j = defaults.to_json();
+      j["lr"] = 0.0;
+      for (const auto& [key, value] : given.items()) {
+        if (!j.contains(key)) throw std::invalid_argument("unknown training setting \"" + key + "\"");
+        j[key] = value;
+      }
+      for (const char* key : {"model", "train", "out"}) {
+        if (j.at(key).get<std::string>().empty()) {
+          throw std::invalid_argument(std::string("training setting \"") + key + "\" is required");
+        }
+      }
+      trainer.emplace(edgetune::TrainConfig::from_json(j), nullptr);
+    }
+    const edgetune::TrainResult r = trainer->run();
+    return r.interrupted ? EDGETUNE_INTERRUPTED : EDGETUNE_OK;
+  });
+}
+
+void edgetune_request_stop(void) { edgetune::request_stop(); }
+
+}  // extern "C"
