@@ -44,7 +44,7 @@ void require_one_line_error(const RunResult& r, const std::string& needle, int c
 
 }  // namespace
 
-TEST_CASE("cli: bad JSON in config.json is one line naming the file and line", "[cli][errors]") {
+TEST_CASE("bad JSON in config.json is one line naming the file and line", "[cli][errors]") {
   if (!cli_built()) return;
   ScratchDir d("badjson");
   const fs::path m = copy_model(d);
@@ -53,7 +53,7 @@ TEST_CASE("cli: bad JSON in config.json is one line naming the file and line", "
                          "config.json:3: invalid JSON");
 }
 
-TEST_CASE("cli: a config field of the wrong type names the field", "[cli][errors]") {
+TEST_CASE("a config field of the wrong type names the field", "[cli][errors]") {
   if (!cli_built()) return;
   ScratchDir d("badfield");
   const fs::path m = copy_model(d);
@@ -61,7 +61,7 @@ TEST_CASE("cli: a config field of the wrong type names the field", "[cli][errors
   require_one_line_error(run_cli("inspect --model " + q(m)), "num_attention_heads");
 }
 
-TEST_CASE("cli: a truncated model.safetensors is one line naming the file", "[cli][errors]") {
+TEST_CASE("a truncated model.safetensors is one line naming the file", "[cli][errors]") {
   if (!cli_built()) return;
   ScratchDir d("truncated");
   const fs::path m = copy_model(d);
@@ -69,7 +69,7 @@ TEST_CASE("cli: a truncated model.safetensors is one line naming the file", "[cl
   require_one_line_error(run_cli("inspect --model " + q(m)), "model.safetensors");
 }
 
-TEST_CASE("cli: a tensor of the wrong shape names the tensor and the expected shape",
+TEST_CASE("a tensor of the wrong shape names the tensor and the expected shape",
           "[cli][errors]") {
   if (!cli_built()) return;
   ScratchDir d("shape");
@@ -78,12 +78,12 @@ TEST_CASE("cli: a tensor of the wrong shape names the tensor and the expected sh
   require_one_line_error(run_cli("inspect --model " + q(m)), "expected (100, 64)");
 }
 
-TEST_CASE("cli: a missing model folder says what a model folder holds", "[cli][errors]") {
+TEST_CASE("a missing model folder says what a model folder holds", "[cli][errors]") {
   if (!cli_built()) return;
   require_one_line_error(run_cli("inspect --model /nonexistent/model"), "config.json");
 }
 
-TEST_CASE("cli: a bad TSV row names the file and line", "[cli][errors]") {
+TEST_CASE("a bad TSV row names the file and line", "[cli][errors]") {
   if (!cli_built()) return;
   ScratchDir d("badrow");
   write(d / "train.tsv", "sentence\tlabel\ngood film\t1\nno label here\n");
@@ -93,7 +93,7 @@ TEST_CASE("cli: a bad TSV row names the file and line", "[cli][errors]") {
   REQUIRE_FALSE(fs::exists(d / "run" / "adapter_model.safetensors"));
 }
 
-TEST_CASE("cli: --skip-bad-rows counts and reports the bad row instead", "[cli][errors]") {
+TEST_CASE("--skip-bad-rows counts and reports the bad row instead", "[cli][errors]") {
   if (!cli_built()) return;
   ScratchDir d("skiprow");
   write(d / "data.tsv", "sentence\tlabel\ngood film\t1\nno label here\nbad film\t0\n");
@@ -105,7 +105,7 @@ TEST_CASE("cli: --skip-bad-rows counts and reports the bad row instead", "[cli][
   REQUIRE(r.out.find("\"rows\":2") != std::string::npos);
 }
 
-TEST_CASE("cli: invalid UTF-8 in a JSONL file is one line naming the file and line",
+TEST_CASE("invalid UTF-8 in a JSONL file is one line naming the file and line",
           "[cli][errors]") {
   if (!cli_built()) return;
   ScratchDir d("utf8");
@@ -114,7 +114,7 @@ TEST_CASE("cli: invalid UTF-8 in a JSONL file is one line naming the file and li
                          "data.jsonl:2:");
 }
 
-TEST_CASE("cli: invalid UTF-8 in a TSV row is replaced, counted and the row still classified",
+TEST_CASE("invalid UTF-8 in a TSV row is replaced, counted and the row still classified",
           "[cli][errors]") {
   if (!cli_built()) return;
   ScratchDir d("utf8tsv");
@@ -126,7 +126,7 @@ TEST_CASE("cli: invalid UTF-8 in a TSV row is replaced, counted and the row stil
   REQUIRE(r.err.find("invalid UTF-8") != std::string::npos);
 }
 
-TEST_CASE("cli: usage errors exit 2", "[cli][errors]") {
+TEST_CASE("usage errors exit 2", "[cli][errors]") {
   if (!cli_built()) return;
   REQUIRE(run_cli("train --method nonsense").exit_code == 2);
   REQUIRE(run_cli("predict --model x").exit_code == 2);  // --data is required

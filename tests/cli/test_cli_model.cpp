@@ -13,7 +13,7 @@ using namespace edgetune;
 using namespace edgetune::test;
 namespace fs = std::filesystem;
 
-TEST_CASE("cli: predict reproduces the PyTorch golden logits of the tiny and small models",
+TEST_CASE("predict reproduces the PyTorch golden logits of the tiny and small models",
           "[cli][golden]") {
   if (!cli_built()) return;
   for (const char* name : {"tiny", "small"}) {
@@ -62,7 +62,7 @@ TEST_CASE("cli: predict reproduces the PyTorch golden logits of the tiny and sma
   }
 }
 
-TEST_CASE("cli: inspect prints config, parameter count, bytes per storage and tokenizer settings",
+TEST_CASE("inspect prints config, parameter count, bytes per storage and tokenizer settings",
           "[cli]") {
   if (!cli_built()) return;
   const fs::path dir = golden_dir() / "bert" / "small";

@@ -104,13 +104,13 @@ void interrupted_run_matches(int sig) {
 
 }  // namespace
 
-TEST_CASE("cli: kill -9 during training, then --resume, gives the same adapter bytes",
+TEST_CASE("kill -9 during training, then --resume, gives the same adapter bytes",
           "[cli][resume]") {
   if (!cli_built()) return;
   interrupted_run_matches(SIGKILL);
 }
 
-TEST_CASE("cli: Ctrl-C saves a checkpoint and exits; --resume gives the same adapter bytes",
+TEST_CASE("Ctrl-C saves a checkpoint and exits, and --resume gives the same adapter bytes",
           "[cli][resume]") {
   if (!cli_built()) return;
   interrupted_run_matches(SIGINT);
