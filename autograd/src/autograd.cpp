@@ -2,6 +2,7 @@
 #include "edgetune/autograd/autograd.h"
 
 #include <atomic>
+#include <chrono>
 #include <cstring>
 #include <queue>
 #include <span>
@@ -10,6 +11,7 @@
 #include <unordered_set>
 
 #include "edgetune/autograd/kernels.h"
+#include "edgetune/autograd/profile.h"
 
 namespace edgetune {
 
@@ -182,7 +184,16 @@ void backward(const Tensor& root, const Tensor& droot) {
     }
     {
       EngineSink sink(*n, buffers);
-      n->backward(dout, sink);
+      if (profile::enabled()) {
+        const auto start = std::chrono::steady_clock::now();
+        n->backward(dout, sink);
+        const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        // The checkpoint node's time includes its recomputation and the nested backward, which
+        // are counted op by op too.
+        profile::add(std::string(n->name()) + ".backward", dt);
+      } else {
+        n->backward(dout, sink);
+      }
     }
     dout = Tensor();
     n->release();

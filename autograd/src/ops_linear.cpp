@@ -3,6 +3,7 @@
 
 #include "edgetune/autograd/kernels.h"
 #include "edgetune/autograd/ops.h"
+#include "edgetune/autograd/profile.h"
 #include "ops_common.h"
 
 namespace edgetune::ops {
@@ -34,6 +35,7 @@ class LinearNode : public Node {
 }  // namespace
 
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+  profile::Scope profile_scope("linear");
   require_float("linear", x);
   require(w.defined() && w.rank() == 2, "linear: weight must be an (N, K) matrix");
   Shape out_shape = x.shape();
@@ -97,6 +99,7 @@ class MatmulNode : public Node {
 }  // namespace
 
 Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  profile::Scope profile_scope("matmul");
   require_float("matmul", a);
   require_float("matmul", b);
   require_same_dtype("matmul", a, b);

@@ -6,6 +6,7 @@
 #include <memory>
 
 #include "edgetune/autograd/ops.h"
+#include "edgetune/autograd/profile.h"
 #include "ops_common.h"
 
 namespace edgetune::ops {
@@ -85,6 +86,7 @@ class LayerNormNode : public Node {
 }  // namespace
 
 Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, double eps) {
+  profile::Scope profile_scope("layer_norm");
   require_float("layer_norm", x);
   require_float("layer_norm", gamma);
   require_float("layer_norm", beta);
@@ -166,6 +168,7 @@ class SoftmaxNode : public Node {
 }  // namespace
 
 Tensor softmax(const Tensor& x, const Tensor& mask) {
+  profile::Scope profile_scope("softmax");
   require_float("softmax", x);
   require(x.rank() >= 1, "softmax: needs at least one dimension");
   const std::int64_t rows = x.shape().rows(), s = x.shape().last();
@@ -246,6 +249,7 @@ class CrossEntropyNode : public Node {
 
 Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& weight,
                      std::int32_t ignore_index) {
+  profile::Scope profile_scope("cross_entropy");
   require_float("cross_entropy", logits);
   require(logits.rank() == 2, "cross_entropy: logits must be (N, K), got " + describe(logits));
   const std::int64_t n = logits.dim(0), k = logits.dim(1);
@@ -334,6 +338,7 @@ class BceNode : public Node {
 }  // namespace
 
 Tensor bce_with_logits(const Tensor& logits, const Tensor& targets) {
+  profile::Scope profile_scope("bce_with_logits");
   require_float("bce_with_logits", logits);
   require_float("bce_with_logits", targets);
   require_same_dtype("bce_with_logits", logits, targets);

@@ -1,6 +1,7 @@
 // Shape and indexing ops: reshape, permute (head split and merge), embedding lookup, row gather,
 // sum and mean. xtensor gives the n-d views for permute and the reductions. Forward and backward
 // side by side.
+#include <array>
 #include <memory>
 #include <vector>
 
@@ -11,6 +12,7 @@
 #include "edgetune/autograd/kernels.h"
 #include "edgetune/autograd/ops.h"
 #include "edgetune/autograd/quant.h"
+#include "edgetune/autograd/profile.h"
 #include "ops_common.h"
 
 namespace edgetune::ops {
@@ -45,6 +47,7 @@ class ReshapeNode : public Node {
 }  // namespace
 
 Tensor reshape(const Tensor& x, const Shape& shape) {
+  profile::Scope profile_scope("reshape");
   require(x.defined(), "reshape: undefined input");
   require(shape.numel() == x.numel(), "reshape: cannot reshape " + describe(x) + " to " +
                                           shape.str() + " (different number of elements)");
@@ -58,6 +61,43 @@ Tensor reshape(const Tensor& x, const Shape& shape) {
 // ---- permute ------------------------------------------------------------------------------------
 
 namespace {
+// dst = permute(src, perm) (+= with accumulate) when the last axis stays last, so whole rows of
+// the last dimension move as contiguous blocks (the head split and merge of attention).
+template <class T>
+void permute_rows(T* dst, const T* src, const Shape& in, const std::vector<std::size_t>& perm,
+                  bool accumulate) {
+  const int r = in.rank();
+  std::array<std::int64_t, Shape::kMaxRank> in_stride{}, out_dim{}, src_stride{};
+  std::int64_t st = 1;
+  for (int i = r - 1; i >= 0; --i) {
+    in_stride[i] = st;
+    st *= in[i];
+  }
+  for (int i = 0; i < r; ++i) {
+    out_dim[i] = in[static_cast<int>(perm[i])];
+    src_stride[i] = in_stride[perm[i]];
+  }
+  const std::int64_t inner = in[r - 1];
+  const std::int64_t rows = in.numel() / std::max<std::int64_t>(inner, 1);
+#pragma omp parallel for schedule(static) if (worth_threads(in.numel()))
+  for (std::int64_t row = 0; row < rows; ++row) {
+    // Output row index -> source offset, digit by digit over the leading output dimensions.
+    std::int64_t rem = row, off = 0;
+    for (int i = r - 2; i >= 0; --i) {
+      off += (rem % out_dim[i]) * src_stride[i];
+      rem /= out_dim[i];
+    }
+    T* d = dst + row * inner;
+    const T* s = src + off;
+    if (accumulate) {
+#pragma omp simd
+      for (std::int64_t j = 0; j < inner; ++j) d[j] += s[j];
+    } else {
+      std::copy(s, s + inner, d);
+    }
+  }
+}
+
 class PermuteNode : public Node {
  public:
   explicit PermuteNode(std::vector<std::size_t> inverse) : inverse_(std::move(inverse)) {}
@@ -67,6 +107,10 @@ class PermuteNode : public Node {
     Tensor& dx = grads.at(0);
     dispatch(dy.dtype(), [&](auto zero) {
       using T = decltype(zero);
+      if (inverse_.back() == inverse_.size() - 1) {
+        permute_rows(dx.data<T>(), dy.data<T>(), dy.shape(), inverse_, true);
+        return;
+      }
       auto g = xview(dy.data<T>(), dy.shape());
       auto d = xview(dx.data<T>(), dx.shape());
       d += xt::transpose(g, inverse_);
@@ -79,6 +123,7 @@ class PermuteNode : public Node {
 }  // namespace
 
 Tensor permute(const Tensor& x, std::span<const int> perm) {
+  profile::Scope profile_scope("permute");
   require_float("permute", x);
   require(static_cast<int>(perm.size()) == x.rank(),
           "permute: " + std::to_string(perm.size()) + " axes given for " + describe(x));
@@ -96,6 +141,10 @@ Tensor permute(const Tensor& x, std::span<const int> perm) {
   Tensor y = new_output(Shape(dims), x.dtype());
   dispatch(x.dtype(), [&](auto zero) {
     using T = decltype(zero);
+    if (p.back() == p.size() - 1) {
+      permute_rows(y.data<T>(), x.data<T>(), x.shape(), p, false);
+      return;
+    }
     auto in = xview(x.data<T>(), x.shape());
     auto out = xview(y.data<T>(), y.shape());
     out = xt::transpose(in, p);
@@ -157,6 +206,7 @@ void check_ids(const char* op, const Tensor& ids, std::int64_t rows, const Tenso
 }  // namespace
 
 Tensor embedding(const Tensor& table, const Tensor& ids, std::int32_t padding_idx) {
+  profile::Scope profile_scope("embedding");
   require(table.defined() && table.rank() == 2, "embedding: table must be a (V, C) matrix");
   const std::int64_t v = table.dim(0), c = table.dim(1);
   check_ids("embedding", ids, v, table);
@@ -190,6 +240,7 @@ Tensor embedding(const Tensor& table, const Tensor& ids, std::int32_t padding_id
 }
 
 Tensor gather_rows(const Tensor& x, const Tensor& idx) {
+  profile::Scope profile_scope("gather_rows");
   require_float("gather_rows", x);
   require(x.rank() == 2, "gather_rows: x must be (N, C), got " + describe(x));
   require(idx.defined() && idx.rank() == 1, "gather_rows: idx must be I32 (M)");
@@ -232,6 +283,7 @@ class SumNode : public Node {
 };
 
 Tensor reduce_all(const char* name, const Tensor& x, bool mean) {
+  profile::Scope profile_scope(name);
   require_float(name, x);
   Tensor y = new_output(Shape{}, x.dtype());
   const double n = static_cast<double>(x.numel());

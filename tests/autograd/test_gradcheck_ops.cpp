@@ -109,6 +109,29 @@ TEST_CASE("gradcheck gelu (erf form)", "[gradcheck][gelu]") {
   check("gelu", [](const auto& in) { return ops::gelu(in[0]); }, {param({3, 17}, 23, 2.0)});
 }
 
+TEST_CASE("float32 gelu matches the erf form to float precision", "[gelu]") {
+  // The float32 path uses a vectorised erf and exp; compare it with the float64 (libm) path. Where
+  // 1 + erf(x / sqrt 2) cancels (x < -3), a float32 erf near -1 is good to about two ulp of 1
+  // (2.4e-7; libm's erff to one), so x / 2 (1 + erf) carries up to |x| / 2 * 2.4e-7 <= 7e-7 absolute
+  // for |x| <= 5.66 (beyond, erf is -1 and the true value is below 5e-8): hence the 1e-6 margin.
+  // PyTorch's float GELU, 0.5 x (1 + erf(x / sqrt 2)), cancels the same way.
+  std::vector<double> v;
+  for (int i = -2000; i <= 2000; ++i) v.push_back(i * 0.005);  // [-10, 10]
+  const Tensor x64 = Tensor::from_values({static_cast<std::int64_t>(v.size())}, v, DType::F64);
+  const Tensor x32 = x64.to(DType::F32);
+  const auto y64 = ops::gelu(x64).to_vector(), y32 = ops::gelu(x32).to_vector();
+  Tensor p32 = x32.clone(), p64 = x64.clone();
+  p32.set_requires_grad(true);
+  p64.set_requires_grad(true);
+  backward(ops::sum(ops::gelu(p32)));
+  backward(ops::sum(ops::gelu(p64)));
+  const auto g32 = p32.grad().to_vector(), g64 = p64.grad().to_vector();
+  for (size_t i = 0; i < v.size(); ++i) {
+    REQUIRE(y32[i] == Approx(y64[i]).epsilon(2e-6).margin(1e-6));
+    REQUIRE(g32[i] == Approx(g64[i]).epsilon(2e-6).margin(1e-6));
+  }
+}
+
 TEST_CASE("gradcheck gelu (tanh form)", "[gradcheck][gelu]") {
   check("gelu_tanh", [](const auto& in) { return ops::gelu_tanh(in[0]); },
         {param({3, 17}, 24, 2.0)});
@@ -242,6 +265,24 @@ TEST_CASE("gradcheck reshape and permute (head split and merge)", "[gradcheck][p
           return ops::permute(in[0], perm);
         },
         {param({2, 3, 4}, 40)});
+}
+
+TEST_CASE("permute moves every element where the permutation says", "[permute]") {
+  Tensor x = randn({2, 3, 4, 5}, 70);
+  const auto xv = x.to_vector();
+  for (const std::array<int, 4>& perm : {std::array<int, 4>{0, 2, 1, 3}, {2, 0, 1, 3}, {3, 1, 0, 2}}) {
+    const auto y = ops::permute(x, perm).to_vector();
+    const std::int64_t dims[4] = {2, 3, 4, 5};
+    std::int64_t od[4];
+    for (int i = 0; i < 4; ++i) od[i] = dims[perm[i]];
+    for (std::int64_t o = 0; o < 120; ++o) {
+      std::int64_t idx[4], rem = o;
+      for (int i = 3; i >= 0; --i) idx[i] = rem % od[i], rem /= od[i];
+      std::int64_t src[4];
+      for (int i = 0; i < 4; ++i) src[perm[i]] = idx[i];
+      REQUIRE(y[o] == xv[((src[0] * 3 + src[1]) * 4 + src[2]) * 5 + src[3]]);
+    }
+  }
 }
 
 TEST_CASE("gradcheck batched matmul in all four transpose forms", "[gradcheck][matmul]") {

@@ -1,0 +1,51 @@
+// The benchmark harness behind `edgetune bench`: one training configuration timed in-process
+// (run_case), and the table that sets edgetune's rows beside PyTorch's (bench/torch_bench.py) for
+// the same shape, batch and threads. Each configuration runs in its own process so the peak
+// resident set (VmHWM) is that configuration's alone.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+namespace edgetune::bench {
+
+// Standard BERT shapes: tiny (L2 H128 A2), mini (L4 H256 A4), small (L4 H512 A8),
+// base (L12 H768 A12); F = 4H, V = 30522, 512 positions.
+struct ShapeSpec {
+  const char* name;
+  std::int64_t layers, hidden, heads, intermediate;
+};
+const ShapeSpec& shape_spec(const std::string& name);  // throws std::invalid_argument
+
+struct Case {
+  std::string shape = "base";
+  std::string method = "lora";  // lora (r8 on query,value) or full
+  std::string quant = "q4";     // f32, q8, q4 (full is f32)
+  bool quant_embeddings = false;
+  std::int64_t batch = 8, length = 128;
+  int threads = 1, steps = 3, warmup = 1;
+  std::size_t budget = 0;       // bytes; 0: no budget (no checkpointing, one micro-batch)
+  bool profile = false;         // add a per-op profile of one step
+
+  nlohmann::json to_json() const;
+  static Case from_json(const nlohmann::json& j);
+  std::string label() const;  // "lora q4+emb budget 160.0 MiB"
+};
+
+// Runs the case in this process (fresh random model, synthetic batch, AdamW) and returns a JSON
+// object: median_step_seconds, step_seconds, tokens_per_second, accountant_peak, peak_rss,
+// plan, estimate, init_seconds, trainable_parameters, loss, and profile when asked.
+nlohmann::json run_case(const Case& c);
+
+// The synthetic batch both sides use: token id of row b, position t:
+// 1000 + ((b*T + t) * 7919) % (V - 1000); label b % 2; no padding.
+std::int32_t synthetic_id(std::int64_t b, std::int64_t t, std::int64_t length, std::int64_t vocab);
+
+// A text table of result rows (edgetune's and PyTorch's), with edgetune/PyTorch ratios of step
+// time and peak RSS against the PyTorch row of the same shape and method.
+std::string table(const std::vector<nlohmann::json>& rows);
+
+}  // namespace edgetune::bench

@@ -1,0 +1,175 @@
+// `edgetune bench`: edgetune beside PyTorch on the same model shapes, batch, sequence length and
+// threads, each configuration in its own process; prints a table (median step time, tokens/s,
+// accountant peak, VmHWM, edgetune/PyTorch ratios) and writes the rows as JSON.
+#include <unistd.h>
+
+#include <cstdio>
+#include <filesystem>
+#include <iostream>
+#include <sstream>
+
+#include "bench.h"
+#include "commands.h"
+#include "edgetune/autograd/file_io.h"
+#include "edgetune/autograd/memory.h"
+
+namespace edgetune::cli {
+namespace {
+
+struct BenchArgs {
+  std::string shapes = "tiny,mini,small,base", json_out = "edgetune-bench.json", python = "/usr/bin/python3";
+  std::string script, budget = "160M", one_case;
+  int steps = 3, warmup = 1, threads = 0;
+  std::int64_t batch = 8, length = 128;
+  bool no_torch = false, profile = false;
+};
+
+std::vector<std::string> split(const std::string& csv) {
+  std::vector<std::string> out;
+  std::stringstream ss(csv);
+  std::string item;
+  while (std::getline(ss, item, ',')) {
+    if (!item.empty()) out.push_back(item);
+  }
+  return out;
+}
+
+// Runs a command and returns its last stdout line parsed as JSON (null on failure).
+nlohmann::json run_json(const std::string& command) {
+  std::FILE* p = ::popen(command.c_str(), "r");
+  if (!p) return nullptr;
+  std::string out, line;
+  char buf[4096];
+  while (std::fgets(buf, sizeof buf, p)) out += buf;
+  const int status = ::pclose(p);
+  std::istringstream in(out);
+  std::string last;
+  while (std::getline(in, line)) {
+    if (!line.empty() && line[0] == '{') last = line;
+  }
+  if (status != 0 || last.empty()) return nullptr;
+  return nlohmann::json::parse(last, nullptr, false);
+}
+
+std::string self_exe() {
+  char buf[4096];
+  const ssize_t n = ::readlink("/proc/self/exe", buf, sizeof buf - 1);
+  return n > 0 ? std::string(buf, static_cast<size_t>(n)) : std::string("edgetune");
+}
+
+int run(const BenchArgs& a) {
+  if (!a.one_case.empty()) {  // child mode: one configuration, in this process
+    std::cout << bench::run_case(bench::Case::from_json(nlohmann::json::parse(a.one_case))).dump() << "\n";
+    return 0;
+  }
+  const int threads = a.threads > 0 ? a.threads : static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
+  const std::size_t budget = a.budget.empty() ? 0 : parse_bytes(a.budget);
+  std::string script = a.script.empty() ? std::string(EDGETUNE_SOURCE_DIR) + "/bench/torch_bench.py" : a.script;
+  bool torch = !a.no_torch;
+  if (torch && std::system((a.python + " -c 'import torch' >/dev/null 2>&1").c_str()) != 0) {
+    std::cerr << "note: PyTorch is not available to " << a.python
+              << " (Debian: apt-get install python3-torch libopenblas0-pthread); edgetune rows only\n";
+    torch = false;
+  }
+  std::vector<nlohmann::json> rows;
+  const std::string exe = self_exe();
+  auto add = [&](const nlohmann::json& r, const std::string& what) {
+    if (r.is_null()) {
+      std::cerr << "  " << what << ": failed\n";
+      return;
+    }
+    std::cerr << "  " << what << ": " << r.at("median_step_seconds").get<double>() << " s/step, VmHWM "
+              << format_bytes(r.at("peak_rss").get<std::size_t>()) << "\n";
+    rows.push_back(r);
+  };
+  for (const std::string& shape : split(a.shapes)) {
+    bench::shape_spec(shape);  // validates
+    std::vector<std::string> methods = {"lora"};
+    if (shape != "base") methods.push_back("full");
+    for (const std::string& method : methods) {
+      std::cerr << shape << " " << method << ":\n";
+      if (torch) {
+        const std::string cmd = "OMP_NUM_THREADS=" + std::to_string(threads) +
+                                " OPENBLAS_NUM_THREADS=" + std::to_string(threads) + " " + a.python + " '" +
+                                script + "' --shape " + shape + " --method " + method + " --batch-size " +
+                                std::to_string(a.batch) + " --max-length " + std::to_string(a.length) +
+                                " --steps " + std::to_string(a.steps) + " --warmup " +
+                                std::to_string(a.warmup) + " --threads " + std::to_string(threads);
+        add(run_json(cmd), "pytorch f32");
+      }
+      std::vector<bench::Case> cases;
+      bench::Case c;
+      c.shape = shape;
+      c.method = method;
+      c.batch = a.batch;
+      c.length = a.length;
+      c.threads = threads;
+      c.steps = a.steps;
+      c.warmup = a.warmup;
+      if (method == "full") {
+        c.quant = "f32";
+        cases.push_back(c);
+      } else {
+        for (const char* q : {"f32", "q8", "q4"}) {
+          c.quant = q;
+          c.quant_embeddings = std::string(q) == "q4";
+          cases.push_back(c);
+        }
+        if (budget) {
+          c.budget = budget;
+          c.profile = a.profile;
+          cases.push_back(c);
+        }
+      }
+      for (const bench::Case& k : cases) {
+        add(run_json("'" + exe + "' bench --case '" + k.to_json().dump() + "'"), "edgetune " + k.label());
+      }
+    }
+  }
+  std::cout << "\nedgetune bench: batch " << a.batch << " x " << a.length << " tokens, " << threads
+            << " threads, median of " << a.steps << " steps after " << a.warmup
+            << " warmup; LoRA r8 on query,value + classifier; AdamW\n\n"
+            << bench::table(rows);
+  for (const auto& r : rows) {
+    if (r.contains("profile") && r.at("profile").is_array()) {
+      std::cout << "\nprofile of one step, " << r.at("shape").get<std::string>() << " " << r.at("label").get<std::string>()
+                << " (" << r.at("plan").get<std::string>() << "):\n";
+      for (const auto& e : r.at("profile")) {
+        char buf[160];
+        std::snprintf(buf, sizeof buf, "  %-28s %8.3f s %8lld calls\n", e.at("op").get<std::string>().c_str(),
+                      e.at("seconds").get<double>(), static_cast<long long>(e.at("calls").get<std::int64_t>()));
+        std::cout << buf;
+      }
+    }
+  }
+  if (!a.json_out.empty()) {
+    nlohmann::json out = {{"threads", threads}, {"batch", a.batch}, {"length", a.length}, {"rows", rows}};
+    write_file_atomic(a.json_out, out.dump(2) + "\n");
+    std::cout << "\nrows written to " << a.json_out << "\n";
+  }
+  return 0;
+}
+
+const RegisterCommand kRegister{
+    "bench", "time training steps of standard BERT shapes beside PyTorch (same shapes, batch, threads)",
+    [](CLI::App& app) -> std::function<int()> {
+      auto a = std::make_shared<BenchArgs>();
+      app.add_option("--shapes", a->shapes, "tiny, mini, small, base")->capture_default_str();
+      app.add_option("--steps", a->steps, "timed steps per configuration (median reported)")->capture_default_str();
+      app.add_option("--warmup", a->warmup, "untimed steps first")->capture_default_str();
+      app.add_option("--threads", a->threads, "threads on both sides (0: all cores)")->capture_default_str();
+      app.add_option("--batch-size", a->batch, "rows per step")->capture_default_str();
+      app.add_option("--max-length", a->length, "tokens per row")->capture_default_str();
+      app.add_option("--budget", a->budget, "memory budget of the planned q4 row (empty: no such row)")
+          ->capture_default_str();
+      app.add_flag("--profile", a->profile, "add a per-op profile of one step of the planned q4 row");
+      app.add_flag("--no-torch", a->no_torch, "edgetune rows only");
+      app.add_option("--python", a->python, "python with torch")->capture_default_str();
+      app.add_option("--torch-script", a->script, "the PyTorch side (default: bench/torch_bench.py of the source tree)");
+      app.add_option("--json", a->json_out, "write the rows here")->capture_default_str();
+      app.add_option("--case", a->one_case, "run one configuration (JSON) in this process")->group("");
+      return [a] { return run(*a); };
+    }};
+
+}  // namespace
+}  // namespace edgetune::cli
