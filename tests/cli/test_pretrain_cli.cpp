@@ -1,0 +1,190 @@
+// The pretraining commands as a user runs them: a short version of the shipped model's reproduce
+// command (prune-vocab -> create-model -> pretrain -> fine-tune the result with q4 + LoRA) on a
+// small committed text and the committed mini vocabulary, the usage errors of --resume, and the
+// shipped model folder itself (models/edgetune-mini-uncased, skipped when absent): at most 16 MB,
+// a BertForMaskedLM folder that the classifier path loads and that classifies.
+#include <catch2/catch.hpp>
+
+#include <algorithm>
+#include <cmath>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "cli_run.h"
+#include "edgetune/autograd/ops.h"
+#include "edgetune/autograd/safetensors.h"
+#include "edgetune/data/tokenizer.h"
+#include "edgetune/engine/loader.h"
+
+using namespace edgetune;
+using namespace edgetune::test;
+namespace fs = std::filesystem;
+
+namespace {
+
+// Words of the mini vocabulary (tests/golden/tokenizer/mini-uncased-vocab.txt), three documents.
+const char* kCorpus =
+    "the quick brown fox jumped over the lazy dog.\n"
+    "the cat sat on the mat, and the dog sat on the line.\n"
+    "\n"
+    "hello world! a new example is running in english.\n"
+    "the big dog jumps over the thin cat; the cat jumps back.\n"
+    "\n"
+    "the lazy fox is on the rock and the brown dog is inside.\n"
+    "hello cafe! the cat and the dog run back to the new world.\n";
+
+const char* kLabelled =
+    "sentence\tlabel\n"
+    "the cat sat on the mat\t1\n"
+    "the lazy dog\t0\n"
+    "hello new world\t1\n"
+    "the big dog jumps over the thin cat\t0\n"
+    "a quick brown fox\t1\n"
+    "the dog is inside\t0\n";
+
+std::vector<nlohmann::json> jsonl(const std::string& text) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(text);
+  std::string line;
+  while (std::getline(in, line)) {
+    if (!line.empty()) out.push_back(nlohmann::json::parse(line));
+  }
+  return out;
+}
+
+fs::path shipped_model() { return fs::path(EDGETUNE_TEST_DIR).parent_path() / "models" / "edgetune-mini-uncased"; }
+
+}  // namespace
+
+TEST_CASE("the reproduce command, short: prune-vocab, create-model, pretrain, then fine-tune",
+          "[cli][pretrain]") {
+  if (!cli_built()) {
+    WARN("skipped: " << cli_path() << " is not built");
+    return;
+  }
+  ScratchDir d("pretrain-cli");
+  std::ofstream(d / "corpus.txt") << kCorpus << "\n" << kCorpus;
+  std::ofstream(d / "reviews.tsv") << kLabelled << kLabelled;
+  const fs::path full = golden_dir() / "tokenizer" / "mini-uncased-vocab.txt";
+
+  const RunResult prune = run_cli("prune-vocab --vocab " + q(full) + " --corpus " + q(d / "corpus.txt") +
+                                  " --out " + q(d / "vocab.txt"));
+  INFO(prune.err);
+  REQUIRE(prune.exit_code == 0);
+  CHECK_THAT(prune.err, Catch::Contains("specials") && Catch::Contains("used by the corpus"));
+  const data::Vocab vocab = data::Vocab::load(d / "vocab.txt");
+  CHECK(vocab.token(0) == "[PAD]");
+  CHECK(vocab.size() < data::Vocab::load(full).size());
+
+  const RunResult create = run_cli("create-model --vocab " + q(d / "vocab.txt") + " --out " + q(d / "init") +
+                                   " --layers 2 --hidden 32 --heads 2 --intermediate 64 --max-positions 32");
+  INFO(create.err);
+  REQUIRE(create.exit_code == 0);
+
+  const std::string pretrain_args = "pretrain --model " + q(d / "init") + " --corpus " + q(d / "corpus.txt") +
+                                    " --out " + q(d / "run") +
+                                    " --max-length 16 --batch-size 4 --lr 2e-3 --max-steps 8 --eval-split 0.2"
+                                    " --eval-every 4 --save-every 4 --log-every 2 --threads 1 --f16";
+  const RunResult pre = run_cli(pretrain_args);
+  INFO(pre.err);
+  REQUIRE(pre.exit_code == 0);
+  CHECK_THAT(pre.err, Catch::Contains("step 8/8") && Catch::Contains("checkpoint at step 4") &&
+                          Catch::Contains("held-out masked-LM loss"));
+  const auto metrics = jsonl(slurp(d / "run" / "metrics.jsonl"));
+  int evals = 0, trains = 0;
+  for (const auto& j : metrics) {
+    if (j.at("type") == "eval") {
+      ++evals;
+      CHECK(j.at("mlm_loss").get<double>() > 0);
+      CHECK(j.at("mlm_accuracy").get<double>() >= 0);
+    } else {
+      ++trains;
+    }
+  }
+  CHECK(evals == 2);
+  CHECK(trains == 4);
+  for (const char* f : {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "run.json",
+                        "train_state.safetensors"}) {
+    CHECK(fs::exists(d / "run" / f));
+  }
+  CHECK(nlohmann::json::parse(slurp(d / "run" / "config.json")).at("architectures")[0] == "BertForMaskedLM");
+
+  // The run is finished: resuming it does nothing more; settings cannot be changed on resume.
+  const RunResult again = run_cli("pretrain --resume " + q(d / "run") + " --threads 1");
+  INFO(again.err);
+  CHECK(again.exit_code == 0);
+  CHECK_THAT(again.err, Catch::Contains("done: 8 steps"));
+  CHECK(run_cli("pretrain --resume " + q(d / "run") + " --lr 1e-3").exit_code == 2);
+  CHECK(run_cli("pretrain --model " + q(d / "init") + " --out " + q(d / "x")).exit_code == 2);
+
+  // The pretrained folder is a model to fine-tune: q4 base, LoRA, a fresh classifier.
+  const RunResult train = run_cli("train --model " + q(d / "run") + " --train " + q(d / "reviews.tsv") +
+                                  " --eval-split 0.25 --seed 1 --quant q4 --method lora --epochs 1 --batch-size 4"
+                                  " --max-length 16 --memory-budget 64M --threads 1 --out " + q(d / "ft"));
+  INFO(train.err);
+  REQUIRE(train.exit_code == 0);
+  CHECK_THAT(train.err, Catch::Contains("plan:") && Catch::Contains("accuracy"));
+  const RunResult predict = run_cli("predict --model " + q(d / "run") + " --adapter " + q(d / "ft") +
+                                    " --quant q4 --data - --text-column 0 --header absent",
+                                    "the cat sat on the mat\n");
+  INFO(predict.err);
+  REQUIRE(predict.exit_code == 0);
+  CHECK(jsonl(predict.out).size() == 1);
+}
+
+TEST_CASE("the shipped model: at most 16 MB, BertForMaskedLM, loads for classification and classifies",
+          "[cli][pretrain][shipped]") {
+  const fs::path dir = shipped_model();
+  if (!fs::exists(dir / "model.safetensors")) {
+    WARN("skipped: no shipped model in " << dir);
+    return;
+  }
+  std::uintmax_t bytes = 0;
+  for (const auto& e : fs::recursive_directory_iterator(dir)) {
+    if (e.is_regular_file()) bytes += e.file_size();
+  }
+  CHECK(bytes <= 16'000'000u);
+  for (const char* f : {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "README.md"}) {
+    CHECK(fs::exists(dir / f));
+  }
+  const auto config = nlohmann::json::parse(slurp(dir / "config.json"));
+  CHECK(config.at("architectures")[0] == "BertForMaskedLM");
+  safetensors::Reader st(dir / "model.safetensors");
+  CHECK(st.at("bert.embeddings.word_embeddings.weight").dtype == "F16");
+
+  LoadReport report;
+  LoadOptions lo;
+  lo.base = DType::Q4;
+  const BertModel m = load_bert(dir, lo, &report);
+  CHECK(report.layout == "masked-lm");
+  CHECK(std::count(report.initialised.begin(), report.initialised.end(), "classifier.weight") == 1);
+  const data::WordPieceTokenizer tok = data::load_tokenizer_from_model_dir(dir);
+  CHECK(tok.vocab().size() == m.config.vocab_size);
+  const auto e = tok.encode("A wonderful little film, and the acting was superb.");
+  for (const std::int32_t id : e.ids) CHECK(id != tok.unk_id());
+  const Shape s{1, static_cast<std::int64_t>(e.ids.size())};
+  const Tensor logits = m.classify(
+      {Tensor::from_ints(s, e.ids), Tensor::from_ints(s, e.type_ids), Tensor::from_ints(s, e.attention_mask)},
+      ForwardOptions{});
+  REQUIRE(logits.shape() == Shape{1, 2});
+  for (const double x : logits.to_vector()) CHECK(std::isfinite(x));
+
+  // The MLM head is in the folder, and it predicts a masked word of plain English.
+  LoadOptions with_head;
+  with_head.base = DType::F32;
+  with_head.with_mlm_head = true;
+  const BertModel mlm = load_bert(dir, with_head);
+  REQUIRE(mlm.mlm);
+  const auto enc = tok.encode("the president of the united [MASK] of america.");
+  const Shape t{1, static_cast<std::int64_t>(enc.ids.size())};
+  const Tensor h = mlm.encode(
+      {Tensor::from_ints(t, enc.ids), Tensor::from_ints(t, enc.type_ids), Tensor::from_ints(t, enc.attention_mask)},
+      ForwardOptions{});
+  const auto at = std::find(enc.ids.begin(), enc.ids.end(), tok.mask_id()) - enc.ids.begin();
+  const Tensor row = ops::gather_rows(ops::reshape(h, {t[1], h.dim(2)}),
+                                      Tensor::from_ints({1}, std::vector<std::int32_t>{static_cast<std::int32_t>(at)}));
+  const auto scores = mlm.mlm_logits(row, ForwardOptions{}).to_vector();
+  const auto best = std::max_element(scores.begin(), scores.end()) - scores.begin();
+  CHECK(tok.vocab().token(static_cast<std::int32_t>(best)) == "states");
+}
