@@ -41,6 +41,15 @@ Tensor normal_param(const Shape& shape, double stddev, std::uint64_t seed, doubl
   return t;
 }
 
+void normal_values(float* out, std::int64_t n, double stddev, std::uint64_t seed, std::uint64_t first) {
+  for (std::int64_t i = 0; i < n; ++i) {
+    const std::uint64_t draw = 2 * (first + static_cast<std::uint64_t>(i));
+    const double u1 = 1.0 - counter_uniform(seed, draw);
+    const double u2 = counter_uniform(seed, draw + 1);
+    out[i] = static_cast<float>(std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2) * stddev);
+  }
+}
+
 Tensor zeros_param(const Shape& shape, bool trainable) {
   Tensor t = Tensor::zeros(shape, DType::F32, category(trainable));
   t.set_requires_grad(trainable);

@@ -172,15 +172,29 @@ class Builder {
   Tensor fresh_as(const std::string& hf, const Shape& shape, DType storage) {
     const bool is_norm_weight = hf.ends_with("LayerNorm.weight");
     const bool is_bias = hf.ends_with(".bias");
+    const bool train = opt_.trainable && opt_.trainable(hf);
+    if (is_quantized(storage) && !train && !is_norm_weight && !is_bias) {
+      // Drawn and quantized a row at a time: no float copy of the whole matrix.
+      report_.initialised.push_back(hf);
+      const std::uint64_t seed = opt_.seed + fresh_count_++;
+      Tensor q = quantized_empty(shape[0], shape[1], storage, MemCategory::BaseWeights);
+      std::vector<float> row(static_cast<size_t>(shape[1]));
+      for (std::int64_t r = 0; r < shape[0]; ++r) {
+        if (hf == "bert.embeddings.word_embeddings.weight" && r == cfg_.pad_token_id) {
+          std::fill(row.begin(), row.end(), 0.0f);
+        } else {
+          adapters::normal_values(row.data(), shape[1], cfg_.initializer_range, seed,
+                                  static_cast<std::uint64_t>(r * shape[1]));
+        }
+        quantize_row(q, r, row.data());
+      }
+      q.set_name(hf);
+      return q;
+    }
     Tensor t = fresh(hf, shape, is_norm_weight ? '1' : is_bias ? '0' : 'n');
     if (hf == "bert.embeddings.word_embeddings.weight") {
       float* row = t.data<float>() + cfg_.pad_token_id * cfg_.hidden_size;
       std::fill_n(row, cfg_.hidden_size, 0.0f);
-    }
-    if (is_quantized(storage) && !t.requires_grad()) {
-      Tensor q = quantize(t, storage, MemCategory::BaseWeights);
-      q.set_name(hf);
-      return q;
     }
     return t;
   }

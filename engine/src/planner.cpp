@@ -148,34 +148,43 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
   const std::size_t stats = 2 * block(kF * N);
   const bool attn_dropout = r.training_dropout && c.attention_probs_dropout_prob > 0;
   const bool grads_in_encoder = m.method != Method::Head;
-  std::size_t layer = 0;
-  if (grads_in_encoder) {
-    layer += static_cast<std::size_t>(lora_inputs_c) * nc + static_cast<std::size_t>(lora_inputs_f) * nf;
-    layer += static_cast<std::size_t>(lora_targets) * block(kF * N * static_cast<std::size_t>(m.lora.rank));
-    layer += 3 * nc;                                  // q, k, v heads kept by the two matmuls
-    layer += (attn_dropout ? 2 : 1) * probs;          // softmax output (+ its dropped copy)
-    layer += 2 * (nc + stats);                        // the two LayerNorm inputs
-    layer += nf;                                      // the activation's input
-    if (m.method == Method::Adapter) {
-      const std::size_t nm = block(kF * N * static_cast<std::size_t>(m.adapter_size));
-      layer += 2 * (nc + 2 * nm);
-    }
+  const bool weights_train = m.method == Method::Full;  // linear nodes keep their inputs for dW
+  // Self-attention: q, k, v in heads kept by the two matmuls, the softmax output (and its dropped
+  // copy, which the second matmul keeps).
+  const std::size_t attention = 3 * nc + (attn_dropout ? 2 : 1) * probs;
+  std::size_t rest = 2 * (nc + stats) + nf;  // the two LayerNorm inputs, the activation's input
+  rest += static_cast<std::size_t>(lora_inputs_c) * nc + static_cast<std::size_t>(lora_inputs_f) * nf;
+  rest += static_cast<std::size_t>(lora_targets) * block(kF * N * static_cast<std::size_t>(m.lora.rank));
+  if (m.method == Method::Adapter) {
+    const std::size_t nm = block(kF * N * static_cast<std::size_t>(m.adapter_size));
+    rest += 2 * (nc + 2 * nm);  // each adapter: its input, the activation's input, the up input
   }
-  // Forward temporaries of one layer (scores and probabilities, intermediate output and activation)
-  // and backward transients (gradients of activations, dequantization tile).
+  if (weights_train) rest += 3 * nc + nf;  // inputs of q/k/v, attention output, intermediate, output
+  // In the first layer, nothing before the attention requires grad unless the embeddings train
+  // or LoRA sits on q/k/v: then its attention keeps nothing (adapter), or q is not kept (LoRA).
+  std::size_t first_attention = attention;
+  if (m.method == Method::Adapter) first_attention = 0;
+  if (m.method == Method::Lora) first_attention = attention - nc;
+  const std::size_t layer = attention + rest;
+  const std::size_t first_layer = first_attention + rest;
+  // Backward transients: the gradients of the feed-forward activation's input and output, or of
+  // the attention scores and probabilities with those of q / k / v; plus a dequantization tile.
   const std::size_t tile = block(kF * 128 * static_cast<std::size_t>(std::max(C, F)));
-  const std::size_t transient = std::max({2 * nf + 3 * nc, 2 * probs + 5 * nc, probs + 2 * nf}) + tile;
+  const std::size_t transient = std::max(2 * nf, 2 * probs + 2 * nc) + tile;
   std::size_t acts = 0;
   if (!grads_in_encoder) {
-    acts = nc + nf + probs;  // one layer's forward temporaries; nothing kept
+    // Nothing is kept; the peak is a layer's forward temporaries (layer input, attention output,
+    // the feed-forward intermediate and its activation, the output).
+    acts = std::max(4 * nc + 2 * probs, 3 * nc + 2 * nf) + nc;
   } else if (ckpt) {
-    acts = static_cast<std::size_t>(L + 1) * nc + layer;  // layer inputs + one recomputed layer
+    // Each layer's input, plus one layer recomputed during its backward, and its output.
+    acts = static_cast<std::size_t>(L + 1) * nc + layer;
   } else {
-    acts = static_cast<std::size_t>(L) * layer + nc;
+    acts = static_cast<std::size_t>(L - 1) * layer + first_layer + nc;
   }
   if (m.method == Method::Full || m.method == Method::BitFit) acts += nc + stats;  // embedding LayerNorm
   at(e, MemCategory::Activations) = acts;
-  at(e, MemCategory::Workspace) = grads_in_encoder ? transient : tile;
+  at(e, MemCategory::Workspace) = grads_in_encoder ? transient + (ckpt ? 2 * nc : 0) : tile;
   return e;
 }
 

@@ -14,6 +14,9 @@ Tensor uniform_param(const Shape& shape, double bound, std::uint64_t seed, bool 
 // normal(0, stddev); with truncate > 0, values beyond truncate * stddev are redrawn.
 Tensor normal_param(const Shape& shape, double stddev, std::uint64_t seed, double truncate = 0,
                     bool trainable = true);
+// Writes n normal(0, stddev) values into out: the values elements [first, first + n) of
+// normal_param(..., seed) would get (no truncation).
+void normal_values(float* out, std::int64_t n, double stddev, std::uint64_t seed, std::uint64_t first);
 Tensor zeros_param(const Shape& shape, bool trainable = true);
 Tensor ones_param(const Shape& shape, bool trainable = true);
 // A float32 trainable copy of t (any storage, dequantized).

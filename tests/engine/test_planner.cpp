@@ -1,0 +1,202 @@
+// The memory planner: its estimate against the accountant's measured peak, the plans it picks
+// under budgets, the clean failure when nothing fits, and the accountant stopping a step that
+// would pass the budget.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <fstream>
+#include <sstream>
+
+#include "edgetune/autograd/autograd.h"
+#include "edgetune/autograd/memory.h"
+#include "edgetune/engine/loader.h"
+#include "edgetune/engine/planner.h"
+#include "edgetune/engine/trainer.h"
+#include "test_support.h"
+
+using namespace edgetune;
+namespace fs = std::filesystem;
+
+namespace {
+
+BertConfig mini_config() {
+  BertConfig c;
+  c.vocab_size = 3000;
+  c.hidden_size = 128;
+  c.num_hidden_layers = 3;
+  c.num_attention_heads = 4;
+  c.intermediate_size = 512;
+  c.max_position_embeddings = 128;
+  c.num_labels = 2;
+  return c;
+}
+
+PlanRequest request(Method method, DType base, std::int64_t batch, std::int64_t length) {
+  PlanRequest r;
+  r.config = mini_config();
+  r.method.method = method;
+  r.base = base;
+  r.quant_embeddings = base != DType::F32;
+  r.batch = batch;
+  r.length = length;
+  return r;
+}
+
+TensorBatch synthetic_batch(std::int64_t b, std::int64_t t, std::int64_t vocab) {
+  std::vector<std::int32_t> ids(static_cast<size_t>(b * t)), types(ids.size(), 0), mask(ids.size(), 1), labels(static_cast<size_t>(b));
+  for (std::int64_t i = 0; i < b * t; ++i) ids[static_cast<size_t>(i)] = static_cast<std::int32_t>(5 + (i * 7919) % (vocab - 5));
+  for (std::int64_t i = 0; i < b; ++i) labels[static_cast<size_t>(i)] = static_cast<std::int32_t>(i % 2);
+  TensorBatch tb;
+  tb.inputs = {Tensor::from_ints({b, t}, ids), Tensor::from_ints({b, t}, types), Tensor::from_ints({b, t}, mask)};
+  tb.labels = Tensor::from_ints({b}, labels);
+  return tb;
+}
+
+// The accountant's peak over model creation and two training steps with the plan.
+std::size_t measured_peak(const PlanRequest& r, const Plan& plan) {
+  Accountant& acc = Accountant::global();
+  acc.trim();
+  acc.reset_peaks();
+  const std::size_t before = acc.live_total();
+  std::size_t peak = 0;
+  {
+    MethodOptions m = r.method;
+    BertModel model = init_bert(r.config, load_options_for(m, r.base, r.quant_embeddings));
+    attach_adapters(model, m);
+    auto params = trainable_params(model);
+    auto opt = optim::make_adamw({});
+    const TensorBatch batch = synthetic_batch(r.batch, r.length, r.config.vocab_size);
+    StepOptions so;
+    so.micro_batch = plan.micro_batch;
+    so.checkpoint_layers = plan.checkpoint_layers;
+    manual_seed(1);
+    for (int i = 0; i < 2; ++i) train_step(model, params, *opt, std::span<const TensorBatch>(&batch, 1), 1e-3, so);
+    peak = acc.stats().peak_total - before;
+  }
+  acc.trim();
+  return peak;
+}
+
+}  // namespace
+
+TEST_CASE("planner: the estimate is within 10 % of the accountant's measured peak",
+          "[planner][memory]") {
+  struct C {
+    Method method;
+    DType base;
+    bool ckpt;
+    std::int64_t micro;
+  };
+  const C cases[] = {{Method::Lora, DType::Q4, false, 8}, {Method::Lora, DType::Q4, true, 8},
+                     {Method::Lora, DType::Q8, true, 4},  {Method::Adapter, DType::Q8, false, 8},
+                     {Method::BitFit, DType::F32, true, 8}, {Method::Full, DType::F32, false, 8},
+                     {Method::Head, DType::Q4, false, 8}};
+  for (const C& c : cases) {
+    const PlanRequest r = request(c.method, c.base, 8, 64);
+    const Plan plan = choose_plan(r, 0, c.ckpt, c.micro);
+    const std::size_t peak = measured_peak(r, plan);
+    const double ratio = static_cast<double>(plan.estimate.total()) / static_cast<double>(peak);
+    INFO(method_name(c.method) << " " << dtype_name(c.base) << " " << plan.describe() << ": measured "
+                               << format_bytes(peak) << ", ratio " << ratio);
+    WARN(method_name(c.method) << " " << dtype_name(c.base) << (c.ckpt ? " checkpointed" : "") << " micro "
+                               << c.micro << ": estimate " << format_bytes(plan.estimate.total())
+                               << ", measured " << format_bytes(peak));
+    CHECK(std::fabs(ratio - 1.0) <= 0.10);
+  }
+}
+
+TEST_CASE("planner: no budget means no checkpointing and one micro-batch", "[planner]") {
+  const Plan p = choose_plan(request(Method::Lora, DType::Q4, 16, 128), 0);
+  REQUIRE_FALSE(p.checkpoint_layers);
+  REQUIRE(p.micro_batch == 16);
+}
+
+TEST_CASE("planner: a tighter budget buys checkpointing, then smaller micro-batches", "[planner]") {
+  const PlanRequest r = request(Method::Lora, DType::Q4, 16, 128);
+  const Plan free = choose_plan(r, 0);
+  const Plan ckpt = choose_plan(r, free.estimate.total() - 1);
+  REQUIRE(ckpt.estimate.total() < free.estimate.total());
+  REQUIRE((ckpt.checkpoint_layers || ckpt.micro_batch < 16));
+  // The smallest plan: checkpointing with micro-batches of one row.
+  const MemoryEstimate smallest = estimate_memory(r, true, 1);
+  const Plan tight = choose_plan(r, smallest.total());
+  REQUIRE(tight.checkpoint_layers);
+  REQUIRE(tight.micro_batch == 1);
+  // Every plan chosen fits its budget, and a bigger budget never gives a slower plan.
+  double last_cost = 1e9;
+  for (std::size_t b = smallest.total(); b <= free.estimate.total(); b += (free.estimate.total() - smallest.total()) / 16) {
+    const Plan p = choose_plan(r, b);
+    REQUIRE(p.estimate.total() <= b);
+    REQUIRE(p.relative_cost <= last_cost);
+    last_cost = p.relative_cost;
+  }
+}
+
+TEST_CASE("planner: a budget below the smallest achievable peak fails before training, with the figure",
+          "[planner]") {
+  const PlanRequest r = request(Method::Lora, DType::Q8, 8, 64);
+  const MemoryEstimate smallest = estimate_memory(r, true, 1);
+  try {
+    choose_plan(r, smallest.total() - 1);
+    FAIL("expected PlanError");
+  } catch (const PlanError& e) {
+    REQUIRE_THAT(e.what(), Catch::Contains(format_bytes(smallest.total())) &&
+                               Catch::Contains("raise --memory-budget"));
+  }
+  // When even the weights do not fit, the message says so and points at quantization.
+  REQUIRE_THROWS_WITH(choose_plan(r, 1024), Catch::Contains("--quant q4"));
+}
+
+TEST_CASE("planner: training under a budget stays under it, and the plan is printed", "[planner][memory]") {
+  const fs::path out = fs::temp_directory_path() / "edgetune-planner-run";
+  fs::remove_all(out);
+  const fs::path data = fs::temp_directory_path() / "edgetune-planner.tsv";
+  {
+    std::ofstream f(data);
+    f << "sentence\tlabel\n";
+    for (int i = 0; i < 32; ++i) f << (i % 2 ? "a good day number " : "a bad day number ") << i << "\t" << i % 2 << "\n";
+  }
+  TrainConfig c;
+  c.model_dir = test::golden_dir() / "bert" / "small";
+  c.train_file = data;
+  c.out = out;
+  c.epochs = 1;
+  c.batch_size = 16;
+  c.quant = DType::Q4;
+  c.threads = 1;
+  // Between the smallest plan and the unconstrained one: the planner has to choose.
+  PlanRequest r = plan_request(load_config(c.model_dir), c, 16);
+  r.config.num_labels = 2;
+  const std::size_t low = estimate_memory(r, true, 1).total(), high = estimate_memory(r, false, 16).total();
+  c.memory_budget = (low + high) / 2;
+  std::ostringstream log;
+  Trainer t(c, &log);
+  const TrainResult res = t.run();
+  Accountant::global().set_budget(0);
+  REQUIRE(res.steps == 2);
+  REQUIRE(log.str().find("plan: ") != std::string::npos);
+  REQUIRE(res.accountant_peak <= c.memory_budget);
+  fs::remove_all(out);
+  fs::remove(data);
+}
+
+TEST_CASE("planner: the accountant stops a step that would pass the budget with BudgetExceeded",
+          "[planner][memory]") {
+  const PlanRequest r = request(Method::Lora, DType::Q8, 8, 64);
+  MethodOptions m = r.method;
+  BertModel model = init_bert(r.config, load_options_for(m, r.base, r.quant_embeddings));
+  attach_adapters(model, m);
+  auto params = trainable_params(model);
+  auto opt = optim::make_adamw({});
+  const TensorBatch batch = synthetic_batch(8, 64, r.config.vocab_size);
+  Accountant& acc = Accountant::global();
+  acc.trim();
+  // Room for a little more than the weights: the forward pass cannot fit.
+  acc.set_budget(acc.live_total() + (1u << 20));
+  REQUIRE_THROWS_AS(train_step(model, params, *opt, std::span<const TensorBatch>(&batch, 1), 1e-3, {}),
+                    BudgetExceeded);
+  acc.set_budget(0);
+  // Nothing leaked: the failed step's activations were freed, and a step now succeeds.
+  optim::zero_grad(params);
+  REQUIRE_NOTHROW(train_step(model, params, *opt, std::span<const TensorBatch>(&batch, 1), 1e-3, {}));
+}
