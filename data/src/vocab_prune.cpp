@@ -19,8 +19,11 @@ bool is_single_character(std::string_view token) {
   // One code point: a lead byte followed only by continuation bytes (10xxxxxx), as many as the
   // lead byte announces. Anything else (two characters, a stray byte) is not one character.
   const auto lead = static_cast<unsigned char>(token[0]);
-  const size_t length = lead < 0x80 ? 1 : (lead >> 5) == 0x6 ? 2 : (lead >> 4) == 0xE ? 3
-                        : (lead >> 3) == 0x1E ? 4 : 1;
+  const size_t length = lead < 0x80           ? 1
+                        : (lead >> 5) == 0x6  ? 2
+                        : (lead >> 4) == 0xE  ? 3
+                        : (lead >> 3) == 0x1E ? 4
+                                              : 1;
   if (token.size() != length) return false;
   for (size_t i = 1; i < token.size(); ++i) {
     if ((static_cast<unsigned char>(token[i]) & 0xC0) != 0x80) return false;
@@ -49,7 +52,9 @@ void TokenUsage::add_text(std::string_view text) {
   }
 }
 
-void TokenUsage::add_file(const std::filesystem::path& file) { add_text(io::read_all(file)); }
+void TokenUsage::add_file(const std::filesystem::path& file) {
+  add_text(io::read_all(file));
+}
 
 PrunedVocab prune_vocab(const Vocab& full, std::span<const std::int64_t> counts) {
   if (counts.size() != static_cast<size_t>(full.size())) {

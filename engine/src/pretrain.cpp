@@ -27,7 +27,7 @@ namespace edgetune {
 
 namespace fs = std::filesystem;
 
-// ---- corpus --------------------------------------------------------------------------------------
+// ---- corpus -------------------------------------------------------------------------------------
 
 std::vector<std::vector<std::int32_t>> tokenize_documents(const data::WordPieceTokenizer& tokenizer,
                                                           std::span<const fs::path> files) {
@@ -42,7 +42,8 @@ std::vector<std::vector<std::int32_t>> tokenize_documents(const data::WordPieceT
     try {
       text = read_file(file);
     } catch (const std::runtime_error& e) {
-      throw data::DataError(file.string(), std::string("cannot read the corpus file (") + e.what() + ")");
+      throw data::DataError(file.string(),
+                            std::string("cannot read the corpus file (") + e.what() + ")");
     }
     size_t start = 0;
     while (start < text.size()) {
@@ -62,16 +63,17 @@ std::vector<std::vector<std::int32_t>> tokenize_documents(const data::WordPieceT
   return docs;
 }
 
-std::vector<std::vector<std::int32_t>> pack_segments(const std::vector<std::vector<std::int32_t>>& docs,
-                                                     std::int32_t cls_id, std::int32_t sep_id,
-                                                     int max_length) {
+std::vector<std::vector<std::int32_t>> pack_segments(
+    const std::vector<std::vector<std::int32_t>>& docs, std::int32_t cls_id, std::int32_t sep_id,
+    int max_length) {
   if (max_length < 3) {
-    throw std::invalid_argument("pack_segments: max_length must be at least 3 ([CLS], a token, [SEP])");
+    throw std::invalid_argument(
+        "pack_segments: max_length must be at least 3 ([CLS], a token, [SEP])");
   }
   const size_t room = static_cast<size_t>(max_length - 2);
   std::vector<std::vector<std::int32_t>> segments;
   std::vector<std::int32_t> content;  // tokens between [CLS] and [SEP]
-  bool separator_pending = false;      // a document ended; its [SEP] goes before the next token
+  bool separator_pending = false;     // a document ended; its [SEP] goes before the next token
   auto flush = [&] {
     if (content.empty()) return;
     std::vector<std::int32_t> s;
@@ -86,7 +88,8 @@ std::vector<std::vector<std::int32_t>> pack_segments(const std::vector<std::vect
     for (const std::int32_t id : doc) {
       // The separator is written only once a token follows it in the same segment: it neither
       // starts a segment nor doubles the closing [SEP].
-      if (separator_pending && !content.empty() && content.size() + 1 < room) content.push_back(sep_id);
+      if (separator_pending && !content.empty() && content.size() + 1 < room)
+        content.push_back(sep_id);
       separator_pending = false;
       if (content.size() == room) flush();
       content.push_back(id);
@@ -97,7 +100,7 @@ std::vector<std::vector<std::int32_t>> pack_segments(const std::vector<std::vect
   return segments;
 }
 
-// ---- masking -------------------------------------------------------------------------------------
+// ---- masking ------------------------------------------------------------------------------------
 
 namespace {
 // splitmix64's finalizer: a bijective mix of 64 bits.
@@ -116,8 +119,11 @@ std::uint64_t mask_seed(std::uint64_t seed, std::uint64_t epoch, std::uint64_t s
 
 MaskedSegment mask_segment(std::span<const std::int32_t> ids, const data::WordPieceTokenizer& tok,
                            std::uint64_t seed, const MaskingOptions& o) {
-  const std::int32_t specials[] = {tok.pad_id(), tok.unk_id(), tok.cls_id(), tok.sep_id(), tok.mask_id()};
-  auto special = [&](std::int32_t id) { return std::find(std::begin(specials), std::end(specials), id) != std::end(specials); };
+  const std::int32_t specials[] = {tok.pad_id(), tok.unk_id(), tok.cls_id(), tok.sep_id(),
+                                   tok.mask_id()};
+  auto special = [&](std::int32_t id) {
+    return std::find(std::begin(specials), std::end(specials), id) != std::end(specials);
+  };
   const std::uint64_t vocab = static_cast<std::uint64_t>(tok.vocab().size());
   // The collator's second draw is "random among the chosen that were not masked" with
   // probability random / (1 - mask): 0.5 for 80/10/10.
@@ -154,8 +160,10 @@ MlmBatch make_mlm_batch(std::span<const MaskedSegment> rows, std::int32_t pad_id
   MlmBatch out;
   for (size_t i = 0; i < b; ++i) {
     const MaskedSegment& r = rows[i];
-    if (r.positions.empty()) throw std::invalid_argument("make_mlm_batch: a segment has no masked token");
-    std::copy(r.input_ids.begin(), r.input_ids.end(), ids.begin() + static_cast<std::ptrdiff_t>(i * t));
+    if (r.positions.empty())
+      throw std::invalid_argument("make_mlm_batch: a segment has no masked token");
+    std::copy(r.input_ids.begin(), r.input_ids.end(),
+              ids.begin() + static_cast<std::ptrdiff_t>(i * t));
     std::fill_n(mask.begin() + static_cast<std::ptrdiff_t>(i * t), r.input_ids.size(), 1);
     out.tokens += static_cast<std::int64_t>(r.input_ids.size());
     for (size_t k = 0; k < r.positions.size(); ++k) {
@@ -164,18 +172,20 @@ MlmBatch make_mlm_batch(std::span<const MaskedSegment> rows, std::int32_t pad_id
     }
   }
   const Shape bt{static_cast<std::int64_t>(b), static_cast<std::int64_t>(t)};
-  out.inputs = {Tensor::from_ints(bt, ids), Tensor::from_ints(bt, types), Tensor::from_ints(bt, mask)};
+  out.inputs = {Tensor::from_ints(bt, ids), Tensor::from_ints(bt, types),
+                Tensor::from_ints(bt, mask)};
   const Shape m{static_cast<std::int64_t>(positions.size())};
   out.positions = Tensor::from_ints(m, positions);
   out.labels = Tensor::from_ints(m, labels);
   return out;
 }
 
-// ---- loss ----------------------------------------------------------------------------------------
+// ---- loss ---------------------------------------------------------------------------------------
 
 namespace {
 template <class T>
-std::int64_t count_correct(const T* logits, const std::int32_t* labels, std::int64_t m, std::int64_t v) {
+std::int64_t count_correct(const T* logits, const std::int32_t* labels, std::int64_t m,
+                           std::int64_t v) {
   std::int64_t correct = 0;
   for (std::int64_t i = 0; i < m; ++i) {
     const T* row = logits + i * v;
@@ -187,22 +197,24 @@ std::int64_t count_correct(const T* logits, const std::int32_t* labels, std::int
 
 MlmOutput mlm_loss(const BertModel& model, const Tensor& hidden, const Tensor& positions,
                    const Tensor& labels, const ForwardOptions& options) {
-  if (hidden.rank() != 3) throw std::invalid_argument("mlm_loss: hidden must be (B, T, C), got " + hidden.shape().str());
+  if (hidden.rank() != 3)
+    throw std::invalid_argument("mlm_loss: hidden must be (B, T, C), got " + hidden.shape().str());
   const std::int64_t rows = hidden.dim(0) * hidden.dim(1), c = hidden.dim(2);
   // Only the masked rows reach the head: the (M, V) logits are ~15 % of the (B*T, V) ones.
   const Tensor picked = ops::gather_rows(ops::reshape(hidden, {rows, c}), positions);  // (M, C)
-  const Tensor logits = model.mlm_logits(picked, options);                               // (M, V)
+  const Tensor logits = model.mlm_logits(picked, options);                             // (M, V)
   MlmOutput out;
   out.count = positions.numel();
   out.loss = ops::cross_entropy(logits, labels);
   const std::int64_t v = logits.dim(1);
-  out.correct = logits.dtype() == DType::F64
-                    ? count_correct(logits.data<double>(), labels.data<std::int32_t>(), out.count, v)
-                    : count_correct(logits.data<float>(), labels.data<std::int32_t>(), out.count, v);
+  out.correct =
+      logits.dtype() == DType::F64
+          ? count_correct(logits.data<double>(), labels.data<std::int32_t>(), out.count, v)
+          : count_correct(logits.data<float>(), labels.data<std::int32_t>(), out.count, v);
   return out;
 }
 
-// ---- settings ------------------------------------------------------------------------------------
+// ---- settings -----------------------------------------------------------------------------------
 
 bool in_masked_lm_checkpoint(const std::string& name) {
   return !name.starts_with("bert.pooler.") && !name.starts_with("classifier.");
@@ -270,7 +282,7 @@ PretrainConfig PretrainConfig::from_json(const nlohmann::json& j) {
   return c;
 }
 
-// ---- the pretrainer ------------------------------------------------------------------------------
+// ---- the pretrainer -----------------------------------------------------------------------------
 
 struct Pretrainer::Impl {
   PretrainConfig cfg;
@@ -279,9 +291,9 @@ struct Pretrainer::Impl {
 
   std::optional<data::WordPieceTokenizer> tokenizer;
   std::vector<std::vector<std::int32_t>> segments;
-  std::vector<size_t> train_rows;               // indices into segments
-  std::vector<MaskedSegment> eval_masked;       // held-out segments, masked once
-  std::uint64_t corpus_hash = 0;                // of the segments: a resume must see the same
+  std::vector<size_t> train_rows;          // indices into segments
+  std::vector<MaskedSegment> eval_masked;  // held-out segments, masked once
+  std::uint64_t corpus_hash = 0;           // of the segments: a resume must see the same
 
   BertModel model;
   std::vector<optim::Param> params;
@@ -346,7 +358,8 @@ void Pretrainer::Impl::prepare() {
   if (cfg.max_length < 3) throw std::invalid_argument("--max-length must be at least 3");
   if (cfg.out.empty()) throw std::invalid_argument("--out RUN_DIR is required");
   if (cfg.corpus.empty()) throw std::invalid_argument("--corpus needs at least one text file");
-  if (!(cfg.eval_split >= 0 && cfg.eval_split < 1)) throw std::invalid_argument("--eval-split must be in [0, 1)");
+  if (!(cfg.eval_split >= 0 && cfg.eval_split < 1))
+    throw std::invalid_argument("--eval-split must be in [0, 1)");
   kernels::set_num_threads(cfg.threads);
   fs::create_directories(cfg.out);
   // A resumed run reads its model (with the MLM head) back from the run folder.
@@ -356,22 +369,26 @@ void Pretrainer::Impl::prepare() {
   tokenizer.emplace(data::load_tokenizer_from_model_dir(source));
   const BertConfig base = load_config(source);
   if (tokenizer->vocab().size() > base.vocab_size) {
-    throw ModelError((source / "vocab.txt").string() + " holds " + std::to_string(tokenizer->vocab().size()) +
+    throw ModelError((source / "vocab.txt").string() + " holds " +
+                     std::to_string(tokenizer->vocab().size()) +
                      " tokens but the model's vocab_size is " + std::to_string(base.vocab_size) +
                      " (create the model with this vocab.txt)");
   }
   if (cfg.max_length > base.max_position_embeddings) {
-    throw std::invalid_argument("--max-length " + std::to_string(cfg.max_length) + " is longer than the model's " +
-                                "max_position_embeddings (" + std::to_string(base.max_position_embeddings) + ")");
+    throw std::invalid_argument("--max-length " + std::to_string(cfg.max_length) +
+                                " is longer than the model's " + "max_position_embeddings (" +
+                                std::to_string(base.max_position_embeddings) + ")");
   }
-  segments = pack_segments(tokenize_documents(*tokenizer, cfg.corpus), tokenizer->cls_id(), tokenizer->sep_id(),
-                           cfg.max_length);
+  segments = pack_segments(tokenize_documents(*tokenizer, cfg.corpus), tokenizer->cls_id(),
+                           tokenizer->sep_id(), cfg.max_length);
   corpus_hash = hash_segments(segments);
-  if (segments.size() < 2) throw std::invalid_argument("the corpus gives fewer than 2 segments: give more text");
+  if (segments.size() < 2)
+    throw std::invalid_argument("the corpus gives fewer than 2 segments: give more text");
   const data::Split split = data::train_eval_split(segments.size(), cfg.eval_split, cfg.seed);
   train_rows = split.train;
   for (const size_t i : split.eval) {
-    eval_masked.push_back(mask_segment(segments[i], *tokenizer, mask_seed(cfg.seed, kEvalEpoch, i), cfg.masking));
+    eval_masked.push_back(
+        mask_segment(segments[i], *tokenizer, mask_seed(cfg.seed, kEvalEpoch, i), cfg.masking));
   }
 
   // Model: every tensor but the pooler and the classifier trains (BertForMaskedLM has neither).
@@ -393,10 +410,11 @@ void Pretrainer::Impl::prepare() {
   ao.eps = cfg.adam_eps;
   ao.weight_decay = cfg.weight_decay;
   optimizer = optim::make_adamw(ao);
-  steps_per_epoch = (static_cast<std::int64_t>(train_rows.size()) + cfg.batch_size - 1) / cfg.batch_size;
+  steps_per_epoch =
+      (static_cast<std::int64_t>(train_rows.size()) + cfg.batch_size - 1) / cfg.batch_size;
   total_steps = cfg.max_steps > 0 ? cfg.max_steps : steps_per_epoch * cfg.epochs;
-  schedule.emplace(optim::Schedule::Kind::Linear, optim::warmup_steps_from_ratio(total_steps, cfg.warmup_ratio),
-                   total_steps);
+  schedule.emplace(optim::Schedule::Kind::Linear,
+                   optim::warmup_steps_from_ratio(total_steps, cfg.warmup_ratio), total_steps);
   manual_seed(cfg.seed);
 
   std::int64_t n_params = 0, tokens = 0;
@@ -409,9 +427,9 @@ void Pretrainer::Impl::prepare() {
     << "corpus: " << segments.size() << " segments of up to " << cfg.max_length << " tokens; "
     << train_rows.size() << " for training (" << tokens << " tokens), " << eval_masked.size()
     << " held out\n"
-    << "training: " << total_steps << " steps of " << cfg.batch_size << " segments (" << steps_per_epoch
-    << " per epoch), lr " << cfg.lr << ", warmup " << schedule->warmup_steps() << " steps, "
-    << kernels::num_threads() << " threads\n";
+    << "training: " << total_steps << " steps of " << cfg.batch_size << " segments ("
+    << steps_per_epoch << " per epoch), lr " << cfg.lr << ", warmup " << schedule->warmup_steps()
+    << " steps, " << kernels::num_threads() << " threads\n";
   say(s.str());
 }
 
@@ -431,7 +449,8 @@ void Pretrainer::Impl::save_model() {
   if (!resuming) {
     for (const char* name : {"vocab.txt", "tokenizer_config.json"}) {
       std::error_code ec;
-      if (fs::exists(cfg.model_dir / name, ec)) write_file_atomic(cfg.out / name, read_file(cfg.model_dir / name));
+      if (fs::exists(cfg.model_dir / name, ec))
+        write_file_atomic(cfg.out / name, read_file(cfg.model_dir / name));
     }
   }
 }
@@ -471,14 +490,18 @@ void Pretrainer::Impl::load_state() {
   const auto meta = r.metadata();
   auto get = [&](const char* key) -> const std::string& {
     const auto it = meta.find(key);
-    if (it == meta.end()) throw std::runtime_error(path.string() + ": no '" + key + "' in the metadata");
+    if (it == meta.end())
+      throw std::runtime_error(path.string() + ": no '" + key + "' in the metadata");
     return it->second;
   };
   if (get("format") != "edgetune-pretrain-state") {
-    throw std::runtime_error(path.string() + ": not a pretraining state (a fine-tuning run resumes with `edgetune train --resume`)");
+    throw std::runtime_error(
+        path.string() +
+        ": not a pretraining state (a fine-tuning run resumes with `edgetune train --resume`)");
   }
   if (std::stoull(get("corpus_hash")) != corpus_hash) {
-    throw std::runtime_error(path.string() + ": the corpus files differ from those the run started with "
+    throw std::runtime_error(path.string() +
+                             ": the corpus files differ from those the run started with "
                              "(the same files, unchanged, are needed to continue exactly)");
   }
   step = std::stoll(get("step"));
@@ -495,16 +518,17 @@ void Pretrainer::Impl::load_state() {
   for (auto& p : params) {
     const Tensor saved = r.load("param/" + p.name, DType::F32, MemCategory::Workspace);
     if (saved.shape() != p.tensor.shape()) {
-      throw std::runtime_error(path.string() + ": 'param/" + p.name + "' has shape " + saved.shape().str() +
-                               ", the model's is " + p.tensor.shape().str());
+      throw std::runtime_error(path.string() + ": 'param/" + p.name + "' has shape " +
+                               saved.shape().str() + ", the model's is " + p.tensor.shape().str());
     }
     std::copy_n(saved.data<float>(), saved.numel(), p.tensor.data<float>());
   }
   std::vector<std::pair<std::string, Tensor>> state;
   for (const auto& info : r.tensors()) {
     if (info.name.starts_with("optim/")) {
-      state.emplace_back(info.name.substr(6),
-                         r.load(info, info.dtype == "F64" ? DType::F64 : DType::F32, MemCategory::Workspace));
+      state.emplace_back(
+          info.name.substr(6),
+          r.load(info, info.dtype == "F64" ? DType::F64 : DType::F32, MemCategory::Workspace));
     }
   }
   optimizer->load_state(state, params);
@@ -519,7 +543,8 @@ MlmEval Pretrainer::Impl::evaluate() {
   double loss_sum = 0;
   std::int64_t correct = 0;
   ForwardOptions fo;
-  for (size_t first = 0; first < eval_masked.size(); first += static_cast<size_t>(cfg.eval_batch_size)) {
+  for (size_t first = 0; first < eval_masked.size();
+       first += static_cast<size_t>(cfg.eval_batch_size)) {
     const size_t n = std::min(static_cast<size_t>(cfg.eval_batch_size), eval_masked.size() - first);
     const MlmBatch b = make_mlm_batch(std::span<const MaskedSegment>(eval_masked).subspan(first, n),
                                       tokenizer->pad_id());
@@ -545,7 +570,8 @@ Pretrainer::Pretrainer(PretrainConfig config, std::ostream* log) : impl_(std::ma
   impl_->log = log;
 }
 
-Pretrainer Pretrainer::resume(const fs::path& run_dir, std::ostream* log, std::optional<int> threads) {
+Pretrainer Pretrainer::resume(const fs::path& run_dir, std::ostream* log,
+                              std::optional<int> threads) {
   const fs::path run_json = run_dir / "run.json";
   nlohmann::json j;
   try {
@@ -574,7 +600,8 @@ PretrainResult Pretrainer::run(const std::function<bool()>& should_stop) {
   if (s.resuming) {
     s.load_state();
     s.write_metrics();
-    s.say("resumed at step " + std::to_string(s.step) + " (epoch " + std::to_string(s.epoch + 1) + ")\n");
+    s.say("resumed at step " + std::to_string(s.step) + " (epoch " + std::to_string(s.epoch + 1) +
+          ")\n");
   } else {
     nlohmann::json j = s.cfg.to_json();
     // Absolute corpus paths: a resume may start from another folder.
@@ -584,7 +611,9 @@ PretrainResult Pretrainer::run(const std::function<bool()>& should_stop) {
     s.write_metrics();
   }
   const auto t0 = clock::now();
-  auto elapsed = [&] { return s.seconds_before + std::chrono::duration<double>(clock::now() - t0).count(); };
+  auto elapsed = [&] {
+    return s.seconds_before + std::chrono::duration<double>(clock::now() - t0).count();
+  };
   Accountant& acc = Accountant::global();
   PretrainResult result;
   auto last_log = clock::now();
@@ -592,11 +621,18 @@ PretrainResult Pretrainer::run(const std::function<bool()>& should_stop) {
   const auto eval_and_log = [&] {
     const MlmEval e = s.evaluate();
     char buf[200];
-    std::snprintf(buf, sizeof buf, "eval at step %lld: masked-LM loss %.4f, accuracy %.4f (%lld masked tokens)\n",
-                  static_cast<long long>(s.step), e.loss, e.accuracy, static_cast<long long>(e.masked));
+    std::snprintf(buf, sizeof buf,
+                  "eval at step %lld: masked-LM loss %.4f, accuracy %.4f (%lld masked tokens)\n",
+                  static_cast<long long>(s.step), e.loss, e.accuracy,
+                  static_cast<long long>(e.masked));
     s.say(buf);
-    s.add_metric({{"type", "eval"}, {"step", s.step}, {"mlm_loss", e.loss}, {"mlm_accuracy", e.accuracy},
-                  {"masked_tokens", e.masked}, {"segments", e.segments}, {"tokens_seen", s.tokens_seen},
+    s.add_metric({{"type", "eval"},
+                  {"step", s.step},
+                  {"mlm_loss", e.loss},
+                  {"mlm_accuracy", e.accuracy},
+                  {"masked_tokens", e.masked},
+                  {"segments", e.segments},
+                  {"tokens_seen", s.tokens_seen},
                   {"seconds", elapsed()}});
     return e;
   };
@@ -612,16 +648,19 @@ PretrainResult Pretrainer::run(const std::function<bool()>& should_stop) {
       std::vector<MaskedSegment> rows;
       for (const size_t i : batches[static_cast<size_t>(s.batch_in_epoch)]) {
         rows.push_back(mask_segment(s.segments[i], *s.tokenizer,
-                                    mask_seed(s.cfg.seed, static_cast<std::uint64_t>(s.epoch), i), s.cfg.masking));
+                                    mask_seed(s.cfg.seed, static_cast<std::uint64_t>(s.epoch), i),
+                                    s.cfg.masking));
       }
       const MlmBatch batch = make_mlm_batch(rows, s.tokenizer->pad_id());
       const double lr = s.cfg.lr * s.schedule->factor(s.step);
       ForwardOptions fo;
       fo.training = true;
-      const MlmOutput out = mlm_loss(s.model, s.model.encode(batch.inputs, fo), batch.positions, batch.labels, fo);
+      const MlmOutput out =
+          mlm_loss(s.model, s.model.encode(batch.inputs, fo), batch.positions, batch.labels, fo);
       const double loss = out.loss.item();
       if (!std::isfinite(loss)) {
-        throw std::runtime_error("the loss became " + std::to_string(loss) + " at step " + std::to_string(s.step + 1) +
+        throw std::runtime_error("the loss became " + std::to_string(loss) + " at step " +
+                                 std::to_string(s.step + 1) +
                                  ": lower --lr, or keep --max-grad-norm on");
       }
       backward(out.loss);
@@ -641,32 +680,46 @@ PretrainResult Pretrainer::run(const std::function<bool()>& should_stop) {
         const auto now = clock::now();
         const double dt = std::chrono::duration<double>(now - last_log).count();
         const double tps = dt > 0 ? static_cast<double>(s.tokens_seen - tokens_at_log) / dt : 0.0;
-        const double epoch_pos = static_cast<double>(s.epoch) +
-                                 static_cast<double>(s.batch_in_epoch) / static_cast<double>(batches.size());
+        const double epoch_pos =
+            static_cast<double>(s.epoch) +
+            static_cast<double>(s.batch_in_epoch) / static_cast<double>(batches.size());
         const double mean_loss = s.loss_acc / static_cast<double>(s.loss_n);
-        const double accuracy = static_cast<double>(s.correct_acc) / static_cast<double>(std::max<std::int64_t>(s.count_acc, 1));
+        const double accuracy = static_cast<double>(s.correct_acc) /
+                                static_cast<double>(std::max<std::int64_t>(s.count_acc, 1));
         const double eta = tps > 0 ? static_cast<double>(s.total_steps - s.step) *
-                                         static_cast<double>(s.tokens_seen) / static_cast<double>(s.step) / tps
+                                         static_cast<double>(s.tokens_seen) /
+                                         static_cast<double>(s.step) / tps
                                    : 0.0;
         const MemoryStats ms = acc.stats();
         char buf[360];
         std::snprintf(buf, sizeof buf,
-                      "step %lld/%lld  epoch %.2f  loss %.4f  acc %.3f  lr %.3g  grad-norm %.3g  %.0f tokens/s  "
+                      "step %lld/%lld  epoch %.2f  loss %.4f  acc %.3f  lr %.3g  grad-norm %.3g  "
+                      "%.0f tokens/s  "
                       "eta %.0f min  mem %s (peak %s)\n",
-                      static_cast<long long>(s.step), static_cast<long long>(s.total_steps), epoch_pos, mean_loss,
-                      accuracy, lr, norm, tps, eta / 60.0, format_bytes(ms.live_total + ms.cached).c_str(),
+                      static_cast<long long>(s.step), static_cast<long long>(s.total_steps),
+                      epoch_pos, mean_loss, accuracy, lr, norm, tps, eta / 60.0,
+                      format_bytes(ms.live_total + ms.cached).c_str(),
                       format_bytes(ms.peak_total).c_str());
         s.say(buf);
-        s.add_metric({{"type", "train"}, {"step", s.step}, {"epoch", epoch_pos}, {"loss", mean_loss},
-                      {"mlm_accuracy", accuracy}, {"lr", lr}, {"grad_norm", norm}, {"tokens_per_second", tps},
-                      {"tokens_seen", s.tokens_seen}, {"seconds", elapsed()}, {"memory_peak", ms.peak_total},
+        s.add_metric({{"type", "train"},
+                      {"step", s.step},
+                      {"epoch", epoch_pos},
+                      {"loss", mean_loss},
+                      {"mlm_accuracy", accuracy},
+                      {"lr", lr},
+                      {"grad_norm", norm},
+                      {"tokens_per_second", tps},
+                      {"tokens_seen", s.tokens_seen},
+                      {"seconds", elapsed()},
+                      {"memory_peak", ms.peak_total},
                       {"rss", process_rss()}});
         s.loss_acc = 0;
         s.loss_n = s.correct_acc = s.count_acc = 0;
         last_log = now;
         tokens_at_log = s.tokens_seen;
       }
-      if (!s.eval_masked.empty() && (done || (s.cfg.eval_every > 0 && s.step % s.cfg.eval_every == 0))) {
+      if (!s.eval_masked.empty() &&
+          (done || (s.cfg.eval_every > 0 && s.step % s.cfg.eval_every == 0))) {
         result.final_eval = eval_and_log();
       }
       if (!done && should_stop && should_stop()) {
@@ -687,8 +740,9 @@ PretrainResult Pretrainer::run(const std::function<bool()>& should_stop) {
   const double total_seconds = elapsed();
   s.save_state(total_seconds);
   if (result.interrupted) {
-    s.say("interrupted at step " + std::to_string(s.step) + ": checkpoint saved in " + s.cfg.out.string() +
-          "; continue with: edgetune pretrain --resume " + s.cfg.out.string() + "\n");
+    s.say("interrupted at step " + std::to_string(s.step) + ": checkpoint saved in " +
+          s.cfg.out.string() + "; continue with: edgetune pretrain --resume " + s.cfg.out.string() +
+          "\n");
   }
   result.steps = s.step;
   result.tokens = s.tokens_seen;

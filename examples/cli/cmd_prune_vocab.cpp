@@ -39,11 +39,13 @@ const RegisterCommand kRegister{
     "cut a WordPiece vocabulary to the tokens a corpus uses (plus specials and single characters)",
     [](CLI::App& app) -> std::function<int()> {
       auto a = std::make_shared<PruneArgs>();
-      app.add_option("--vocab", a->vocab, "the full vocabulary (vocab.txt, e.g. bert-base-uncased's)")
+      app.add_option("--vocab", a->vocab,
+                     "the full vocabulary (vocab.txt, e.g. bert-base-uncased's)")
           ->required();
       app.add_option("--corpus", a->corpus, "plain-text files whose tokens are kept")->required();
       app.add_option("--out", a->out, "the pruned vocab.txt to write")->required();
-      app.add_flag("--no-lower-case", a->no_lower_case, "tokenize without lowercasing (a cased vocabulary)");
+      app.add_flag("--no-lower-case", a->no_lower_case,
+                   "tokenize without lowercasing (a cased vocabulary)");
       return [a] { return run(*a); };
     }};
 

@@ -53,7 +53,9 @@ std::vector<nlohmann::json> jsonl(const std::string& text) {
   return out;
 }
 
-fs::path shipped_model() { return fs::path(EDGETUNE_TEST_DIR).parent_path() / "models" / "edgetune-mini-uncased"; }
+fs::path shipped_model() {
+  return fs::path(EDGETUNE_TEST_DIR).parent_path() / "models" / "edgetune-mini-uncased";
+}
 
 }  // namespace
 
@@ -68,8 +70,8 @@ TEST_CASE("the reproduce command, short: prune-vocab, create-model, pretrain, th
   std::ofstream(d / "reviews.tsv") << kLabelled << kLabelled;
   const fs::path full = golden_dir() / "tokenizer" / "mini-uncased-vocab.txt";
 
-  const RunResult prune = run_cli("prune-vocab --vocab " + q(full) + " --corpus " + q(d / "corpus.txt") +
-                                  " --out " + q(d / "vocab.txt"));
+  const RunResult prune = run_cli("prune-vocab --vocab " + q(full) + " --corpus " +
+                                  q(d / "corpus.txt") + " --out " + q(d / "vocab.txt"));
   INFO(prune.err);
   REQUIRE(prune.exit_code == 0);
   CHECK_THAT(prune.err, Catch::Contains("specials") && Catch::Contains("used by the corpus"));
@@ -77,15 +79,17 @@ TEST_CASE("the reproduce command, short: prune-vocab, create-model, pretrain, th
   CHECK(vocab.token(0) == "[PAD]");
   CHECK(vocab.size() < data::Vocab::load(full).size());
 
-  const RunResult create = run_cli("create-model --vocab " + q(d / "vocab.txt") + " --out " + q(d / "init") +
-                                   " --layers 2 --hidden 32 --heads 2 --intermediate 64 --max-positions 32");
+  const RunResult create =
+      run_cli("create-model --vocab " + q(d / "vocab.txt") + " --out " + q(d / "init") +
+              " --layers 2 --hidden 32 --heads 2 --intermediate 64 --max-positions 32");
   INFO(create.err);
   REQUIRE(create.exit_code == 0);
 
-  const std::string pretrain_args = "pretrain --model " + q(d / "init") + " --corpus " + q(d / "corpus.txt") +
-                                    " --out " + q(d / "run") +
-                                    " --max-length 16 --batch-size 4 --lr 2e-3 --max-steps 8 --eval-split 0.2"
-                                    " --eval-every 4 --save-every 4 --log-every 2 --threads 1 --f16";
+  const std::string pretrain_args =
+      "pretrain --model " + q(d / "init") + " --corpus " + q(d / "corpus.txt") + " --out " +
+      q(d / "run") +
+      " --max-length 16 --batch-size 4 --lr 2e-3 --max-steps 8 --eval-split 0.2"
+      " --eval-every 4 --save-every 4 --log-every 2 --threads 1 --f16";
   const RunResult pre = run_cli(pretrain_args);
   INFO(pre.err);
   REQUIRE(pre.exit_code == 0);
@@ -104,11 +108,12 @@ TEST_CASE("the reproduce command, short: prune-vocab, create-model, pretrain, th
   }
   CHECK(evals == 2);
   CHECK(trains == 4);
-  for (const char* f : {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "run.json",
-                        "train_state.safetensors"}) {
+  for (const char* f : {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json",
+                        "run.json", "train_state.safetensors"}) {
     CHECK(fs::exists(d / "run" / f));
   }
-  CHECK(nlohmann::json::parse(slurp(d / "run" / "config.json")).at("architectures")[0] == "BertForMaskedLM");
+  CHECK(nlohmann::json::parse(slurp(d / "run" / "config.json")).at("architectures")[0] ==
+        "BertForMaskedLM");
 
   // The run is finished: resuming it does nothing more; settings cannot be changed on resume.
   const RunResult again = run_cli("pretrain --resume " + q(d / "run") + " --threads 1");
@@ -119,22 +124,26 @@ TEST_CASE("the reproduce command, short: prune-vocab, create-model, pretrain, th
   CHECK(run_cli("pretrain --model " + q(d / "init") + " --out " + q(d / "x")).exit_code == 2);
 
   // The pretrained folder is a model to fine-tune: q4 base, LoRA, a fresh classifier.
-  const RunResult train = run_cli("train --model " + q(d / "run") + " --train " + q(d / "reviews.tsv") +
-                                  " --eval-split 0.25 --seed 1 --quant q4 --method lora --epochs 1 --batch-size 4"
-                                  " --max-length 16 --memory-budget 64M --threads 1 --out " + q(d / "ft"));
+  const RunResult train =
+      run_cli("train --model " + q(d / "run") + " --train " + q(d / "reviews.tsv") +
+              " --eval-split 0.25 --seed 1 --quant q4 --method lora --epochs 1 --batch-size 4"
+              " --max-length 16 --memory-budget 64M --threads 1 --out " +
+              q(d / "ft"));
   INFO(train.err);
   REQUIRE(train.exit_code == 0);
   CHECK_THAT(train.err, Catch::Contains("plan:") && Catch::Contains("accuracy"));
-  const RunResult predict = run_cli("predict --model " + q(d / "run") + " --adapter " + q(d / "ft") +
-                                    " --quant q4 --data - --text-column 0 --header absent",
-                                    "the cat sat on the mat\n");
+  const RunResult predict =
+      run_cli("predict --model " + q(d / "run") + " --adapter " + q(d / "ft") +
+                  " --quant q4 --data - --text-column 0 --header absent",
+              "the cat sat on the mat\n");
   INFO(predict.err);
   REQUIRE(predict.exit_code == 0);
   CHECK(jsonl(predict.out).size() == 1);
 }
 
-TEST_CASE("the shipped model: at most 16 MB, BertForMaskedLM, loads for classification and classifies",
-          "[cli][pretrain][shipped]") {
+TEST_CASE(
+    "the shipped model: at most 16 MB, BertForMaskedLM, loads for classification and classifies",
+    "[cli][pretrain][shipped]") {
   const fs::path dir = shipped_model();
   if (!fs::exists(dir / "model.safetensors")) {
     WARN("skipped: no shipped model in " << dir);
@@ -145,7 +154,8 @@ TEST_CASE("the shipped model: at most 16 MB, BertForMaskedLM, loads for classifi
     if (e.is_regular_file()) bytes += e.file_size();
   }
   CHECK(bytes <= 16'000'000u);
-  for (const char* f : {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "README.md"}) {
+  for (const char* f :
+       {"config.json", "model.safetensors", "vocab.txt", "tokenizer_config.json", "README.md"}) {
     CHECK(fs::exists(dir / f));
   }
   const auto config = nlohmann::json::parse(slurp(dir / "config.json"));
@@ -164,9 +174,9 @@ TEST_CASE("the shipped model: at most 16 MB, BertForMaskedLM, loads for classifi
   const auto e = tok.encode("A wonderful little film, and the acting was superb.");
   for (const std::int32_t id : e.ids) CHECK(id != tok.unk_id());
   const Shape s{1, static_cast<std::int64_t>(e.ids.size())};
-  const Tensor logits = m.classify(
-      {Tensor::from_ints(s, e.ids), Tensor::from_ints(s, e.type_ids), Tensor::from_ints(s, e.attention_mask)},
-      ForwardOptions{});
+  const Tensor logits = m.classify({Tensor::from_ints(s, e.ids), Tensor::from_ints(s, e.type_ids),
+                                    Tensor::from_ints(s, e.attention_mask)},
+                                   ForwardOptions{});
   REQUIRE(logits.shape() == Shape{1, 2});
   for (const double x : logits.to_vector()) CHECK(std::isfinite(x));
 
@@ -178,12 +188,13 @@ TEST_CASE("the shipped model: at most 16 MB, BertForMaskedLM, loads for classifi
   REQUIRE(mlm.mlm);
   const auto enc = tok.encode("the president of the united [MASK] of america.");
   const Shape t{1, static_cast<std::int64_t>(enc.ids.size())};
-  const Tensor h = mlm.encode(
-      {Tensor::from_ints(t, enc.ids), Tensor::from_ints(t, enc.type_ids), Tensor::from_ints(t, enc.attention_mask)},
-      ForwardOptions{});
+  const Tensor h = mlm.encode({Tensor::from_ints(t, enc.ids), Tensor::from_ints(t, enc.type_ids),
+                               Tensor::from_ints(t, enc.attention_mask)},
+                              ForwardOptions{});
   const auto at = std::find(enc.ids.begin(), enc.ids.end(), tok.mask_id()) - enc.ids.begin();
-  const Tensor row = ops::gather_rows(ops::reshape(h, {t[1], h.dim(2)}),
-                                      Tensor::from_ints({1}, std::vector<std::int32_t>{static_cast<std::int32_t>(at)}));
+  const Tensor row = ops::gather_rows(
+      ops::reshape(h, {t[1], h.dim(2)}),
+      Tensor::from_ints({1}, std::vector<std::int32_t>{static_cast<std::int32_t>(at)}));
   const auto scores = mlm.mlm_logits(row, ForwardOptions{}).to_vector();
   const auto best = std::max_element(scores.begin(), scores.end()) - scores.begin();
   CHECK(tok.vocab().token(static_cast<std::int32_t>(best)) == "states");

@@ -65,21 +65,22 @@ TEST_CASE("is_single_character counts code points, with or without ##") {
   CHECK_FALSE(is_single_character("##"));
   CHECK_FALSE(is_single_character(""));
   CHECK_FALSE(is_single_character("[PAD]"));
-  CHECK_FALSE(is_single_character("\xC3"));        // a lead byte without its continuation
-  CHECK_FALSE(is_single_character("e\xCC\x81"));   // e + combining acute: two code points
+  CHECK_FALSE(is_single_character("\xC3"));       // a lead byte without its continuation
+  CHECK_FALSE(is_single_character("e\xCC\x81"));  // e + combining acute: two code points
 }
 
 TEST_CASE("prune_vocab keeps specials first, then used tokens and single characters in order") {
-  const Vocab full(std::vector<std::string>{"[unused0]", "x", "[UNK]", "hello", "[CLS]", "[SEP]", "[MASK]",
-                                            "[PAD]", "world", "##s", "##ing", "y", "wor", "##ld", "##d"},
-                   "full");
+  const Vocab full(
+      std::vector<std::string>{"[unused0]", "x", "[UNK]", "hello", "[CLS]", "[SEP]", "[MASK]",
+                               "[PAD]", "world", "##s", "##ing", "y", "wor", "##ld", "##d"},
+      "full");
   std::vector<std::int64_t> counts(static_cast<size_t>(full.size()), 0);
   counts[3] = 2;   // hello
   counts[12] = 1;  // wor
   counts[13] = 1;  // ##ld
   const PrunedVocab p = prune_vocab(full, counts);
-  CHECK(p.tokens == std::vector<std::string>{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "x", "hello", "##s",
-                                             "y", "wor", "##ld", "##d"});
+  CHECK(p.tokens == std::vector<std::string>{"[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "x",
+                                             "hello", "##s", "y", "wor", "##ld", "##d"});
   CHECK(p.specials == 5);
   CHECK(p.used == 3);
   CHECK(p.characters == 4);
@@ -101,7 +102,8 @@ TEST_CASE("a pruned vocabulary tokenizes the corpus to the same strings (committ
   CHECK(p.tokens.size() < static_cast<size_t>(full.size()));
   CHECK(p.used > 20);
 
-  const fs::path dir = fs::temp_directory_path() / ("edgetune-vocab-prune-" + std::to_string(::getpid()));
+  const fs::path dir =
+      fs::temp_directory_path() / ("edgetune-vocab-prune-" + std::to_string(::getpid()));
   fs::create_directories(dir);
   save_vocab(dir / "vocab.txt", p.tokens);
   const Vocab back = Vocab::load(dir / "vocab.txt");
@@ -111,7 +113,8 @@ TEST_CASE("a pruned vocabulary tokenizes the corpus to the same strings (committ
   require_same_tokens(full_tok, pruned_tok, kText);
   // Unseen words still tokenize, without [UNK].
   for (const auto& t : pruned_tok.tokenize(kUnseen)) CHECK(t != "[UNK]");
-  CHECK_THROWS_AS(save_vocab(dir / "bad.txt", std::vector<std::string>{"a\nb"}), std::invalid_argument);
+  CHECK_THROWS_AS(save_vocab(dir / "bad.txt", std::vector<std::string>{"a\nb"}),
+                  std::invalid_argument);
   fs::remove_all(dir);
 }
 
@@ -136,14 +139,16 @@ TEST_CASE("the pruned bert-base-uncased vocabulary tokenizes the real corpus the
     text += t.substr(0, 200000) + "\n" + t.substr(from, 200000) + "\n";
   }
   const PrunedVocab p = prune_vocab(full, usage.counts());
-  WARN("bert-base-uncased pruned to the corpus: " << p.tokens.size() << " tokens (" << p.used << " used, "
-                                                  << p.characters << " single characters)");
+  WARN("bert-base-uncased pruned to the corpus: " << p.tokens.size() << " tokens (" << p.used
+                                                  << " used, " << p.characters
+                                                  << " single characters)");
   CHECK(p.tokens.size() < static_cast<size_t>(full.size()));
   const WordPieceTokenizer pruned_tok(Vocab(p.tokens, "pruned"));
   require_same_tokens(full_tok, pruned_tok, text);
   for (const auto& t : pruned_tok.tokenize(kUnseen)) CHECK(t != "[UNK]");
 
   // The shipped model's vocabulary is this one.
-  const fs::path shipped = fs::path(EDGETUNE_TEST_DIR).parent_path() / "models" / "edgetune-mini-uncased" / "vocab.txt";
+  const fs::path shipped =
+      fs::path(EDGETUNE_TEST_DIR).parent_path() / "models" / "edgetune-mini-uncased" / "vocab.txt";
   if (fs::exists(shipped)) CHECK(Vocab::load(shipped).tokens() == p.tokens);
 }

@@ -37,14 +37,19 @@ const char* kCorpus =
     "a quick example of mixed text is over the line at the end.\n"
     "hello cafe! the cat and the dog run back to the new world.\n";
 
-fs::path mini_vocab() { return test::golden_dir() / "tokenizer" / "mini-uncased-vocab.txt"; }
+fs::path mini_vocab() {
+  return test::golden_dir() / "tokenizer" / "mini-uncased-vocab.txt";
+}
 
-data::WordPieceTokenizer mini_tokenizer() { return data::WordPieceTokenizer(data::Vocab::load(mini_vocab())); }
+data::WordPieceTokenizer mini_tokenizer() {
+  return data::WordPieceTokenizer(data::Vocab::load(mini_vocab()));
+}
 
 struct Scratch {
   fs::path path;
   explicit Scratch(const std::string& tag) {
-    path = fs::temp_directory_path() / ("edgetune-pretrain-" + tag + "-" + std::to_string(::getpid()));
+    path =
+        fs::temp_directory_path() / ("edgetune-pretrain-" + tag + "-" + std::to_string(::getpid()));
     fs::remove_all(path);
     fs::create_directories(path);
   }
@@ -103,8 +108,8 @@ TEST_CASE("pretrain: documents are tokenized per blank-line block and packed wit
       REQUIRE(s.size() <= static_cast<size_t>(t));
       REQUIRE(s.front() == tok.cls_id());
       REQUIRE(s.back() == tok.sep_id());
-      CHECK(s[1] != tok.sep_id());               // no segment starts with a separator
-      CHECK(s[s.size() - 2] != tok.sep_id());    // nor doubles its closing [SEP]
+      CHECK(s[1] != tok.sep_id());             // no segment starts with a separator
+      CHECK(s[s.size() - 2] != tok.sep_id());  // nor doubles its closing [SEP]
       // Only the last segment may be shorter than the room by more than a dropped separator.
       if (i + 1 < segments.size()) CHECK(s.size() + 1 >= static_cast<size_t>(t));
       stream.insert(stream.end(), s.begin() + 1, s.end() - 1);
@@ -116,7 +121,8 @@ TEST_CASE("pretrain: documents are tokenized per blank-line block and packed wit
       if (id != tok.sep_id()) without_sep.push_back(id);
     }
     CHECK(without_sep == expected);
-    CHECK(std::count(stream.begin(), stream.end(), tok.sep_id()) <= static_cast<long>(docs.size()) - 1);
+    CHECK(std::count(stream.begin(), stream.end(), tok.sep_id()) <=
+          static_cast<long>(docs.size()) - 1);
     if (t == 32) CHECK(std::count(stream.begin(), stream.end(), tok.sep_id()) == 3);
   }
   CHECK_THROWS_AS(pack_segments(docs, tok.cls_id(), tok.sep_id(), 2), std::invalid_argument);
@@ -143,9 +149,12 @@ TEST_CASE("pretrain: masking follows the collator's 15 % and 80/10/10, seeded an
       REQUIRE(m.labels[k] == ids[p]);
       if (k) REQUIRE(m.positions[k] > m.positions[k - 1]);
       const std::int32_t now = m.input_ids[p];
-      if (now == tok.mask_id()) ++masked;
-      else if (now == ids[p]) ++kept;
-      else ++other;
+      if (now == tok.mask_id())
+        ++masked;
+      else if (now == ids[p])
+        ++kept;
+      else
+        ++other;
     }
     chosen += static_cast<std::int64_t>(m.positions.size());
     // Positions not chosen are untouched.
@@ -185,7 +194,8 @@ TEST_CASE("pretrain: a batch pads segments and flattens the masked positions", "
   const std::vector<double> ids = batch.inputs.input_ids.to_vector(),
                             mask = batch.inputs.attention_mask.to_vector(),
                             types = batch.inputs.token_type_ids.to_vector(),
-                            positions = batch.positions.to_vector(), labels = batch.labels.to_vector();
+                            positions = batch.positions.to_vector(),
+                            labels = batch.labels.to_vector();
   CHECK(ids == std::vector<double>{2, 10, 4, 3, 2, 4, 3, 0});
   std::vector<double> expected_mask(8, 1.0);  // the second row's last position is padding
   expected_mask[7] = 0;
@@ -230,12 +240,13 @@ BertModel head_model(const std::vector<Tensor>& v) {
 
 }  // namespace
 
-TEST_CASE("gradcheck: MLM head with the decoder tied to an embedding lookup", "[pretrain][gradcheck]") {
+TEST_CASE("gradcheck: MLM head with the decoder tied to an embedding lookup",
+          "[pretrain][gradcheck]") {
   // E (V, C) both looks the tokens up (a stand-in encoder: tanh(E[ids] W0)) and decodes the
   // masked rows, so its gradient is the sum of both paths.
-  const std::vector<Tensor> in = {f64_param({kV, kC}, 1, 0.8),  f64_param({kC, kC}, 2, 0.5),
-                                  f64_param({kC}, 3, 0.2),      f64_param({kC}, 4, 0.2, 1.0),
-                                  f64_param({kC}, 5, 0.2),      f64_param({kV}, 6, 0.3),
+  const std::vector<Tensor> in = {f64_param({kV, kC}, 1, 0.8), f64_param({kC, kC}, 2, 0.5),
+                                  f64_param({kC}, 3, 0.2),     f64_param({kC}, 4, 0.2, 1.0),
+                                  f64_param({kC}, 5, 0.2),     f64_param({kV}, 6, 0.3),
                                   f64_param({kC, kC}, 7, 0.6)};
   const Tensor ids = Tensor::from_ints({kB, kT}, std::vector<std::int32_t>{2, 5, 7, 3, 2, 9, 4, 0});
   const Tensor positions = Tensor::from_ints({3}, std::vector<std::int32_t>{1, 2, 5});
@@ -258,12 +269,14 @@ TEST_CASE("gradcheck: MLM head with the decoder tied to an embedding lookup", "[
   // The tied table's gradient is the lookup path's plus the decoder path's.
   auto grad_of_table = [&](bool lookup, bool decode) {
     std::vector<Tensor> v;
-    for (const Tensor& t : in) v.push_back(Tensor::from_values(t.shape(), t.to_vector(), DType::F64));
+    for (const Tensor& t : in)
+      v.push_back(Tensor::from_values(t.shape(), t.to_vector(), DType::F64));
     for (Tensor& t : v) t.set_requires_grad(true);
     Tensor frozen = Tensor::from_values(in[0].shape(), in[0].to_vector(), DType::F64);
     BertModel m = head_model(v);
     if (!decode) m.word_embeddings = frozen;
-    backward(mlm_loss(m, hidden(lookup ? v[0] : frozen, v[6]), positions, labels, ForwardOptions{}).loss);
+    backward(mlm_loss(m, hidden(lookup ? v[0] : frozen, v[6]), positions, labels, ForwardOptions{})
+                 .loss);
     return v[0].grad().defined() ? v[0].grad().to_vector() : std::vector<double>(kV * kC, 0.0);
   };
   const auto both = grad_of_table(true, true), lookup = grad_of_table(true, false),
@@ -296,7 +309,8 @@ TEST_CASE("pretrain: the gathered loss is BertForMaskedLM's loss over all positi
   lo.seed = 3;
   const BertModel m = init_bert(c, lo);
   BertInputs in{Tensor::from_ints({2, 5}, std::vector<std::int32_t>{2, 7, 4, 9, 3, 2, 11, 3, 0, 0}),
-                Tensor::zeros({2, 5}, DType::I32), Tensor::from_ints({2, 5}, std::vector<std::int32_t>{1, 1, 1, 1, 1, 1, 1, 1, 0, 0})};
+                Tensor::zeros({2, 5}, DType::I32),
+                Tensor::from_ints({2, 5}, std::vector<std::int32_t>{1, 1, 1, 1, 1, 1, 1, 1, 0, 0})};
   const Tensor h = m.encode(in, ForwardOptions{});
   const Tensor positions = Tensor::from_ints({3}, std::vector<std::int32_t>{1, 3, 6});
   const Tensor labels = Tensor::from_ints({3}, std::vector<std::int32_t>{8, 9, 30});
@@ -318,7 +332,8 @@ TEST_CASE("pretrain: the gathered loss is BertForMaskedLM's loss over all positi
   CHECK(out.correct == correct);
 }
 
-TEST_CASE("pretrain: a run writes a BertForMaskedLM folder the classifier path loads", "[pretrain]") {
+TEST_CASE("pretrain: a run writes a BertForMaskedLM folder the classifier path loads",
+          "[pretrain]") {
   Scratch dir("run");
   std::ofstream(dir.path / "corpus.txt") << kCorpus << kCorpus << kCorpus;
   PretrainConfig c;
@@ -379,7 +394,8 @@ TEST_CASE("pretrain: a run writes a BertForMaskedLM folder the classifier path l
   CHECK(report.layout == "masked-lm");
   CHECK(std::count(report.ignored.begin(), report.ignored.end(), "cls.predictions.bias") == 1);
   CHECK(std::count(report.initialised.begin(), report.initialised.end(), "classifier.weight") == 1);
-  CHECK(std::count(report.initialised.begin(), report.initialised.end(), "bert.pooler.dense.weight") == 1);
+  CHECK(std::count(report.initialised.begin(), report.initialised.end(),
+                   "bert.pooler.dense.weight") == 1);
   const auto tok = data::load_tokenizer_from_model_dir(c.out);
   const auto e = tok.encode("the cat sat on the mat");
   const Shape s{1, static_cast<std::int64_t>(e.ids.size())};
@@ -409,8 +425,8 @@ TEST_CASE("pretrain: interrupt and resume end with the same bytes as an uninterr
   c.max_steps = 14;  // crosses an epoch boundary
   c.eval_split = 0.15;
   c.eval_every = 5;
-  c.log_every = 3;   // the interruption falls between two progress lines
-  c.threads = 1;     // dropout stays on: the generator must be restored too
+  c.log_every = 3;  // the interruption falls between two progress lines
+  c.threads = 1;    // dropout stays on: the generator must be restored too
 
   c.out = dir.path / "straight";
   const PretrainResult straight = Pretrainer(c, nullptr).run();
@@ -426,7 +442,8 @@ TEST_CASE("pretrain: interrupt and resume end with the same bytes as an uninterr
   CHECK(second.steps == 14);
   CHECK(second.tokens == straight.tokens);
 
-  CHECK(read_file(dir.path / "straight" / "model.safetensors") == read_file(c.out / "model.safetensors"));
+  CHECK(read_file(dir.path / "straight" / "model.safetensors") ==
+        read_file(c.out / "model.safetensors"));
   // The metrics agree on everything but timings.
   auto strip = [](std::vector<nlohmann::json> v) {
     for (auto& j : v) {
@@ -434,9 +451,11 @@ TEST_CASE("pretrain: interrupt and resume end with the same bytes as an uninterr
     }
     return v;
   };
-  CHECK(strip(read_metrics(dir.path / "straight" / "metrics.jsonl")) == strip(read_metrics(c.out / "metrics.jsonl")));
+  CHECK(strip(read_metrics(dir.path / "straight" / "metrics.jsonl")) ==
+        strip(read_metrics(c.out / "metrics.jsonl")));
 
   // A resume needs the same corpus.
   std::ofstream(dir.path / "corpus.txt", std::ios::app) << "a new line of text\n";
-  CHECK_THROWS_WITH(Pretrainer::resume(c.out, nullptr).run(), Catch::Contains("corpus files differ"));
+  CHECK_THROWS_WITH(Pretrainer::resume(c.out, nullptr).run(),
+                    Catch::Contains("corpus files differ"));
 }

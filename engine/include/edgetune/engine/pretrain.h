@@ -47,7 +47,7 @@
 
 namespace edgetune {
 
-// ---- corpus --------------------------------------------------------------------------------------
+// ---- corpus -------------------------------------------------------------------------------------
 
 // Token ids of each document of the files, in order (no [CLS] / [SEP]); empty documents are
 // skipped. Throws data::DataError naming a file that cannot be read.
@@ -60,7 +60,7 @@ std::vector<std::vector<std::int32_t>> pack_segments(
     const std::vector<std::vector<std::int32_t>>& documents, std::int32_t cls_id,
     std::int32_t sep_id, int max_length);
 
-// ---- masking -------------------------------------------------------------------------------------
+// ---- masking ------------------------------------------------------------------------------------
 
 struct MaskingOptions {
   double probability = 0.15;     // of a non-special token being chosen
@@ -94,7 +94,7 @@ struct MlmBatch {
 // Requires rows not empty and every segment with at least one position (std::invalid_argument).
 MlmBatch make_mlm_batch(std::span<const MaskedSegment> rows, std::int32_t pad_id);
 
-// ---- loss ----------------------------------------------------------------------------------------
+// ---- loss ---------------------------------------------------------------------------------------
 
 struct MlmOutput {
   Tensor loss;               // scalar: mean cross-entropy over the masked tokens
@@ -108,30 +108,30 @@ struct MlmOutput {
 MlmOutput mlm_loss(const BertModel& model, const Tensor& hidden, const Tensor& positions,
                    const Tensor& labels, const ForwardOptions& options);
 
-// ---- the pretrainer ------------------------------------------------------------------------------
+// ---- the pretrainer -----------------------------------------------------------------------------
 
 struct PretrainConfig {
-  std::filesystem::path model_dir;             // the starting model (e.g. from create-model)
-  std::vector<std::filesystem::path> corpus;   // plain-text files
-  std::filesystem::path out;                   // the run folder
-  int max_length = 128;                        // T, [CLS] and [SEP] included
-  int batch_size = 32;                         // segments per optimizer step
+  std::filesystem::path model_dir;            // the starting model (e.g. from create-model)
+  std::vector<std::filesystem::path> corpus;  // plain-text files
+  std::filesystem::path out;                  // the run folder
+  int max_length = 128;                       // T, [CLS] and [SEP] included
+  int batch_size = 32;                        // segments per optimizer step
   double lr = 5e-4;
-  double weight_decay = 0.01;                  // not on biases and LayerNorm parameters
+  double weight_decay = 0.01;  // not on biases and LayerNorm parameters
   double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_eps = 1e-8;
-  double warmup_ratio = 0.05;                  // linear warmup, then linear decay to 0
-  double max_grad_norm = 1.0;                  // 0: no clipping
-  int epochs = 1;                              // passes over the training segments
-  std::int64_t max_steps = 0;                  // > 0: this many steps, whatever the epochs
-  std::uint64_t seed = 42;                     // split, order, masks, dropout, fresh heads
-  std::optional<double> dropout;               // overrides the model's dropout probabilities
-  int threads = 0;                             // 0: all cores
-  double eval_split = 0.01;                    // fraction of segments held out (0: none)
-  std::int64_t eval_every = 500;               // steps between evaluations (0: only at the end)
-  std::int64_t save_every = 0;                 // steps between checkpoints (0: only at the end)
-  int log_every = 10;                          // steps between progress lines
+  double warmup_ratio = 0.05;     // linear warmup, then linear decay to 0
+  double max_grad_norm = 1.0;     // 0: no clipping
+  int epochs = 1;                 // passes over the training segments
+  std::int64_t max_steps = 0;     // > 0: this many steps, whatever the epochs
+  std::uint64_t seed = 42;        // split, order, masks, dropout, fresh heads
+  std::optional<double> dropout;  // overrides the model's dropout probabilities
+  int threads = 0;                // 0: all cores
+  double eval_split = 0.01;       // fraction of segments held out (0: none)
+  std::int64_t eval_every = 500;  // steps between evaluations (0: only at the end)
+  std::int64_t save_every = 0;    // steps between checkpoints (0: only at the end)
+  int log_every = 10;             // steps between progress lines
   int eval_batch_size = 64;
-  bool save_f16 = false;                       // model.safetensors in half precision
+  bool save_f16 = false;  // model.safetensors in half precision
   MaskingOptions masking;
 
   nlohmann::json to_json() const;
@@ -139,16 +139,16 @@ struct PretrainConfig {
 };
 
 struct MlmEval {
-  double loss = 0;            // mean cross-entropy over the masked tokens
-  double accuracy = 0;        // fraction of masked tokens predicted exactly
-  std::int64_t masked = 0;    // masked tokens evaluated
+  double loss = 0;          // mean cross-entropy over the masked tokens
+  double accuracy = 0;      // fraction of masked tokens predicted exactly
+  std::int64_t masked = 0;  // masked tokens evaluated
   std::int64_t segments = 0;
 };
 
 struct PretrainResult {
   std::int64_t steps = 0;
-  std::int64_t tokens = 0;        // non-padding tokens trained on, over the whole run
-  double seconds = 0;             // training time over the whole run (resumes included)
+  std::int64_t tokens = 0;  // non-padding tokens trained on, over the whole run
+  double seconds = 0;       // training time over the whole run (resumes included)
   bool interrupted = false;
   std::optional<MlmEval> final_eval;
   std::size_t accountant_peak = 0;
