@@ -1,9 +1,13 @@
 // Helpers shared by the test suites: where goldens and the optional shared data sets live.
 #pragma once
 
+#include <catch2/catch.hpp>
+
+#include <cmath>
 #include <cstdlib>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace edgetune::test {
 
@@ -17,6 +21,26 @@ inline std::filesystem::path shared_data_dir() {
   if (const char* env = std::getenv("EDGETUNE_SHARED_DATA")) p = env;
   std::error_code ec;
   return std::filesystem::is_directory(p, ec) ? p : std::filesystem::path();
+}
+
+// |a[i] - b[i]| <= atol + rtol |b[i]| for every i; on failure, reports the worst element.
+inline void require_close(const std::string& what, const std::vector<double>& a,
+                          const std::vector<double>& b, double rtol, double atol) {
+  REQUIRE(a.size() == b.size());
+  double worst = 0;
+  size_t at = 0;
+  bool ok = true;
+  for (size_t i = 0; i < a.size(); ++i) {
+    const double err = std::fabs(a[i] - b[i]);
+    if (err > atol + rtol * std::fabs(b[i])) ok = false;
+    if (err > worst) {
+      worst = err;
+      at = i;
+    }
+  }
+  INFO(what << ": worst |diff| " << worst << " at " << at << " (" << (a.empty() ? 0.0 : a[at])
+            << " vs " << (b.empty() ? 0.0 : b[at]) << ")");
+  REQUIRE(ok);
 }
 
 // Path of the edgetune command-line binary built beside the tests.

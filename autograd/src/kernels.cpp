@@ -56,20 +56,29 @@ void dequantize_tile(const Tensor& w, std::int64_t r0, std::int64_t rows, T* til
   for (std::int64_t r = 0; r < rows; ++r) dequantize_rows(w, r0 + r, 1, tile + r * k);
 }
 
+// Calls f(n0, W_tile) for consecutive tiles of up to kQuantTileRows rows of the quantized (N, K)
+// weight w, each dequantized into one reused scratch tile.
+template <class T, class F>
+void for_each_tile(const Tensor& w, F&& f) {
+  const std::int64_t n = w.dim(0), k = w.dim(1);
+  const std::int64_t tile_rows = std::min(kQuantTileRows, n);
+  Tensor tile = scratch_tile<T>(tile_rows, k);
+  for (std::int64_t n0 = 0; n0 < n; n0 += tile_rows) {
+    const std::int64_t nb = std::min(tile_rows, n - n0);
+    dequantize_tile<T>(w, n0, nb, tile.data<T>());
+    f(n0, CMapMat<T>(tile.data<T>(), nb, k));
+  }
+}
+
 template <class T>
 void linear_forward_t(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* b) {
-  const std::int64_t m = x.shape().rows(), k = x.shape().last(), n = w.dim(0);
+  const std::int64_t m = x.shape().rows(), n = w.dim(0);
   auto X = as_matrix<T>(x);
   MapMat<T> Y(y.data<T>(), m, n);
   if (is_quantized(w.dtype())) {
-    const std::int64_t tile_rows = std::min(kQuantTileRows, n);
-    Tensor tile = scratch_tile<T>(tile_rows, k);
-    for (std::int64_t n0 = 0; n0 < n; n0 += tile_rows) {
-      const std::int64_t nb = std::min(tile_rows, n - n0);
-      dequantize_tile<T>(w, n0, nb, tile.data<T>());
-      CMapMat<T> W(tile.data<T>(), nb, k);
-      Y.middleCols(n0, nb).noalias() = X * W.transpose();
-    }
+    for_each_tile<T>(w, [&](std::int64_t n0, const CMapMat<T>& W) {
+      Y.middleCols(n0, W.rows()).noalias() = X * W.transpose();
+    });
   } else {
     Y.noalias() = X * as_matrix<T>(w).transpose();
   }
@@ -81,18 +90,13 @@ void linear_forward_t(Tensor& y, const Tensor& x, const Tensor& w, const Tensor*
 
 template <class T>
 void linear_backward_input_t(Tensor& dx, const Tensor& dy, const Tensor& w) {
-  const std::int64_t m = dy.shape().rows(), n = dy.shape().last(), k = w.dim(1);
+  const std::int64_t m = dy.shape().rows(), k = w.dim(1);
   auto DY = as_matrix<T>(dy);
   MapMat<T> DX(dx.data<T>(), m, k);
   if (is_quantized(w.dtype())) {
-    const std::int64_t tile_rows = std::min(kQuantTileRows, n);
-    Tensor tile = scratch_tile<T>(tile_rows, k);
-    for (std::int64_t n0 = 0; n0 < n; n0 += tile_rows) {
-      const std::int64_t nb = std::min(tile_rows, n - n0);
-      dequantize_tile<T>(w, n0, nb, tile.data<T>());
-      CMapMat<T> W(tile.data<T>(), nb, k);
-      DX.noalias() += DY.middleCols(n0, nb) * W;
-    }
+    for_each_tile<T>(w, [&](std::int64_t n0, const CMapMat<T>& W) {
+      DX.noalias() += DY.middleCols(n0, W.rows()) * W;
+    });
   } else {
     DX.noalias() += DY * as_matrix<T>(w);
   }

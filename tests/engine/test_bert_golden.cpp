@@ -11,24 +11,9 @@
 #include "test_support.h"
 
 using namespace edgetune;
+using edgetune::test::require_close;
 
 namespace {
-
-void require_close(const std::string& what, const std::vector<double>& a,
-                   const std::vector<double>& b, double rtol, double atol) {
-  REQUIRE(a.size() == b.size());
-  double worst = 0;
-  size_t at = 0;
-  bool ok = true;
-  for (size_t i = 0; i < a.size(); ++i) {
-    const double err = std::fabs(a[i] - b[i]);
-    if (err > atol + rtol * std::fabs(b[i])) ok = false;
-    if (err > worst) worst = err, at = i;
-  }
-  INFO(what << ": worst |diff| " << worst << " at " << at << " (" << a[at] << " vs " << b[at]
-            << ")");
-  REQUIRE(ok);
-}
 
 BertInputs golden_inputs(const safetensors::Reader& g) {
   return {g.load("input_ids", DType::I32, MemCategory::Activations),
