@@ -9,6 +9,8 @@
 
 #include "edgetune/adapters/adapter_io.h"
 #include "edgetune/adapters/init.h"
+#include "edgetune/data/labels.h"
+#include "edgetune/engine/session.h"
 
 namespace edgetune {
 
@@ -205,7 +207,8 @@ void save_trained(const BertModel& m, const MethodOptions& o, const fs::path& di
   adapters::AdapterFolder f;
   nlohmann::json& c = f.config;
   c["task_type"] = "SEQ_CLS";
-  c["base_model_name_or_path"] = base_dir.empty() ? "" : fs::absolute(base_dir).string();
+  // The base folder as it was given: no path of the device beyond what the caller chose to write.
+  c["base_model_name_or_path"] = base_dir.string();
   c["inference_mode"] = true;
   nlohmann::json modules = {"classifier"};
   if (o.method == Method::Lora) {
@@ -230,7 +233,6 @@ void save_trained(const BertModel& m, const MethodOptions& o, const fs::path& di
     if (o.method == Method::Head) modules.push_back("pooler");
   }
   c["modules_to_save"] = modules;
-  c["edgetune_labels"] = m.config.id2label;
   auto add = [&](const std::string& name, const Tensor& t) {
     f.tensors.emplace_back(adapters::kPeftPrefix + name, t);
   };
@@ -242,6 +244,8 @@ void save_trained(const BertModel& m, const MethodOptions& o, const fs::path& di
     if (head || bias) add(name, t);
   }
   adapters::save_adapter_folder(dir, f);
+  // The class names travel with the adapter (PEFT's config has no place for them).
+  data::LabelMap(label_names(m.config)).save(dir / "labels.json");
 }
 
 MethodOptions read_adapter_method(const fs::path& dir) {

@@ -54,9 +54,9 @@ void attach_adapters(BertModel& model, const MethodOptions& options);
 // weight decay off for biases and LayerNorm parameters (the Hugging Face Trainer convention).
 std::vector<optim::Param> trainable_params(const BertModel& model);
 
-// Saves what the method trained as an adapter folder (adapter_io.h layout); for `full`, a whole
-// Hugging Face model folder (config.json, model.safetensors, and vocab.txt /
-// tokenizer_config.json copied from base_dir).
+// Saves what the method trained as an adapter folder (adapter_io.h layout, plus labels.json with
+// the class names); for `full`, a whole Hugging Face model folder (config.json with the labels,
+// model.safetensors, and vocab.txt / tokenizer_config.json copied from base_dir).
 void save_trained(const BertModel& model, const MethodOptions& options,
                   const std::filesystem::path& dir, const std::filesystem::path& base_dir);
 
