@@ -15,6 +15,8 @@
 
 namespace edgetune::test {
 
+inline std::string q(const std::filesystem::path& p);
+
 struct RunResult {
   int exit_code = -1;
   std::string out;
@@ -47,8 +49,11 @@ inline RunResult run_shell(const std::string& command, const std::string& input 
   ScratchDir io("io");
   const auto in = io / "stdin", out = io / "stdout", err = io / "stderr";
   std::ofstream(in, std::ios::binary) << input;
-  const std::string full = "(" + command + ") <'" + in.string() + "' >'" + out.string() + "' 2>'" +
-                           err.string() + "'";
+  std::string full = "(";
+  for (const std::string& part : {command, std::string(") <"), q(in), std::string(" >"), q(out),
+                                  std::string(" 2>"), q(err)}) {
+    full += part;
+  }
   const int status = std::system(full.c_str());
   RunResult r;
   r.exit_code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
@@ -59,7 +64,10 @@ inline RunResult run_shell(const std::string& command, const std::string& input 
 
 // Runs the edgetune binary with `args` (already shell-quoted where needed).
 inline RunResult run_cli(const std::string& args, const std::string& input = "") {
-  return run_shell("'" + cli_path() + "' " + args, input);
+  std::string command = q(cli_path());
+  command += ' ';
+  command += args;
+  return run_shell(command, input);
 }
 
 // The path in single quotes, for a shell command. (Built by appending: GCC 12 warns falsely about
