@@ -16,9 +16,9 @@
 // draws come from a generator seeded by (seed, epoch, segment), so masks change every epoch
 // (dynamic masking), do not depend on batch order or threads, and a resumed run sees the same
 // ones. One difference from the collator: a segment where no token was chosen gets one chosen
-// token (the first draw among its non-special tokens), so no batch is ever without a target.
-// The held-out segments are masked once, with a fixed generator: their loss is comparable between
-// evaluations.
+// token (its first non-special token, replaced as any chosen one), so no batch is ever without a
+// target. The held-out segments are masked once, with a fixed generator: their loss is comparable
+// between evaluations.
 //
 // The loss: the hidden states (B, T, C) of the encoder are gathered at the M masked positions
 // (M, C) before the MLM head, so the V-wide logits exist only for the masked rows:
