@@ -93,7 +93,7 @@ TEST_CASE("a bad TSV row names the file and line", "[cli][errors]") {
   REQUIRE_FALSE(fs::exists(d / "run" / "adapter_model.safetensors"));
 }
 
-TEST_CASE("--skip-bad-rows counts and reports the bad row instead", "[cli][errors]") {
+TEST_CASE("skipping bad rows counts and reports them instead", "[cli][errors]") {
   if (!cli_built()) return;
   ScratchDir d("skiprow");
   write(d / "data.tsv", "sentence\tlabel\ngood film\t1\nno label here\nbad film\t0\n");
