@@ -31,7 +31,8 @@ struct GradcheckOptions {
 struct GradcheckResult {
   bool ok = true;
   double max_abs_error = 0;  // max |analytic - numeric|
-  double max_rel_error = 0;  // max |analytic - numeric| / max(|numeric|, |analytic|, 1e-8)
+  double max_rel_error = 0;  // max |analytic - numeric| / max(|numeric|, |analytic|) over the
+                             // elements where that max is at least 1e-6
   std::int64_t checked = 0;  // elements compared
   std::string worst;         // where the largest violation (or error) happened
   std::string summary() const;
