@@ -40,7 +40,7 @@ int run(PretrainArgs& a, CLI::App& app) {
   if (!a.resume.empty()) {
     for (const char* opt :
          {"--model", "--corpus", "--out", "--lr", "--epochs", "--max-steps", "--batch-size",
-          "--max-length", "--seed", "--eval-split", "--dropout", "--f16"}) {
+          "--max-length", "--seed", "--eval-split", "--dropout", "--f16", "--adam-beta2"}) {
       if (app.count(opt)) {
         throw UsageError(
             std::string("--resume continues with the settings in RUN_DIR/run.json; drop ") + opt);
@@ -97,6 +97,9 @@ const RegisterCommand kRegister{
           ->capture_default_str();
       app.add_option("--warmup-ratio", c.warmup_ratio,
                      "fraction of the steps warming up linearly; then linear decay")
+          ->capture_default_str();
+      app.add_option("--adam-beta2", c.adam_beta2,
+                     "AdamW's beta2 (0.98 as RoBERTa for a steadier start)")
           ->capture_default_str();
       app.add_option("--max-grad-norm", c.max_grad_norm, "clip the gradient norm (0: off)")
           ->capture_default_str();
