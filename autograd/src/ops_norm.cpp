@@ -7,6 +7,7 @@
 
 #include "edgetune/autograd/ops.h"
 #include "edgetune/autograd/profile.h"
+#include "fastmath.h"
 #include "ops_common.h"
 
 namespace edgetune::ops {
@@ -196,10 +197,8 @@ Tensor softmax(const Tensor& x, const Tensor& mask) {
         mx = std::max(mx, yr[j]);
       }
       T sum = 0;
-      for (std::int64_t j = 0; j < s; ++j) {
-        yr[j] = std::exp(yr[j] - mx);
-        sum += yr[j];
-      }
+      for (std::int64_t j = 0; j < s; ++j) yr[j] = exp_of(yr[j] - mx);
+      for (std::int64_t j = 0; j < s; ++j) sum += yr[j];
       const T inv = T(1) / sum;
       for (std::int64_t j = 0; j < s; ++j) yr[j] *= inv;
     }

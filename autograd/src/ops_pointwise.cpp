@@ -9,6 +9,7 @@
 
 #include "edgetune/autograd/ops.h"
 #include "edgetune/autograd/profile.h"
+#include "fastmath.h"
 #include "ops_common.h"
 
 namespace edgetune::ops {
@@ -77,9 +78,14 @@ Tensor add(const Tensor& a, const Tensor& b) {
     const T* pa = a.data<T>();
     const T* pb = b.data<T>();
     T* py = y.data<T>();
-    const std::int64_t n = a.numel();
-#pragma omp parallel for simd if (worth_threads(n))
-    for (std::int64_t i = 0; i < n; ++i) py[i] = pa[i] + pb[i % inner];
+    const std::int64_t outer = a.numel() / std::max<std::int64_t>(inner, 1);
+#pragma omp parallel for schedule(static) if (worth_threads(a.numel()))
+    for (std::int64_t o = 0; o < outer; ++o) {
+      const T* ra = pa + o * inner;
+      T* ry = py + o * inner;
+#pragma omp simd
+      for (std::int64_t j = 0; j < inner; ++j) ry[j] = ra[j] + pb[j];
+    }
   });
   if (should_record({&a, &b})) record(y, std::make_shared<AddNode>(inner), {&a, &b});
   return y;
@@ -102,8 +108,12 @@ class MulNode : public Node {
       if (grads.needed(0)) {
         T* da = grads.at(0).data<T>();
         const T* pb = b_.data<T>();
-#pragma omp parallel for simd if (worth_threads(n))
-        for (std::int64_t i = 0; i < n; ++i) da[i] += g[i] * pb[i % inner_];
+        const std::int64_t outer = n / std::max<std::int64_t>(inner_, 1);
+#pragma omp parallel for schedule(static) if (worth_threads(n))
+        for (std::int64_t o = 0; o < outer; ++o) {
+#pragma omp simd
+          for (std::int64_t j = 0; j < inner_; ++j) da[o * inner_ + j] += g[o * inner_ + j] * pb[j];
+        }
       }
       if (grads.needed(1)) {
         T* db = grads.at(1).data<T>();
@@ -139,9 +149,14 @@ Tensor mul(const Tensor& a, const Tensor& b) {
     const T* pa = a.data<T>();
     const T* pb = b.data<T>();
     T* py = y.data<T>();
-    const std::int64_t n = a.numel();
-#pragma omp parallel for simd if (worth_threads(n))
-    for (std::int64_t i = 0; i < n; ++i) py[i] = pa[i] * pb[i % inner];
+    const std::int64_t outer = a.numel() / std::max<std::int64_t>(inner, 1);
+#pragma omp parallel for schedule(static) if (worth_threads(a.numel()))
+    for (std::int64_t o = 0; o < outer; ++o) {
+      const T* ra = pa + o * inner;
+      T* ry = py + o * inner;
+#pragma omp simd
+      for (std::int64_t j = 0; j < inner; ++j) ry[j] = ra[j] * pb[j];
+    }
   });
   if (should_record({&a, &b})) {
     record(y,
@@ -200,62 +215,6 @@ Tensor scale(const Tensor& x, double s) {
 
 namespace {
 
-// erf and exp in float32 as straight-line arithmetic the compiler vectorises (the libm calls do
-// not). erf: the 13/8-degree rational interpolant Eigen uses for float (a couple of ulp on [-4, 4],
-// +-1 beyond). exp: Cody-Waite range reduction x = n ln2 + r and a degree-6 polynomial for e^r
-// (about 1 ulp), 2^n put in the exponent bits. float64 keeps std::erf / std::exp (gradient checks).
-inline float fast_erf(float x) {
-  x = std::fmin(std::fmax(x, -4.0f), 4.0f);
-  const float x2 = x * x;
-  float p = -2.72614225801306e-10f;
-  p = p * x2 + 2.77068142495902e-08f;
-  p = p * x2 + -2.10102402082508e-06f;
-  p = p * x2 + -5.69250639462346e-05f;
-  p = p * x2 + -7.34990630326855e-04f;
-  p = p * x2 + -2.95459980854025e-03f;
-  p = p * x2 + -1.60960333262415e-02f;
-  float q = -1.45660718464996e-05f;
-  q = q * x2 + -2.13374055278905e-04f;
-  q = q * x2 + -1.68282697438203e-03f;
-  q = q * x2 + -7.37332916720468e-03f;
-  q = q * x2 + -1.42647390514189e-02f;
-  // Never past +-1, so 1 + erf(x) stays >= 0 where it cancels.
-  return std::fmin(std::fmax(x * p / q, -1.0f), 1.0f);
-}
-
-inline float fast_exp(float x) {
-  x = std::fmin(std::fmax(x, -87.0f), 88.0f);
-  const float n = std::nearbyint(x * 1.44269504088896341f);
-  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;
-  float p = 1.9875691500e-4f;
-  p = p * r + 1.3981999507e-3f;
-  p = p * r + 8.3334519073e-3f;
-  p = p * r + 4.1665795894e-2f;
-  p = p * r + 1.6666665459e-1f;
-  p = p * r + 5.0000001201e-1f;
-  p = p * r * r + r + 1.0f;
-  const std::int32_t bits = (static_cast<std::int32_t>(n) + 127) << 23;
-  return p * std::bit_cast<float>(bits);
-}
-
-template <class T>
-inline T erf_of(T x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return fast_erf(x);
-  } else {
-    return std::erf(x);
-  }
-}
-
-template <class T>
-inline T exp_of(T x) {
-  if constexpr (std::is_same_v<T, float>) {
-    return fast_exp(x);
-  } else {
-    return std::exp(x);
-  }
-}
-
 struct GeluErf {
   static constexpr const char* kName = "gelu";
   static constexpr bool kKeepsOutput = false;
@@ -278,11 +237,11 @@ struct GeluTanh {
   static constexpr double kC = 0.7978845608028654;  // sqrt(2 / pi)
   template <class T>
   static T value(T x) {
-    return T(0.5) * x * (T(1) + std::tanh(T(kC) * (x + T(0.044715) * x * x * x)));
+    return T(0.5) * x * (T(1) + tanh_of(T(kC) * (x + T(0.044715) * x * x * x)));
   }
   template <class T>
   static T derivative(T x, T /*y*/) {
-    const T t = std::tanh(T(kC) * (x + T(0.044715) * x * x * x));
+    const T t = tanh_of(T(kC) * (x + T(0.044715) * x * x * x));
     return T(0.5) * (T(1) + t) +
            T(0.5) * x * (T(1) - t * t) * T(kC) * (T(1) + T(3 * 0.044715) * x * x);
   }
@@ -306,7 +265,7 @@ struct Tanh {
   static constexpr bool kKeepsOutput = true;
   template <class T>
   static T value(T x) {
-    return std::tanh(x);
+    return tanh_of(x);
   }
   template <class T>
   static T derivative(T /*x*/, T y) {
