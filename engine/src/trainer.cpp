@@ -175,6 +175,8 @@ void on_signal(int sig) {
 
 void request_stop() { g_stop.store(true); }
 
+bool stop_requested() { return g_stop.load(); }
+
 void install_interrupt_handler() {
   std::signal(SIGINT, on_signal);
   std::signal(SIGTERM, on_signal);

@@ -1,14 +1,13 @@
 // `edgetune pretrain`: masked-LM pretraining of a BERT on plain-text files into a run folder that
 // is also a Hugging Face BertForMaskedLM folder (engine/pretrain.h). Ctrl-C saves a checkpoint
 // and exits; --resume RUN_DIR continues it.
-#include <atomic>
-#include <csignal>
 #include <cstdio>
 #include <iostream>
 
 #include "commands.h"
 #include "edgetune/autograd/memory.h"
 #include "edgetune/engine/pretrain.h"
+#include "edgetune/engine/trainer.h"
 
 namespace edgetune::cli {
 namespace {
@@ -20,22 +19,10 @@ struct PretrainArgs {
   double dropout = -1;
 };
 
-// The first SIGINT / SIGTERM asks the run to stop after its current step and save; a second one
-// ends the process at once.
-std::atomic<bool> g_stop{false};
-volatile std::sig_atomic_t g_signals = 0;
-void on_signal(int sig) {
-  g_signals = g_signals + 1;
-  if (g_signals > 1) {
-    std::signal(sig, SIG_DFL);
-    std::raise(sig);
-  }
-  g_stop.store(true);
-}
-
 int run(PretrainArgs& a, CLI::App& app) {
-  std::signal(SIGINT, on_signal);
-  std::signal(SIGTERM, on_signal);
+  // The first Ctrl-C / SIGTERM stops the run after its current step with a checkpoint; a second
+  // one ends the process at once.
+  install_interrupt_handler();
   std::optional<Pretrainer> trainer;
   if (!a.resume.empty()) {
     for (const char* opt :
@@ -61,7 +48,7 @@ int run(PretrainArgs& a, CLI::App& app) {
     if (a.dropout >= 0) c.dropout = a.dropout;
     trainer.emplace(std::move(c), &std::cerr);
   }
-  const PretrainResult r = trainer->run([] { return g_stop.load(); });
+  const PretrainResult r = trainer->run([] { return stop_requested(); });
   std::fprintf(
       stderr,
       "done: %lld steps, %lld tokens in %.0f s; peak memory: accountant %s, process (VmHWM) %s\n",

@@ -123,6 +123,9 @@ TensorBatch slice_rows(const TensorBatch& batch, std::size_t start, std::size_t 
 // Asks a running trainer to stop after its current optimizer step, save a checkpoint and return
 // (TrainResult::interrupted). Safe to call from a signal handler.
 void request_stop();
+// Whether request_stop() (or the handler below) asked for a stop since the last Trainer::run
+// started; other long loops (the pretrainer) poll it too.
+bool stop_requested();
 // Installs a SIGINT / SIGTERM handler that calls request_stop() (a second Ctrl-C exits at once).
 void install_interrupt_handler();
 
