@@ -3,7 +3,7 @@
 //   erf:  the 13/8-degree rational interpolant Eigen uses for float (a couple of ulp on [-4, 4],
 //         +-1 beyond).
 //   exp:  Cody-Waite range reduction x = n ln2 + r, a degree-6 polynomial for e^r (about 1 ulp),
-//         2^n written into the exponent bits.
+//         2^n written into the exponent bits; 0 below -87 (no denormal results).
 //   tanh: the 13/6-degree rational interpolant Eigen uses for float (a couple of ulp), x itself
 //         below 4e-4.
 // Clamps are comparisons, not fmin/fmax (which are calls under IEEE NaN rules).
@@ -37,8 +37,8 @@ inline float fast_erf(float x) {
   return clamp_to(x * p / q, -1.0f, 1.0f);
 }
 
-inline float fast_exp(float x) {
-  x = clamp_to(x, -87.0f, 88.0f);
+inline float fast_exp(float a) {
+  const float x = clamp_to(a, -87.0f, 88.0f);
   // n = round(x / ln2) by the 1.5 * 2^23 trick (exact for |n| < 2^22, round to nearest even).
   const float shift = 12582912.0f;
   const float n = (x * 1.44269504088896341f + shift) - shift;
@@ -51,7 +51,9 @@ inline float fast_exp(float x) {
   p = p * r + 5.0000001201e-1f;
   p = p * r * r + r + 1.0f;
   const std::int32_t bits = (static_cast<std::int32_t>(n) + 127) << 23;
-  return p * std::bit_cast<float>(bits);
+  // Below -87 the result is 0, as libm's rounds e^-104 and less: a masked attention score
+  // (-10000 or -inf) must give an exact 0, not a denormal that slows every later product.
+  return a < -87.0f ? 0.0f : p * std::bit_cast<float>(bits);
 }
 
 inline float fast_tanh(float a) {
