@@ -233,8 +233,10 @@ Plan choose_plan(const PlanRequest& r, std::size_t budget, std::optional<bool> f
     const std::size_t fixed = e.bytes[0] + e.bytes[1] + e.bytes[2] + e.bytes[3];
     std::string hint;
     if (fixed > budget) {
-      hint = "the weights and optimizer state alone take " + format_bytes(fixed) +
-             ": use --quant q4 (and --quant-embeddings), a smaller model, or a lighter method";
+      const bool all_q4 = r.base == DType::Q4 && r.quant_embeddings;
+      hint = "the weights and optimizer state alone take " + format_bytes(fixed) + ": use " +
+             (all_q4 ? std::string() : "--quant q4 (and --quant-embeddings), ") +
+             "a smaller model, or a lighter method";
     } else {
       hint = "lower --max-length (now " + std::to_string(r.length) + ") or use --lora-fa";
     }

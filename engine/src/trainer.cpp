@@ -239,9 +239,9 @@ void Trainer::Impl::prepare() {
   }
   if (cfg.out.empty()) throw std::invalid_argument("--out RUN_DIR is required");
   kernels::set_num_threads(cfg.threads);
-  fs::create_directories(cfg.out);
 
-  // Data: read, label, tokenize.
+  // Data: read, label, tokenize. Nothing is written to the run folder until the data, the plan
+  // and the model are known to be good: a run that fails to start leaves no folder behind.
   const BertConfig base_cfg = load_config(cfg.model_dir);
   data::Dataset train = cfg.train_data ? *cfg.train_data : read_data(cfg.train_file, cfg.data, true);
   if (train.bad_rows) {
@@ -259,7 +259,6 @@ void Trainer::Impl::prepare() {
   }
   map.assign(train);
   labels = map.id2label();
-  if (!resuming) map.save(cfg.out / "labels.json");
 
   tokenizer.emplace(data::load_tokenizer_from_model_dir(cfg.model_dir));
   std::vector<data::Encoding> enc = data::encode_dataset(*tokenizer, train, cfg.data.max_length);
@@ -364,6 +363,9 @@ void Trainer::Impl::prepare() {
                                                                        "' (expected constant, linear or cosine)");
   schedule.emplace(kind, optim::warmup_steps_from_ratio(total_steps, cfg.warmup_ratio), total_steps);
   manual_seed(cfg.seed);
+
+  fs::create_directories(cfg.out);
+  if (!resuming) map.save(cfg.out / "labels.json");
 
   std::int64_t trainable = 0;
   for (const auto& p : params) trainable += p.tensor.numel();

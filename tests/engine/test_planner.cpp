@@ -143,8 +143,32 @@ TEST_CASE("planner: a budget below the smallest achievable peak fails before tra
     REQUIRE_THAT(e.what(), Catch::Contains(format_bytes(smallest.total())) &&
                                Catch::Contains("raise --memory-budget"));
   }
-  // When even the weights do not fit, the message says so and points at quantization.
+  // When even the weights do not fit, the message says so and points at quantization...
   REQUIRE_THROWS_WITH(choose_plan(r, 1024), Catch::Contains("--quant q4"));
+  // ...unless everything is already 4-bit.
+  PlanRequest q4 = request(Method::Lora, DType::Q4, 8, 64);
+  q4.quant_embeddings = true;
+  REQUIRE_THROWS_WITH(choose_plan(q4, 1024), Catch::Contains("weights and optimizer state alone") &&
+                                                 !Catch::Contains("--quant q4"));
+}
+
+TEST_CASE("planner: a run that cannot fit leaves no run folder behind", "[planner]") {
+  const fs::path out = fs::temp_directory_path() / "edgetune-planner-nofit";
+  fs::remove_all(out);
+  const fs::path data = fs::temp_directory_path() / "edgetune-planner-nofit.tsv";
+  {
+    std::ofstream f(data);
+    f << "sentence\tlabel\na good day\t1\na bad day\t0\n";
+  }
+  TrainConfig c;
+  c.model_dir = test::golden_dir() / "bert" / "small";
+  c.train_file = data;
+  c.out = out;
+  c.memory_budget = 1024;
+  Trainer t(c, nullptr);
+  REQUIRE_THROWS_AS(t.run(), PlanError);
+  Accountant::global().set_budget(0);
+  CHECK_FALSE(fs::exists(out));
 }
 
 TEST_CASE("planner: training under a budget stays under it, and the plan is printed", "[planner][memory]") {
