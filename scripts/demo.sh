@@ -29,11 +29,14 @@ data=.cache/sentiment/sentiment.tsv
 model=models/edgetune-mini-uncased
 run=.cache/demo/run
 
+# LoRA on all six linear modules of each layer, at a learning rate the small model needs (the
+# shipped model is weak: query,value alone at 1e-3 reach about 66 % here, these settings 76 %).
 echo "== fine-tuning $model: q4 base, LoRA, 64 MiB budget, 80/20 split (seed 42)"
 rm -rf "$run"
 "$edgetune" train --model "$model" --train "$data" --eval-split 0.2 --seed 42 \
   --quant q4 --method lora --memory-budget 64M \
-  --epochs 3 --batch-size 32 --max-length 64 --lr 1e-3 --warmup-ratio 0.1 --log-every 15 \
+  --lora-targets query,key,value,attention.output,intermediate,output \
+  --epochs 8 --batch-size 32 --max-length 64 --lr 2e-3 --warmup-ratio 0.1 --log-every 25 \
   --out "$run"
 
 echo "== classifying sentences the model has not seen (label 1: positive, 0: negative)"
