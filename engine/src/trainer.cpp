@@ -7,6 +7,9 @@
 #include <csignal>
 #include <cstdio>
 #include <fstream>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 #include <sstream>
 
 #include "edgetune/autograd/file_io.h"
@@ -292,6 +295,17 @@ void Trainer::Impl::prepare() {
   // Model.
   Accountant& acc = Accountant::global();
   acc.set_budget(cfg.memory_budget);
+#if defined(__GLIBC__)
+  if (cfg.memory_budget > 0) {
+    // Under a budget, resident memory beats speed. glibc raises its mmap threshold every time a
+    // large block is freed; after that, temporaries of 128 KiB and more (GEMM packing buffers,
+    // small activations) come from the heap and stay resident when freed. A fixed threshold
+    // returns them to the system. Measured on the shipped model, q4 + LoRA, budget 64 MiB:
+    // VmHWM 95.6 -> 80.4 MiB (accountant 52.5 MiB), steps about 20 % slower. Without a budget
+    // glibc's default stands. Process-wide, as the budget is.
+    mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+  }
+#endif
   BertConfig model_cfg = base_cfg;
   if (cfg.dropout) {
     model_cfg.hidden_dropout_prob = *cfg.dropout;

@@ -5,10 +5,6 @@
 #include <iostream>
 #include <map>
 
-#if defined(__GLIBC__)
-#include <malloc.h>
-#endif
-
 #include "commands.h"
 
 namespace edgetune::cli {
@@ -20,14 +16,6 @@ std::vector<Command>& command_registry() {
 
 int main(int argc, char** argv) {
   using namespace edgetune::cli;
-#if defined(__GLIBC__)
-  // glibc raises its mmap threshold every time a large block is freed; after that, large
-  // temporaries (Eigen's GEMM packing buffers, batch vectors) come from the heap and stay resident
-  // when freed. A fixed threshold returns them to the system: a q4 + LoRA run of the shipped model
-  // under --memory-budget 64M peaked at 91 MiB resident without it, 67 MiB with it (accountant
-  // 51 MiB). An app that embeds the library can make the same call.
-  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
-#endif
   CLI::App app{"edgetune: fine-tune a compressed BERT text classifier on the device that holds the data"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "edgetune 0.1.0");
