@@ -66,12 +66,11 @@ class AddNode : public Node {
 };
 }  // namespace
 
-Tensor add(const Tensor& a, const Tensor& b) {
-  profile::Scope profile_scope("add");
-  require_float("add", a);
-  require_float("add", b);
-  require_same_dtype("add", a, b);
-  const std::int64_t inner = broadcast_inner("add", a, b);
+namespace {
+// y[o, j] = op(a[o, j], b[j]): a of any shape, b broadcast over a's leading dimensions (b's
+// numel is `inner`, a's last dimensions), rows in parallel, the inner loop vectorised.
+template <class Op>
+Tensor broadcast_apply(const Tensor& a, const Tensor& b, std::int64_t inner, Op op) {
   Tensor y = new_output(a.shape(), a.dtype());
   dispatch(a.dtype(), [&](auto zero) {
     using T = decltype(zero);
@@ -84,9 +83,20 @@ Tensor add(const Tensor& a, const Tensor& b) {
       const T* ra = pa + o * inner;
       T* ry = py + o * inner;
 #pragma omp simd
-      for (std::int64_t j = 0; j < inner; ++j) ry[j] = ra[j] + pb[j];
+      for (std::int64_t j = 0; j < inner; ++j) ry[j] = op(ra[j], pb[j]);
     }
   });
+  return y;
+}
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b) {
+  profile::Scope profile_scope("add");
+  require_float("add", a);
+  require_float("add", b);
+  require_same_dtype("add", a, b);
+  const std::int64_t inner = broadcast_inner("add", a, b);
+  Tensor y = broadcast_apply(a, b, inner, [](auto x, auto z) { return x + z; });
   if (should_record({&a, &b})) record(y, std::make_shared<AddNode>(inner), {&a, &b});
   return y;
 }
@@ -143,21 +153,7 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   require_float("mul", b);
   require_same_dtype("mul", a, b);
   const std::int64_t inner = broadcast_inner("mul", a, b);
-  Tensor y = new_output(a.shape(), a.dtype());
-  dispatch(a.dtype(), [&](auto zero) {
-    using T = decltype(zero);
-    const T* pa = a.data<T>();
-    const T* pb = b.data<T>();
-    T* py = y.data<T>();
-    const std::int64_t outer = a.numel() / std::max<std::int64_t>(inner, 1);
-#pragma omp parallel for schedule(static) if (worth_threads(a.numel()))
-    for (std::int64_t o = 0; o < outer; ++o) {
-      const T* ra = pa + o * inner;
-      T* ry = py + o * inner;
-#pragma omp simd
-      for (std::int64_t j = 0; j < inner; ++j) ry[j] = ra[j] * pb[j];
-    }
-  });
+  Tensor y = broadcast_apply(a, b, inner, [](auto x, auto z) { return x * z; });
   if (should_record({&a, &b})) {
     record(y,
            std::make_shared<MulNode>(b.requires_grad() ? a.detach() : Tensor(),
