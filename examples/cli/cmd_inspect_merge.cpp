@@ -9,6 +9,7 @@
 #include "edgetune/engine/loader.h"
 #include "edgetune/engine/planner.h"
 #include "edgetune/engine/session.h"
+#include "edgetune/engine/trainer.h"
 #include "options.h"
 
 namespace edgetune::cli {
@@ -64,7 +65,7 @@ int run_inspect(const InspectArgs& a) {
     r.quant_embeddings = a.model.quant_embeddings;
     r.batch = a.batch_size;
     r.length = a.max_length;
-    r.optimizer = a.optimizer;
+    r.optimizer = settings::parse_choice<optim::OptimizerKind>(kOptimizerNames, "--optimizer", a.optimizer);
     const std::size_t budget = a.budget.empty() ? 0 : parse_bytes(a.budget);
     plan = choose_plan(r, budget);
     nlohmann::json est = nlohmann::json::object();

@@ -1,10 +1,53 @@
 // Shared command-line options (see options.h).
 #include "options.h"
 
+#include <csignal>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
+
 #include "commands.h"
 #include "edgetune/autograd/kernels.h"
+#include "settings_cli.h"
 
 namespace edgetune::cli {
+
+namespace {
+// The token the signal handler stops: the command line runs one training per process.
+const StopToken* g_signal_stop = nullptr;
+volatile std::sig_atomic_t g_signals = 0;
+
+void on_signal(int sig) {
+  g_signals = g_signals + 1;
+  if (g_signals > 1) {
+    std::signal(sig, SIG_DFL);
+    std::raise(sig);
+  }
+  if (g_signal_stop != nullptr) g_signal_stop->request_stop();
+}
+}  // namespace
+
+StopToken install_stop_signals() {
+  static const StopToken token;
+  g_signal_stop = &token;
+  std::signal(SIGINT, on_signal);
+  std::signal(SIGTERM, on_signal);
+  return token;
+}
+
+void limit_allocator_slack() {
+#if defined(__GLIBC__)
+  mallopt(M_MMAP_THRESHOLD, 128 * 1024);
+#endif
+}
+
+void reject_on_resume(const SettingsBinder& bound, const std::set<std::string>& allowed) {
+  for (const auto& [key, option] : bound.options()) {
+    if (option->count() > 0 && !allowed.contains(key)) {
+      throw UsageError("--resume continues with the settings in RUN_DIR/run.json; drop " + option->get_name());
+    }
+  }
+}
 
 DType ModelArgs::base() const {
   if (quant == "f32") return DType::F32;

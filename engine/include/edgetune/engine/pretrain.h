@@ -44,6 +44,8 @@
 
 #include "edgetune/data/tokenizer.h"
 #include "edgetune/engine/bert.h"
+#include "edgetune/engine/run.h"
+#include "edgetune/engine/settings.h"
 
 namespace edgetune {
 
@@ -128,14 +130,61 @@ struct PretrainConfig {
   int threads = 0;                // 0: all cores
   double eval_split = 0.01;       // fraction of segments held out (0: none)
   std::int64_t eval_every = 500;  // steps between evaluations (0: only at the end)
-  std::int64_t save_every = 0;    // steps between checkpoints (0: only at the end)
+  std::int64_t save_every = 0;    // steps between checkpoints (0: only at epoch ends and the end)
   int log_every = 10;             // steps between progress lines
   int eval_batch_size = 64;
   bool save_f16 = false;  // model.safetensors in half precision
   MaskingOptions masking;
+  // Memory, as for fine-tuning: a budget (0: none), and the plan (0 / unset: the planner's).
+  std::size_t memory_budget = 0;
+  int micro_batch = 0;
+  std::optional<bool> checkpoint_layers;
+
+  // The settings table (settings.h); defaults are the initialisers above.
+  template <class Self, class V>
+  static void fields(Self& c, V& v) {
+    using namespace settings;
+    v("model", c.model_dir, "the starting BERT folder (e.g. from `edgetune create-model`); its vocab.txt tokenizes");
+    v("corpus", c.corpus, "plain-text files: one paragraph per line, a blank line between documents");
+    v("out", c.out, "run folder: the pretrained model, metrics.jsonl, checkpoints");
+    v("max_length", c.max_length, "tokens per segment, [CLS] and [SEP] included", at_least(3));
+    v("batch_size", c.batch_size, "segments per optimizer step", at_least(1));
+    v("lr", c.lr, "peak learning rate (AdamW)", at_least(0));
+    v("weight_decay", c.weight_decay, "weight decay (not on biases and LayerNorm)", at_least(0));
+    v("adam_beta1", c.adam_beta1, "AdamW's beta1", below(0, 1));
+    v("adam_beta2", c.adam_beta2, "AdamW's beta2 (0.98 as RoBERTa for a steadier start)", below(0, 1));
+    v("adam_eps", c.adam_eps, "AdamW's epsilon", at_least(0));
+    v("warmup_ratio", c.warmup_ratio, "fraction of the steps warming up linearly; then linear decay",
+      in_range(0, 1));
+    v("max_grad_norm", c.max_grad_norm, "clip the gradient norm (0: off)", at_least(0));
+    v("epochs", c.epochs, "passes over the training segments", at_least(1));
+    v("max_steps", c.max_steps, "run exactly N optimizer steps (overrides --epochs)", at_least(0));
+    v("seed", c.seed, "seed of the split, order, masks, dropout and fresh heads");
+    v("dropout", c.dropout, "override the model's dropout probabilities (0: deterministic)", below(0, 1));
+    v("threads", c.threads, "threads for the kernels (0: all cores)", at_least(0));
+    v("eval_split", c.eval_split, "fraction of segments held out for evaluation", below(0, 1));
+    v("eval_every", c.eval_every, "steps between held-out evaluations (0: at the end only)", at_least(0));
+    v("save_every", c.save_every, "write a checkpoint every N steps", at_least(0));
+    v("log_every", c.log_every, "steps between progress lines", at_least(1));
+    v("eval_batch_size", c.eval_batch_size, "segments per forward pass of evaluation", at_least(1));
+    v("save_f16", c.save_f16, "save model.safetensors in half precision (half the bytes)", with_flag("--f16"));
+    v("mlm_probability", c.masking.probability, "fraction of tokens chosen for prediction", above(0));
+    v("mask_fraction", c.masking.mask_fraction, "of the chosen tokens, the fraction replaced by [MASK]",
+      in_range(0, 1));
+    v("random_fraction", c.masking.random_fraction,
+      "of the chosen tokens, the fraction replaced by a random token", in_range(0, 1));
+    v("memory_budget", c.memory_budget,
+      "hard memory limit, e.g. 256M: the planner picks checkpointing and micro-batches to fit", bytes());
+    v("micro_batch", c.micro_batch, "segments per forward/backward (0: the planner decides)", at_least(0));
+    v("checkpoint_layers", c.checkpoint_layers, "encoder-layer checkpointing: auto, on, off",
+      with_flag("--checkpointing"));
+  }
 
   nlohmann::json to_json() const;
-  static PretrainConfig from_json(const nlohmann::json& j);
+  // The defaults with the keys of j over them; unknown keys and values are errors naming the key.
+  static PretrainConfig from_json(const nlohmann::json& j, const std::string& source = "options");
+  // Every range of the table and the checks across fields; one line naming the setting.
+  void validate() const;
 };
 
 struct MlmEval {
@@ -174,13 +223,14 @@ class Pretrainer {
   // Continues the run in run_dir from its last checkpoint, with its run.json settings (threads
   // may change, which changes the bits). The model is read back from run_dir itself.
   static Pretrainer resume(const std::filesystem::path& run_dir, std::ostream* log,
-                           std::optional<int> threads = std::nullopt);
+                           std::optional<int> threads = std::nullopt,
+                           std::optional<std::size_t> memory_budget = std::nullopt);
   ~Pretrainer();
   Pretrainer(Pretrainer&&) noexcept;
 
-  // should_stop is asked after every optimizer step; when it returns true the run saves a
+  // hooks.should_stop is asked after every optimizer step; when it returns true the run saves a
   // checkpoint and returns with interrupted set (a SIGINT handler can feed it).
-  PretrainResult run(const std::function<bool()>& should_stop = {});
+  PretrainResult run(const RunHooks& hooks = {});
 
  private:
   struct Impl;

@@ -1,0 +1,118 @@
+// Settings tables (engine/settings.h) bound to command-line options: each field of a settings
+// struct becomes the option "--" + key (or the table's flag), with the table's help text, its
+// default shown, enums checked against their names, byte sizes parsed
+// ("128M"), lists split at commas, and optionals left unset unless given.
+#pragma once
+
+#include <CLI/CLI.hpp>
+
+#include <map>
+#include <set>
+#include <string>
+
+#include "commands.h"
+#include "edgetune/autograd/memory.h"
+#include "edgetune/engine/settings.h"
+
+namespace edgetune::cli {
+
+class SettingsBinder {
+ public:
+  // Fields whose keys are in `skip` get no option.
+  explicit SettingsBinder(CLI::App& app, std::set<std::string> skip = {}) : app_(app), skip_(std::move(skip)) {}
+
+  template <class T>
+  void operator()(const char* key, T& value, const char* help, const settings::Spec& spec = {}) {
+    const std::string flag = flag_of(key, spec);
+    if (flag.empty()) return;
+    CLI::Option* o = nullptr;
+    if constexpr (std::is_same_v<T, bool>) {
+      o = spec.negated ? app_.add_flag_callback(flag, [&value] { value = false; }, help)
+                       : app_.add_flag(flag, value, help);
+    } else if constexpr (std::is_same_v<T, std::optional<bool>>) {
+      static const std::map<std::string, std::optional<bool>> kAutoOnOff = {
+          {"auto", std::nullopt}, {"on", true}, {"off", false}};
+      o = app_.add_option_function<std::string>(
+                  flag, [&value](const std::string& s) { value = kAutoOnOff.at(s); }, help)
+              ->check(CLI::IsMember({"auto", "on", "off"}))
+              ->default_str(value ? (*value ? "on" : "off") : "auto");
+    } else if constexpr (std::is_same_v<T, data::ColumnRef> ||
+                         std::is_same_v<T, std::optional<data::ColumnRef>>) {
+      o = app_.add_option_function<std::string>(
+          flag,
+          [&value, flag](const std::string& s) {
+            try {
+              value = data::ColumnRef::parse(s);
+            } catch (const std::invalid_argument& e) {
+              throw CLI::ValidationError(flag, e.what());
+            }
+          },
+          help);
+    } else if constexpr (std::is_same_v<T, std::filesystem::path>) {
+      o = app_.add_option_function<std::string>(
+          flag, [&value](const std::string& s) { value = s; }, help);
+    } else if constexpr (std::is_same_v<T, std::vector<std::filesystem::path>>) {
+      o = app_.add_option_function<std::vector<std::string>>(
+          flag, [&value](const std::vector<std::string>& v) { value.assign(v.begin(), v.end()); }, help);
+    } else if constexpr (std::is_same_v<T, std::vector<std::string>>) {
+      std::string shown;
+      for (const auto& s : value) shown += (shown.empty() ? "" : ",") + s;
+      o = app_.add_option(flag, value, help)->delimiter(',')->default_str(shown);
+    } else if constexpr (std::is_same_v<T, std::size_t>) {
+      if (spec.bytes) {
+        o = app_.add_option_function<std::string>(
+            flag,
+            [&value, flag](const std::string& s) {
+              try {
+                value = parse_bytes(s);
+              } catch (const std::invalid_argument& e) {
+                throw CLI::ValidationError(flag, e.what());  // a usage error (exit 2)
+              }
+            },
+            help);
+      } else {
+        o = app_.add_option(flag, value, help)->capture_default_str();
+      }
+    } else if constexpr (settings::detail::is_optional<T>::value) {
+      o = app_.add_option(flag, value, help);
+    } else {
+      o = app_.add_option(flag, value, help)->capture_default_str();
+    }
+    flags_[key] = o;
+  }
+
+  template <class E, std::size_t N>
+  void operator()(const char* key, E& value, const settings::Choice<E> (&choices)[N], const char* help,
+                  const settings::Spec& spec = {}) {
+    const std::string flag = flag_of(key, spec);
+    if (flag.empty()) return;
+    // The names are checked with IsMember (CLI::CheckedTransformer's messages print the enum's
+    // numeric values) and mapped through the table.
+    std::vector<std::string> names;
+    for (const auto& c : choices) names.emplace_back(c.name);
+    flags_[key] = app_.add_option_function<std::string>(
+                          flag, [&value, &choices](const std::string& s) { value = settings::parse_choice<E>(choices, "", s); },
+                          help)
+                      ->check(CLI::IsMember(names))
+                      ->default_str(settings::name_of<E>(choices, value));
+  }
+
+  // The options bound, by key.
+  const std::map<std::string, CLI::Option*>& options() const { return flags_; }
+
+ private:
+  std::string flag_of(const char* key, const settings::Spec& spec) const {
+    if (skip_.contains(key)) return "";
+    if (spec.flag != nullptr) return spec.flag;
+    return settings::default_flag(key);
+  }
+  CLI::App& app_;
+  std::set<std::string> skip_;
+  std::map<std::string, CLI::Option*> flags_;
+};
+
+// After parsing: the settings given on the command line that a resumed run may not change, as a
+// usage error ("--resume continues with the settings in RUN_DIR/run.json; drop --lr").
+void reject_on_resume(const SettingsBinder& bound, const std::set<std::string>& allowed);
+
+}  // namespace edgetune::cli
