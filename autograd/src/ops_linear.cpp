@@ -63,8 +63,7 @@ class MatmulNode : public Node {
   const char* name() const override { return "matmul"; }
   // grads: 0 -> da (shape of a), 1 -> db (shape of b); dc (..., M, N)
   void backward(const Tensor& dc, GradSink& grads) override {
-    dispatch(dc.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dc.dtype(), [&]<class T>() {
       const auto [batch, m, n, k] = d_;
       const T* g = dc.data<T>();
       if (grads.needed(0)) {
@@ -120,8 +119,7 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   out_shape[-1] = n;
   const MatmulDims d{out_shape.numel() / std::max<std::int64_t>(m * n, 1), m, n, k};
   Tensor c = new_output(out_shape, a.dtype());
-  dispatch(a.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(a.dtype(), [&]<class T>() {
     kernels::batched_gemm(c.data<T>(), a.data<T>(), b.data<T>(), d.batch, m, n, k, trans_a,
                           trans_b, false);
   });

@@ -40,8 +40,7 @@ class AddNode : public Node {
   const char* name() const override { return "add"; }
   // grads: 0 -> da (shape of a), 1 -> db (shape of b, summed over the broadcast dims)
   void backward(const Tensor& dy, GradSink& grads) override {
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dy.dtype(), [&]<class T>() {
       const T* g = dy.data<T>();
       const std::int64_t n = dy.numel();
       if (grads.needed(0)) {
@@ -72,8 +71,7 @@ namespace {
 template <class Op>
 Tensor broadcast_apply(const Tensor& a, const Tensor& b, std::int64_t inner, Op op) {
   Tensor y = new_output(a.shape(), a.dtype());
-  dispatch(a.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(a.dtype(), [&]<class T>() {
     const T* pa = a.data<T>();
     const T* pb = b.data<T>();
     T* py = y.data<T>();
@@ -111,8 +109,7 @@ class MulNode : public Node {
   const char* name() const override { return "mul"; }
   // grads: 0 -> da += dy * b, 1 -> db += sum over broadcast dims of dy * a
   void backward(const Tensor& dy, GradSink& grads) override {
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dy.dtype(), [&]<class T>() {
       const T* g = dy.data<T>();
       const std::int64_t n = dy.numel();
       if (grads.needed(0)) {
@@ -172,8 +169,7 @@ class ScaleNode : public Node {
   const char* name() const override { return "scale"; }
   // grads: 0 -> dx += s dy
   void backward(const Tensor& dy, GradSink& grads) override {
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dy.dtype(), [&]<class T>() {
       const T* g = dy.data<T>();
       T* dx = grads.at(0).data<T>();
       const T s = static_cast<T>(s_);
@@ -192,8 +188,7 @@ Tensor scale(const Tensor& x, double s) {
   profile::Scope profile_scope("scale");
   require_float("scale", x);
   Tensor y = new_output(x.shape(), x.dtype());
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* py = y.data<T>();
     const T sc = static_cast<T>(s);
@@ -276,8 +271,7 @@ class UnaryNode : public Node {
   const char* name() const override { return F::kName; }
   // grads: 0 -> dx += dy * f'(x)
   void backward(const Tensor& dy, GradSink& grads) override {
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dy.dtype(), [&]<class T>() {
       const T* g = dy.data<T>();
       const T* k = kept_.data<T>();
       T* dx = grads.at(0).data<T>();
@@ -299,8 +293,7 @@ Tensor unary(const Tensor& x) {
   profile::Scope profile_scope(F::kName);
   require_float(F::kName, x);
   Tensor y = new_output(x.shape(), x.dtype());
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* py = y.data<T>();
     const std::int64_t n = x.numel();
@@ -330,8 +323,7 @@ class DropoutNode : public Node {
   const char* name() const override { return "dropout"; }
   // grads: 0 -> dx += dy * keep / (1 - p), the mask redrawn from (seed, counter)
   void backward(const Tensor& dy, GradSink& grads) override {
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dy.dtype(), [&]<class T>() {
       const T* g = dy.data<T>();
       T* dx = grads.at(0).data<T>();
       const T keep_scale = static_cast<T>(1.0 / (1.0 - p_));
@@ -360,8 +352,7 @@ Tensor dropout(const Tensor& x, double p, bool training) {
   const RngState draw = rng;
   rng.counter += static_cast<std::uint64_t>(x.numel());
   Tensor y = new_output(x.shape(), x.dtype());
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* py = y.data<T>();
     const T keep_scale = static_cast<T>(1.0 / (1.0 - p));
