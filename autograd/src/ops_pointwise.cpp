@@ -29,6 +29,19 @@ std::int64_t broadcast_inner(const char* op, const Tensor& a, const Tensor& b) {
   return b.numel();
 }
 
+// The backward of a broadcast operand: db[j] += sum over o of term(o * inner + j), where dy has
+// n = outer * inner elements and b (inner) was broadcast over its outer rows. Rows are added in
+// order on one thread, so the sums do not depend on the thread count.
+template <class T, class Term>
+void reduce_broadcast(T* db, std::int64_t n, std::int64_t inner, Term term) {
+  const std::int64_t outer = n / std::max<std::int64_t>(inner, 1);
+  for (std::int64_t o = 0; o < outer; ++o) {
+    const std::int64_t row = o * inner;
+#pragma omp simd
+    for (std::int64_t j = 0; j < inner; ++j) db[j] += term(row + j);
+  }
+}
+
 }  // namespace
 
 // ---- add: y = a + b ----------------------------------------------------------------------------
@@ -49,13 +62,7 @@ class AddNode : public Node {
         for (std::int64_t i = 0; i < n; ++i) da[i] += g[i];
       }
       if (grads.needed(1)) {
-        T* db = grads.at(1).data<T>();
-        const std::int64_t outer = n / std::max<std::int64_t>(inner_, 1);
-        for (std::int64_t o = 0; o < outer; ++o) {
-          const T* go = g + o * inner_;
-#pragma omp simd
-          for (std::int64_t j = 0; j < inner_; ++j) db[j] += go[j];
-        }
+        reduce_broadcast(grads.at(1).data<T>(), n, inner_, [&](std::int64_t i) { return g[i]; });
       }
     });
   }
@@ -123,12 +130,9 @@ class MulNode : public Node {
         }
       }
       if (grads.needed(1)) {
-        T* db = grads.at(1).data<T>();
         const T* pa = a_.data<T>();
-        const std::int64_t outer = n / std::max<std::int64_t>(inner_, 1);
-        for (std::int64_t o = 0; o < outer; ++o) {
-          for (std::int64_t j = 0; j < inner_; ++j) db[j] += g[o * inner_ + j] * pa[o * inner_ + j];
-        }
+        reduce_broadcast(grads.at(1).data<T>(), n, inner_,
+                         [&](std::int64_t i) { return g[i] * pa[i]; });
       }
     });
   }
