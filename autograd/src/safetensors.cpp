@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "checks.h"
 #include "edgetune/autograd/quant.h"
 
 namespace edgetune::safetensors {
@@ -522,11 +523,8 @@ Tensor Reader::load(const TensorInfo& info, DType target, MemCategory category) 
   if (is_float_source(info.dtype)) {
     if (target == DType::F32 || target == DType::F64) {
       Tensor out = Tensor::empty(shape, target, category);
-      if (target == DType::F32) {
-        convert_floats(src, info.dtype, out.data<float>(), n);
-      } else {
-        convert_floats(src, info.dtype, out.data<double>(), n);
-      }
+      detail::dispatch_float(
+          target, [&]<class T>() { convert_floats(src, info.dtype, out.data<T>(), n); });
       out.set_name(info.name);
       return out;
     }
@@ -686,17 +684,16 @@ void write_tensor(FdWriter& w, const Tensor& t, bool as_f16) {
   }
   constexpr std::int64_t kChunk = 1 << 15;
   std::vector<std::uint16_t> halves(static_cast<std::size_t>(std::min(n, kChunk)));
-  for (std::int64_t i0 = 0; i0 < n; i0 += kChunk) {
-    const std::int64_t m = std::min(kChunk, n - i0);
-    if (t.dtype() == DType::F32) {
-      const float* s = t.data<float>() + i0;
-      for (std::int64_t i = 0; i < m; ++i) halves[static_cast<std::size_t>(i)] = f32_to_f16(s[i]);
-    } else {
-      const double* s = t.data<double>() + i0;
-      for (std::int64_t i = 0; i < m; ++i) halves[static_cast<std::size_t>(i)] = f64_to_f16(s[i]);
+  detail::dispatch_float(t.dtype(), [&]<class T>() {
+    for (std::int64_t i0 = 0; i0 < n; i0 += kChunk) {
+      const std::int64_t m = std::min(kChunk, n - i0);
+      const T* s = t.data<T>() + i0;
+      for (std::int64_t i = 0; i < m; ++i) {
+        halves[static_cast<std::size_t>(i)] = f64_to_f16(static_cast<double>(s[i]));
+      }
+      w.put(halves.data(), static_cast<std::size_t>(m) * 2);
     }
-    w.put(halves.data(), static_cast<std::size_t>(m) * 2);
-  }
+  });
 }
 
 }  // namespace
