@@ -12,10 +12,10 @@
 #endif
 #include <sstream>
 
-#include "edgetune/autograd/file_io.h"
 #include "edgetune/autograd/kernels.h"
 #include "edgetune/autograd/ops.h"
 #include "edgetune/autograd/safetensors.h"
+#include "edgetune/core/file_io.h"
 #include "edgetune/data/labels.h"
 #include "edgetune/data/shuffle.h"
 #include "edgetune/engine/loader.h"
@@ -526,9 +526,7 @@ Trainer Trainer::resume(const fs::path& run_dir, std::ostream* log, std::optiona
   }
   // A kill during an atomic write leaves its temporary file behind (never a torn target): clear
   // those away.
-  for (const auto& entry : fs::directory_iterator(run_dir)) {
-    if (entry.path().filename().string().find(".tmp-") != std::string::npos) fs::remove(entry.path(), ec);
-  }
+  remove_stale_temporaries(run_dir);
   auto impl = std::make_unique<Impl>();
   impl->cfg = TrainConfig::from_json(j);
   impl->cfg.out = run_dir;
