@@ -10,10 +10,10 @@
 #include <sstream>
 
 #include "edgetune/autograd/autograd.h"
-#include "edgetune/autograd/file_io.h"
 #include "edgetune/autograd/kernels.h"
 #include "edgetune/autograd/ops.h"
 #include "edgetune/autograd/safetensors.h"
+#include "edgetune/core/file_io.h"
 #include "edgetune/data/batch.h"
 #include "edgetune/data/error.h"
 #include "edgetune/data/shuffle.h"

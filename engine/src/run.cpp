@@ -8,7 +8,7 @@
 #include <stdexcept>
 
 #include "edgetune/autograd/autograd.h"
-#include "edgetune/autograd/file_io.h"
+#include "edgetune/core/file_io.h"
 #include "edgetune/autograd/ops.h"
 #include "edgetune/autograd/safetensors.h"
 #include "edgetune/data/batch.h"
@@ -35,9 +35,7 @@ nlohmann::json RunFolder::open_for_resume(const fs::path& dir) {
                              ": missing: the run saved no checkpoint yet (use --save-every N)");
   }
   // A kill during an atomic write leaves its temporary file behind (never a torn target).
-  for (const auto& entry : fs::directory_iterator(dir)) {
-    if (entry.path().filename().string().find(".tmp-") != std::string::npos) fs::remove(entry.path(), ec);
-  }
+  remove_stale_temporaries(dir);
   return j;
 }
 

@@ -3,7 +3,7 @@
 
 #include <cstdio>
 
-#include "edgetune/autograd/memory.h"
+#include "edgetune/core/memory.h"
 
 namespace edgetune::settings {
 

@@ -10,8 +10,8 @@
 
 #include "bench.h"
 #include "commands.h"
-#include "edgetune/autograd/file_io.h"
-#include "edgetune/autograd/memory.h"
+#include "edgetune/core/file_io.h"
+#include "edgetune/core/memory.h"
 
 namespace edgetune::cli {
 namespace {

@@ -5,7 +5,7 @@
 #include <iostream>
 
 #include "commands.h"
-#include "edgetune/autograd/file_io.h"
+#include "edgetune/core/file_io.h"
 #include "edgetune/data/labels.h"
 #include "edgetune/engine/session.h"
 #include "options.h"

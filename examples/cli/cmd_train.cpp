@@ -2,7 +2,7 @@
 #include <iostream>
 
 #include "commands.h"
-#include "edgetune/autograd/memory.h"
+#include "edgetune/core/memory.h"
 #include "edgetune/engine/trainer.h"
 #include "options.h"
 #include "settings_cli.h"

@@ -11,7 +11,7 @@
 #include <string>
 
 #include "commands.h"
-#include "edgetune/autograd/memory.h"
+#include "edgetune/core/memory.h"
 #include "edgetune/engine/settings.h"
 
 namespace edgetune::cli {

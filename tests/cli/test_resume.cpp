@@ -12,6 +12,7 @@
 
 #include "cli_run.h"
 #include "edgetune/autograd/safetensors.h"
+#include "edgetune/core/file_io.h"
 
 using namespace edgetune;
 using namespace edgetune::test;
@@ -89,6 +90,10 @@ void interrupted_run_matches(int sig) {
   // The run stopped in the middle: no final adapter yet.
   REQUIRE_FALSE(fs::exists(d / "cut" / "adapter_model.safetensors"));
   if (sig == SIGINT) REQUIRE(slurp(d / "cut.log").find("--resume") != std::string::npos);
+  // What writes killed earlier could also have left: a torn checkpoint under the writer's
+  // temporary name, and labels.json under the name older versions wrote it through.
+  std::ofstream(d / "cut" / "train_state.safetensors.tmp-4242") << "torn";
+  std::ofstream(d / "cut" / "labels.json.tmp.4242") << "{\"id2";
 
   const RunResult resumed = run_cli("train --resume " + q(d / "cut") + " --threads 1");
   INFO(resumed.err);
@@ -98,7 +103,7 @@ void interrupted_run_matches(int sig) {
   REQUIRE(slurp(d / "cut" / "labels.json") == slurp(d / "straight" / "labels.json"));
   require_whole(d / "cut");
   for (const auto& e : fs::directory_iterator(d / "cut")) {
-    REQUIRE(e.path().filename().string().find(".tmp-") == std::string::npos);
+    REQUIRE_FALSE(is_temporary_name(e.path().filename().string()));
   }
 }
 

@@ -9,10 +9,10 @@
 #include <fstream>
 #include <set>
 
-#include "edgetune/autograd/file_io.h"
 #include "edgetune/autograd/gradcheck.h"
 #include "edgetune/autograd/ops.h"
 #include "edgetune/autograd/safetensors.h"
+#include "edgetune/core/file_io.h"
 #include "edgetune/data/tokenizer.h"
 #include "edgetune/engine/loader.h"
 #include "edgetune/engine/pretrain.h"

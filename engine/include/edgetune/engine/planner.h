@@ -17,8 +17,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "edgetune/autograd/memory.h"
 #include "edgetune/autograd/tensor.h"
+#include "edgetune/core/memory.h"
 #include "edgetune/engine/config.h"
 #include "edgetune/engine/finetune.h"
 

@@ -40,7 +40,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "edgetune/autograd/memory.h"
+#include "edgetune/core/memory.h"
 #include "edgetune/autograd/tensor.h"
 #include "edgetune/engine/bert.h"
 #include "edgetune/optim/optimizer.h"
