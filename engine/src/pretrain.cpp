@@ -20,6 +20,7 @@
 #include "edgetune/engine/finetune.h"
 #include "edgetune/engine/loader.h"
 #include "edgetune/engine/planner.h"
+#include "runner_impl.h"
 #include "edgetune/optim/clip.h"
 #include "edgetune/optim/optimizer.h"
 #include "edgetune/optim/schedule.h"
@@ -287,10 +288,8 @@ std::uint64_t hash_segments(const std::vector<std::vector<std::int32_t>>& segmen
 
 // The pretraining mode of the run layer: masked segments of a corpus, the masked-LM loss,
 // held-out evaluation every eval_every steps, the model saved with every checkpoint.
-struct Pretrainer::Impl : RunTask {
-  PretrainConfig cfg;
-  std::ostream* log = nullptr;
-  bool resuming = false;
+template <>
+struct Runner<PretrainConfig, PretrainResult>::Impl : ModeState<PretrainConfig> {
 
   std::optional<data::WordPieceTokenizer> tokenizer;
   std::vector<std::vector<std::int32_t>> segments;
@@ -304,9 +303,6 @@ struct Pretrainer::Impl : RunTask {
   Plan plan;
   std::optional<MlmEval> last_eval;
 
-  void say(const std::string& s) const {
-    if (log) *log << s << std::flush;
-  }
   void prepare();
   void save_model() const;
   MlmEval evaluate() const;
@@ -413,12 +409,7 @@ void Pretrainer::Impl::prepare() {
   model.config.attention_probs_dropout_prob = model_cfg.attention_probs_dropout_prob;
   params = trainable_params(model);
 
-  optim::AdamOptions ao;
-  ao.beta1 = cfg.adam_beta1;
-  ao.beta2 = cfg.adam_beta2;
-  ao.eps = cfg.adam_eps;
-  ao.weight_decay = cfg.weight_decay;
-  optimizer = optim::make_adamw(ao);
+  optimizer = optim::make_adamw(adam_options(cfg));
   manual_seed(cfg.seed);
 
   std::int64_t n_params = 0, tokens = 0;
@@ -477,44 +468,12 @@ MlmEval Pretrainer::Impl::evaluate() const {
   return r;
 }
 
-Pretrainer::Pretrainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Pretrainer::~Pretrainer() = default;
-Pretrainer::Pretrainer(Pretrainer&&) noexcept = default;
-
-Pretrainer::Pretrainer(PretrainConfig config, std::ostream* log) : impl_(std::make_unique<Impl>()) {
-  impl_->cfg = std::move(config);
-  impl_->log = log;
-}
-
-Pretrainer Pretrainer::resume(const fs::path& run_dir, std::ostream* log, std::optional<int> threads,
-                              std::optional<std::size_t> memory_budget) {
-  const nlohmann::json j = RunFolder::open_for_resume(run_dir);
-  auto impl = std::make_unique<Impl>();
-  impl->cfg = PretrainConfig::from_json(j, (run_dir / "run.json").string());
-  impl->cfg.out = run_dir;
-  if (threads) impl->cfg.threads = *threads;
-  if (memory_budget) impl->cfg.memory_budget = *memory_budget;
-  impl->log = log;
-  impl->resuming = true;
-  return Pretrainer(std::move(impl));
-}
-
+template <>
 PretrainResult Pretrainer::run(const RunHooks& hooks) {
   Impl& s = *impl_;
   s.prepare();
   RunFolder folder(s.cfg.out);
-  LoopSettings ls;
-  ls.batch_size = s.cfg.batch_size;
-  ls.shuffle = true;
-  ls.seed = s.cfg.seed;
-  ls.epochs = s.cfg.epochs;
-  ls.max_steps = s.cfg.max_steps;
-  ls.log_every = s.cfg.log_every;
-  ls.save_every = s.cfg.save_every;
-  ls.lr = s.cfg.lr;
-  ls.warmup_ratio = s.cfg.warmup_ratio;
-  ls.schedule = optim::Schedule::Kind::Linear;
-  ls.step = StepOptions{s.cfg.max_grad_norm, s.plan.micro_batch, s.plan.checkpoint_layers};
+  LoopSettings ls = loop_settings(s.cfg, s.cfg.lr, s.plan.micro_batch, s.plan.checkpoint_layers);
   ls.tokens_throughput = true;
   ls.accuracy_key = "mlm_accuracy";
   ls.state_format = "edgetune-pretrain-state";
@@ -525,16 +484,11 @@ PretrainResult Pretrainer::run(const RunHooks& hooks) {
        << run.steps_per_epoch() << " per epoch), lr " << s.cfg.lr << ", warmup " << run.schedule().warmup_steps()
        << " steps, " << kernels::num_threads() << " threads\n";
   s.say(line.str());
-  if (s.resuming) {
-    run.load_state();
-  } else {
-    nlohmann::json j = s.cfg.to_json();
-    // Absolute corpus paths: a resume may start from another folder.
-    j["corpus"] = nlohmann::json::array();
-    for (const fs::path& f : s.cfg.corpus) j["corpus"].push_back(fs::absolute(f).string());
-    folder.write_settings(j);
-    folder.write_metrics();
-  }
+  nlohmann::json settings = s.cfg.to_json();
+  // Absolute corpus paths: a resume may start from another folder.
+  settings["corpus"] = nlohmann::json::array();
+  for (const fs::path& f : s.cfg.corpus) settings["corpus"].push_back(fs::absolute(f).string());
+  run.start(s.resuming, settings);
   const RunResult rr = run.run();
   PretrainResult result;
   result.steps = rr.steps;
@@ -546,5 +500,8 @@ PretrainResult Pretrainer::run(const RunHooks& hooks) {
   result.peak_rss = rr.peak_rss;
   return result;
 }
+
+// The members every mode shares (runner_impl.h), for this mode.
+template class Runner<PretrainConfig, PretrainResult>;
 
 }  // namespace edgetune

@@ -232,6 +232,15 @@ void TrainingRun::load_state() {
   say("resumed at step " + std::to_string(step_) + " (epoch " + std::to_string(epoch_ + 1) + ")\n");
 }
 
+void TrainingRun::start(bool resuming, const nlohmann::json& settings) {
+  if (resuming) {
+    load_state();
+  } else {
+    folder_.write_settings(settings);
+    folder_.write_metrics();
+  }
+}
+
 void TrainingRun::log_progress(double lr, double grad_norm, double epoch_pos, double items_per_second) {
   const MemoryStats ms = Accountant::global().stats();
   Progress p;

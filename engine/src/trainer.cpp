@@ -11,6 +11,7 @@
 #include "edgetune/data/shuffle.h"
 #include "edgetune/engine/loader.h"
 #include "edgetune/engine/planner.h"
+#include "runner_impl.h"
 
 namespace edgetune {
 
@@ -95,10 +96,8 @@ StepResult train_step(const BertModel& model, std::span<optim::Param> params,
 
 // The fine-tuning mode of the run layer: labelled rows, the classifier's loss, evaluation after each
 // epoch with early stopping, the adapter at the end.
-struct Trainer::Impl : RunTask {
-  TrainConfig cfg;
-  std::ostream* log = nullptr;
-  bool resuming = false;
+template <>
+struct Runner<TrainConfig, TrainResult>::Impl : ModeState<TrainConfig> {
 
   // Data.
   std::optional<data::WordPieceTokenizer> tokenizer;
@@ -119,9 +118,6 @@ struct Trainer::Impl : RunTask {
   std::optional<EvalReport> last_eval;
   bool stopped_early = false;
 
-  void say(const std::string& s) const {
-    if (log) *log << s << std::flush;
-  }
   void prepare(RunFolder& folder);
   void save_adapter() { save_trained(model, cfg.method, cfg.out, cfg.model_dir); }
 
@@ -259,17 +255,12 @@ void Trainer::Impl::prepare(RunFolder& folder) {
   }
   params = trainable_params(model);
 
-  optim::AdamOptions ao;
-  ao.beta1 = cfg.adam_beta1;
-  ao.beta2 = cfg.adam_beta2;
-  ao.eps = cfg.adam_eps;
-  ao.weight_decay = cfg.weight_decay;
   optim::SgdOptions so;
   so.momentum = cfg.momentum;
   so.dampening = cfg.dampening;
   so.nesterov = cfg.nesterov;
   so.weight_decay = cfg.weight_decay;
-  optimizer = optim::make_optimizer(cfg.optimizer, ao, so);
+  optimizer = optim::make_optimizer(cfg.optimizer, adam_options(cfg), so);
   manual_seed(cfg.seed);
 
   folder.create();
@@ -329,45 +320,15 @@ void Trainer::Impl::finish(TrainingRun& run, bool interrupted) {
   }
 }
 
-Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Trainer::~Trainer() = default;
-Trainer::Trainer(Trainer&&) noexcept = default;
-
-Trainer::Trainer(TrainConfig config, std::ostream* log) : impl_(std::make_unique<Impl>()) {
-  impl_->cfg = std::move(config);
-  impl_->log = log;
-}
-
-Trainer Trainer::resume(const fs::path& run_dir, std::ostream* log, std::optional<int> threads,
-                        std::optional<std::size_t> memory_budget) {
-  const nlohmann::json j = RunFolder::open_for_resume(run_dir);
-  auto impl = std::make_unique<Impl>();
-  impl->cfg = TrainConfig::from_json(j, (run_dir / "run.json").string());
-  impl->cfg.out = run_dir;
-  if (threads) impl->cfg.threads = *threads;
-  if (memory_budget) impl->cfg.memory_budget = *memory_budget;
-  impl->log = log;
-  impl->resuming = true;
-  return Trainer(std::move(impl));
-}
-
+template <>
 TrainResult Trainer::run(const RunHooks& hooks) {
   Impl& s = *impl_;
   RunFolder folder(s.cfg.out);
   s.prepare(folder);
-  LoopSettings ls;
-  ls.batch_size = s.cfg.batch_size;
+  LoopSettings ls = loop_settings(s.cfg, s.cfg.effective_lr(), s.plan.micro_batch, s.plan.checkpoint_layers);
   ls.grad_accum = s.cfg.grad_accum;
   ls.shuffle = s.cfg.shuffle;
-  ls.seed = s.cfg.seed;
-  ls.epochs = s.cfg.epochs;
-  ls.max_steps = s.cfg.max_steps;
-  ls.log_every = s.cfg.log_every;
-  ls.save_every = s.cfg.save_every;
-  ls.lr = s.cfg.effective_lr();
-  ls.warmup_ratio = s.cfg.warmup_ratio;
   ls.schedule = s.cfg.schedule;
-  ls.step = StepOptions{s.cfg.max_grad_norm, s.plan.micro_batch, s.plan.checkpoint_layers};
   ls.state_format = "edgetune-train-state";
   ls.resume_command = "edgetune train --resume";
   TrainingRun run(folder, s, s.params, *s.optimizer, std::move(ls), s.log, hooks);
@@ -375,12 +336,7 @@ TrainResult Trainer::run(const RunHooks& hooks) {
   line << run.total_steps() << " optimizer steps (" << run.steps_per_epoch() << " per epoch), lr "
        << s.cfg.effective_lr() << ", " << kernels::num_threads() << " threads\n";
   s.say(line.str());
-  if (s.resuming) {
-    run.load_state();
-  } else {
-    folder.write_settings(s.cfg.to_json());
-    folder.write_metrics();
-  }
+  run.start(s.resuming, s.cfg.to_json());
   const RunResult rr = run.run();
   TrainResult result;
   result.steps = rr.steps;
@@ -394,5 +350,8 @@ TrainResult Trainer::run(const RunHooks& hooks) {
   result.examples_per_second = rr.seconds > 0 ? static_cast<double>(rr.examples) / rr.seconds : 0;
   return result;
 }
+
+// The members every mode shares (runner_impl.h), for this mode.
+template class Runner<TrainConfig, TrainResult>;
 
 }  // namespace edgetune

@@ -41,12 +41,19 @@ void limit_allocator_slack() {
 #endif
 }
 
-void reject_on_resume(const SettingsBinder& bound, const std::set<std::string>& allowed) {
+ResumeOverrides resume_overrides(const SettingsBinder& bound, int threads, std::size_t memory_budget) {
+  ResumeOverrides o;
   for (const auto& [key, option] : bound.options()) {
-    if (option->count() > 0 && !allowed.contains(key)) {
+    if (option->count() == 0) continue;
+    if (key == "threads") {
+      o.threads = threads;
+    } else if (key == "memory_budget") {
+      o.memory_budget = memory_budget;
+    } else {
       throw UsageError("--resume continues with the settings in RUN_DIR/run.json; drop " + option->get_name());
     }
   }
+  return o;
 }
 
 DType ModelArgs::base() const {

@@ -10,9 +10,15 @@
 #include <set>
 #include <string>
 
+#include <iostream>
+#include <memory>
+#include <optional>
+
 #include "commands.h"
 #include "edgetune/core/memory.h"
+#include "edgetune/engine/run.h"
 #include "edgetune/engine/settings.h"
+#include "options.h"
 
 namespace edgetune::cli {
 
@@ -112,7 +118,45 @@ class SettingsBinder {
 };
 
 // After parsing: the settings given on the command line that a resumed run may not change, as a
-// usage error ("--resume continues with the settings in RUN_DIR/run.json; drop --lr").
-void reject_on_resume(const SettingsBinder& bound, const std::set<std::string>& allowed);
+// usage error ("--resume continues with the settings in RUN_DIR/run.json; drop --lr"); and the
+// ones it may change (--threads, --memory-budget), when given.
+ResumeOverrides resume_overrides(const SettingsBinder& bound, int threads, std::size_t memory_budget);
+
+// A training command (train, pretrain): its settings bound to options, --resume RUN_DIR, and the
+// run started from them: a new run needs every key of `required`. Ctrl-C stops the run with a
+// checkpoint; under a memory budget the allocator returns freed blocks (limit_allocator_slack).
+template <class Runner, class Config>
+struct RunCommand {
+  Config config;
+  std::string resume;
+  std::unique_ptr<SettingsBinder> bound;
+
+  void bind(CLI::App& app) {
+    bound = std::make_unique<SettingsBinder>(app);
+    Config::fields(config, *bound);
+    app.add_option("--resume", resume, "continue the interrupted run in RUN_DIR");
+  }
+
+  // The run's result, or a usage error naming what is missing.
+  template <class Result>
+  Result run(const std::vector<std::string>& required, const std::string& usage) {
+    const StopToken stop = install_stop_signals();
+    std::optional<Runner> runner;
+    if (!resume.empty()) {
+      const ResumeOverrides o = resume_overrides(*bound, config.threads, config.memory_budget);
+      if (o.memory_budget) limit_allocator_slack();
+      runner.emplace(Runner::resume(resume, &std::cerr, o));
+    } else {
+      for (const std::string& key : required) {
+        if (bound->options().at(key)->count() == 0) throw UsageError(usage);
+      }
+      if (config.memory_budget > 0) limit_allocator_slack();
+      runner.emplace(config, &std::cerr);
+    }
+    RunHooks hooks;
+    hooks.should_stop = [stop] { return stop.stop_requested(); };
+    return runner->run(hooks);
+  }
+};
 
 }  // namespace edgetune::cli

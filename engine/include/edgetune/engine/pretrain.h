@@ -112,7 +112,7 @@ MlmOutput mlm_loss(const BertModel& model, const Tensor& hidden, const Tensor& p
 
 // ---- the pretrainer -----------------------------------------------------------------------------
 
-struct PretrainConfig {
+struct PretrainConfig : MemorySettings {
   std::filesystem::path model_dir;            // the starting model (e.g. from create-model)
   std::vector<std::filesystem::path> corpus;  // plain-text files
   std::filesystem::path out;                  // the run folder
@@ -135,10 +135,7 @@ struct PretrainConfig {
   int eval_batch_size = 64;
   bool save_f16 = false;  // model.safetensors in half precision
   MaskingOptions masking;
-  // Memory, as for fine-tuning: a budget (0: none), and the plan (0 / unset: the planner's).
-  std::size_t memory_budget = 0;
-  int micro_batch = 0;
-  std::optional<bool> checkpoint_layers;
+  // memory_budget, micro_batch, checkpoint_layers: MemorySettings (run.h).
 
   // The settings table (settings.h); defaults are the initialisers above.
   template <class Self, class V>
@@ -173,11 +170,7 @@ struct PretrainConfig {
       in_range(0, 1));
     v("random_fraction", c.masking.random_fraction,
       "of the chosen tokens, the fraction replaced by a random token", in_range(0, 1));
-    v("memory_budget", c.memory_budget,
-      "hard memory limit, e.g. 256M: the planner picks checkpointing and micro-batches to fit", bytes());
-    v("micro_batch", c.micro_batch, "segments per forward/backward (0: the planner decides)", at_least(0));
-    v("checkpoint_layers", c.checkpoint_layers, "encoder-layer checkpointing: auto, on, off",
-      with_flag("--checkpointing"));
+    MemorySettings::fields(c, v);
   }
 
   nlohmann::json to_json() const;
@@ -216,27 +209,11 @@ struct PretrainResult {
 //                             dropout generator: everything a resume needs
 // written atomically at every checkpoint and at the end. Resuming with the same thread count
 // ends with the same bytes as an uninterrupted run.
-class Pretrainer {
- public:
-  // log: progress lines for people (null: silent).
-  Pretrainer(PretrainConfig config, std::ostream* log);
-  // Continues the run in run_dir from its last checkpoint, with its run.json settings (threads
-  // may change, which changes the bits). The model is read back from run_dir itself.
-  static Pretrainer resume(const std::filesystem::path& run_dir, std::ostream* log,
-                           std::optional<int> threads = std::nullopt,
-                           std::optional<std::size_t> memory_budget = std::nullopt);
-  ~Pretrainer();
-  Pretrainer(Pretrainer&&) noexcept;
-
-  // hooks.should_stop is asked after every optimizer step; when it returns true the run saves a
-  // checkpoint and returns with interrupted set (a SIGINT handler can feed it).
-  PretrainResult run(const RunHooks& hooks = {});
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-  explicit Pretrainer(std::unique_ptr<Impl> impl);
-};
+// The model is read back from the run folder itself on resume.
+using Pretrainer = Runner<PretrainConfig, PretrainResult>;
+template <>
+PretrainResult Pretrainer::run(const RunHooks& hooks);
+extern template class Runner<PretrainConfig, PretrainResult>;
 
 // The tensors a BertForMaskedLM checkpoint holds (no pooler, no classifier): true for a name
 // save_pretrained writes.

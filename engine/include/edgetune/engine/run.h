@@ -43,6 +43,7 @@
 #include "edgetune/core/memory.h"
 #include "edgetune/autograd/tensor.h"
 #include "edgetune/engine/bert.h"
+#include "edgetune/engine/settings.h"
 #include "edgetune/optim/optimizer.h"
 #include "edgetune/optim/schedule.h"
 
@@ -224,6 +225,9 @@ class TrainingRun {
   const RunFolder& folder() const { return folder_; }
   void say(const std::string& text) const;
 
+  // Before run(): restores the checkpoint when resuming; else writes run.json (`settings`) and an
+  // empty metrics.jsonl.
+  void start(bool resuming, const nlohmann::json& settings);
   // Restores a checkpoint (after the model and optimizer are built); throws naming the file.
   void load_state();
   void save_state();
@@ -250,6 +254,87 @@ class TrainingRun {
   std::chrono::steady_clock::time_point started_;
   std::int64_t steps_at_start_ = 0;
   void log_progress(double lr, double grad_norm, double epoch_pos, double items_per_second);
+};
+
+// ---- modes ---------------------------------------------------------------------------------------
+
+// The memory settings of every mode: a budget in bytes (0: none), and the plan. micro_batch 0 and
+// checkpoint_layers unset let the planner choose under the budget; set them to force a plan.
+struct MemorySettings {
+  std::size_t memory_budget = 0;
+  int micro_batch = 0;
+  std::optional<bool> checkpoint_layers;
+
+  template <class Self, class V>
+  static void fields(Self& c, V& v) {
+    using namespace settings;
+    v("memory_budget", c.memory_budget,
+      "hard memory limit, e.g. 128M: the planner picks checkpointing and micro-batches to fit, and "
+      "an allocation beyond it is an error, not a kill",
+      bytes());
+    v("micro_batch", c.micro_batch, "rows per forward/backward (0: the planner decides)", at_least(0));
+    v("checkpoint_layers", c.checkpoint_layers, "encoder-layer checkpointing: auto, on, off",
+      with_flag("--checkpointing"));
+  }
+};
+
+// The loop settings that a mode's settings name alike (Config has batch_size, seed, epochs,
+// max_steps, log_every, save_every, warmup_ratio and max_grad_norm), with the peak lr and the plan.
+template <class Config>
+LoopSettings loop_settings(const Config& c, double lr, std::int64_t micro_batch, bool checkpoint_layers) {
+  LoopSettings s;
+  s.batch_size = c.batch_size;
+  s.seed = c.seed;
+  s.epochs = c.epochs;
+  s.max_steps = c.max_steps;
+  s.log_every = c.log_every;
+  s.save_every = c.save_every;
+  s.lr = lr;
+  s.warmup_ratio = c.warmup_ratio;
+  s.step = StepOptions{c.max_grad_norm, micro_batch, checkpoint_layers};
+  return s;
+}
+
+// Adam's options from a mode's settings (adam_beta1, adam_beta2, adam_eps, weight_decay).
+template <class Config>
+optim::AdamOptions adam_options(const Config& c) {
+  optim::AdamOptions o;
+  o.beta1 = c.adam_beta1;
+  o.beta2 = c.adam_beta2;
+  o.eps = c.adam_eps;
+  o.weight_decay = c.weight_decay;
+  return o;
+}
+
+// What a resumed run may change.
+struct ResumeOverrides {
+  std::optional<int> threads;                // changes the bits of the result
+  std::optional<std::size_t> memory_budget;  // the plan may change; the result does not
+};
+
+// A training run of one mode, prepared and then run through the run layer. Trainer (fine-tuning)
+// and Pretrainer (masked-LM pretraining) are this with their settings and result; each mode's
+// .cpp defines Impl (its RunTask) and run(). A run writes its folder (run.json, metrics.jsonl,
+// train_state.safetensors and the mode's files) atomically; resuming with the same settings and
+// thread count ends with the same bytes as an uninterrupted run.
+template <class Config, class Result>
+class Runner {
+ public:
+  // log: progress lines and reports for people (null: silent).
+  Runner(Config config, std::ostream* log);
+  // Continues the run in `run_dir` from its train_state.safetensors, with the settings of its
+  // run.json (a key it lacks takes its default) and the overrides.
+  static Runner resume(const std::filesystem::path& run_dir, std::ostream* log, ResumeOverrides overrides = {});
+  ~Runner();
+  Runner(Runner&&) noexcept;
+
+  // hooks.should_stop is asked after every optimizer step: when it returns true the run saves a
+  // checkpoint and returns with the result's `interrupted` set.
+  Result run(const RunHooks& hooks = {});
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
 };
 
 // The epoch's order of `rows`: shuffled by a generator seeded with (seed, epoch) only.

@@ -55,7 +55,7 @@ inline constexpr settings::Choice<optim::Schedule::Kind> kScheduleNames[] = {
 inline constexpr settings::Choice<adapters::BottleneckAct> kBottleneckActNames[] = {
     {adapters::BottleneckAct::Gelu, "gelu"}, {adapters::BottleneckAct::Relu, "relu"}};
 
-struct TrainConfig {
+struct TrainConfig : MemorySettings {
   std::filesystem::path model_dir;
   std::filesystem::path train_file;
   // Training rows already in memory (the C++ API); used instead of train_file when set. Not
@@ -92,12 +92,7 @@ struct TrainConfig {
   std::int64_t max_steps = 0;       // exactly N optimizer steps, whatever the epochs; 0: the epochs
   int log_every = 10;               // optimizer steps between progress lines
   int eval_batch_size = 64;
-
-  // Memory: a budget in bytes (0: none) and the plan. micro_batch 0 and checkpoint_layers unset
-  // let the planner choose under the budget; set them to force a plan.
-  std::size_t memory_budget = 0;
-  int micro_batch = 0;
-  std::optional<bool> checkpoint_layers;
+  // memory_budget, micro_batch, checkpoint_layers: MemorySettings (run.h).
 
   // The table of the settings: JSON key (and command-line flag), help, range. The default of each
   // is its initialiser above.
@@ -153,13 +148,7 @@ struct TrainConfig {
       at_least(0));
     v("log_every", c.log_every, "optimizer steps between progress lines", at_least(1));
     v("eval_batch_size", c.eval_batch_size, "rows per forward pass of evaluation", at_least(1));
-    v("memory_budget", c.memory_budget,
-      "hard memory limit, e.g. 128M: the planner picks checkpointing and micro-batches to fit, and "
-      "an allocation beyond it is an error, not a kill",
-      bytes());
-    v("micro_batch", c.micro_batch, "rows per forward/backward (0: the planner decides)", at_least(0));
-    v("checkpoint_layers", c.checkpoint_layers, "encoder-layer checkpointing: auto, on, off",
-      with_flag("--checkpointing"));
+    MemorySettings::fields(c, v);
   }
 
   double effective_lr() const;
@@ -206,26 +195,10 @@ StepResult train_step(const BertModel& model, std::span<optim::Param> params,
 // Rows [start, start + n) of a batch (the batch's length is kept).
 TensorBatch slice_rows(const TensorBatch& batch, std::size_t start, std::size_t n);
 
-class Trainer {
- public:
-  // log: progress lines and reports for people (null: silent).
-  Trainer(TrainConfig config, std::ostream* log);
-  // Continues the run in `run_dir` from its train_state.safetensors, with the settings of its
-  // run.json. threads / memory_budget may be changed (threads changes the bits of the result).
-  static Trainer resume(const std::filesystem::path& run_dir, std::ostream* log,
-                        std::optional<int> threads = std::nullopt,
-                        std::optional<std::size_t> memory_budget = std::nullopt);
-  ~Trainer();
-  Trainer(Trainer&&) noexcept;
-
-  // hooks.should_stop is asked after every optimizer step: when it returns true the run saves a
-  // checkpoint and returns with interrupted set.
-  TrainResult run(const RunHooks& hooks = {});
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-  explicit Trainer(std::unique_ptr<Impl> impl);
-};
+// The fine-tuning run (run.h's Runner): Trainer(config, log).run(hooks), Trainer::resume(dir, log).
+using Trainer = Runner<TrainConfig, TrainResult>;
+template <>
+TrainResult Trainer::run(const RunHooks& hooks);
+extern template class Runner<TrainConfig, TrainResult>;
 
 }  // namespace edgetune
