@@ -47,11 +47,7 @@ int guarded(char* err, size_t len, F&& f) {
 }
 
 edgetune::DType parse_quant(const char* q) {
-  const std::string s = q ? q : "q8";
-  if (s == "f32") return edgetune::DType::F32;
-  if (s == "q8") return edgetune::DType::Q8;
-  if (s == "q4") return edgetune::DType::Q4;
-  throw std::invalid_argument("quant must be \"f32\", \"q8\" or \"q4\", got \"" + s + "\"");
+  return edgetune::settings::parse_choice<edgetune::DType>(edgetune::kQuantNames, "quant", q ? q : "q8");
 }
 
 }  // namespace

@@ -12,22 +12,16 @@
 
 namespace edgetune::cli {
 
+// --model, --quant, --quant-embeddings (session.h's model_fields).
 struct ModelArgs {
-  std::string model_dir;
-  std::string quant = "q8";
+  std::filesystem::path model_dir;
+  DType quant = DType::Q8;
   bool quant_embeddings = false;
-  DType base() const;
 };
 void add_model_options(CLI::App& app, ModelArgs& a, bool required = true);
 
-struct DataArgs {
-  std::string text_column, text_pair_column, label_column;
-  std::string header = "auto";
-  bool skip_bad_rows = false;
-  int max_length = 128;
-  DataOptions options() const;
-};
-void add_data_options(CLI::App& app, DataArgs& a, bool with_label = true);
+// The data-file options (session.h's DataOptions table); --label-column only when with_label.
+void add_data_options(CLI::App& app, DataOptions& o, bool with_label = true);
 
 // The process options of the command line (the library sets none of these itself).
 

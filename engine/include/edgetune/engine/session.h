@@ -19,6 +19,18 @@
 
 namespace edgetune {
 
+inline constexpr settings::Choice<DType> kQuantNames[] = {
+    {DType::F32, "f32"}, {DType::Q8, "q8"}, {DType::Q4, "q4"}};
+
+// The settings that choose a model folder and the storage of its frozen base, in the table of any
+// settings struct with the members model_dir, quant and quant_embeddings.
+template <class Self, class V>
+void model_fields(Self& c, V& v) {
+  v("model", c.model_dir, "Hugging Face BERT folder (config.json, model.safetensors, vocab.txt)");
+  v("quant", c.quant, kQuantNames, "storage of the frozen base Linear weights: f32, q8 or q4");
+  v("quant_embeddings", c.quant_embeddings, "store the word-embedding table as --quant too (frozen q8/q4 gather)");
+}
+
 inline constexpr settings::Choice<data::Header> kHeaderNames[] = {
     {data::Header::kAuto, "auto"}, {data::Header::kPresent, "present"}, {data::Header::kAbsent, "absent"}};
 

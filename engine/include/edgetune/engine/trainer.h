@@ -44,8 +44,6 @@ namespace edgetune {
 inline constexpr settings::Choice<Method> kMethodNames[] = {
     {Method::Lora, "lora"}, {Method::Adapter, "adapter"}, {Method::BitFit, "bitfit"},
     {Method::Head, "head"}, {Method::Full, "full"}};
-inline constexpr settings::Choice<DType> kQuantNames[] = {
-    {DType::F32, "f32"}, {DType::Q8, "q8"}, {DType::Q4, "q4"}};
 inline constexpr settings::Choice<optim::OptimizerKind> kOptimizerNames[] = {
     {optim::OptimizerKind::AdamW, "adamw"}, {optim::OptimizerKind::Adam, "adam"},
     {optim::OptimizerKind::Sgd, "sgd"}};
@@ -99,10 +97,7 @@ struct TrainConfig : MemorySettings {
   template <class Self, class V>
   static void fields(Self& c, V& v) {
     using namespace settings;
-    v("model", c.model_dir, "Hugging Face BERT folder (config.json, model.safetensors, vocab.txt)");
-    v("quant", c.quant, kQuantNames, "storage of the frozen base Linear weights: f32, q8 or q4");
-    v("quant_embeddings", c.quant_embeddings,
-      "store the word-embedding table as --quant too (frozen q8/q4 gather)");
+    model_fields(c, v);
     v("train", c.train_file, "labelled training file (TSV, CSV or JSONL; - for stdin)");
     v("eval", c.eval_file, "labelled evaluation file, evaluated after each epoch");
     v("eval_split", c.eval_split, "without --eval: hold out this fraction of the training rows (seeded)",
