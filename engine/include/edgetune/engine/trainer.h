@@ -1,4 +1,5 @@
-// The trainer: fine-tunes a BERT classifier from labelled files into a run folder.
+// The trainer: fine-tunes a BERT classifier from labelled files into a run folder. This is the
+// fine-tuning mode of the run layer (run.h), which owns the loop, the state file and resume.
 //
 // Semantics follow the Hugging Face Trainer: per optimizer step, grad_accum batches, each loss the
 // batch mean divided by grad_accum; gradient clipping to max_grad_norm; the optimizer step with the
@@ -6,6 +7,7 @@
 // with a step even when fewer than grad_accum batches are left. A batch can be run as several
 // micro-batches (loss of each weighted by its share of the batch), which gives the same gradients
 // with less activation memory; encoder layers can be checkpointed (recomputed in backward).
+// max_steps > 0 runs exactly that many steps, whatever the epochs.
 //
 // The run folder (out):
 //   adapter_config.json + adapter_model.safetensors   the trained adapter (PEFT layout; for
@@ -20,7 +22,6 @@
 // bytes as an uninterrupted run.
 #pragma once
 
-#include <atomic>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
