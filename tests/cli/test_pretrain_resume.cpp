@@ -10,6 +10,7 @@
 #include <sstream>
 
 #include "interrupted_run.h"
+#include "mini_corpus.h"
 
 using namespace edgetune;
 using namespace edgetune::test;
@@ -17,20 +18,8 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// Words of the mini vocabulary (tests/golden/tokenizer/mini-uncased-vocab.txt), three documents.
-const char* kCorpus =
-    "the quick brown fox jumped over the lazy dog.\n"
-    "the cat sat on the mat, and the dog sat on the line.\n"
-    "\n"
-    "hello world! a new example is running in english.\n"
-    "the big dog jumps over the thin cat; the cat jumps back.\n"
-    "\n"
-    "the lazy fox is on the rock and the brown dog is inside.\n"
-    "hello cafe! the cat and the dog run back to the new world.\n"
-    "\n";
-
 // dir/init: a fresh 2-layer model over the mini vocabulary (32 positions); dir/corpus.txt: the
-// corpus `copies` times.
+// mini corpus `copies` times.
 void make_inputs(const fs::path& dir, int copies) {
   REQUIRE(cli_built());
   const RunResult create =
@@ -39,7 +28,7 @@ void make_inputs(const fs::path& dir, int copies) {
   INFO(create.err);
   REQUIRE(create.exit_code == 0);
   std::ofstream corpus(dir / "corpus.txt");
-  for (int i = 0; i < copies; ++i) corpus << kCorpus;
+  for (int i = 0; i < copies; ++i) corpus << kMiniCorpus << "\n";
 }
 
 void interrupted_pretraining_matches(int sig) {
@@ -110,7 +99,7 @@ TEST_CASE("pretraining with micro-batches and checkpointing has the loss curve o
   // the two orders of summation differ by a few units of float32 rounding (u = 2^-24, 6e-8
   // relative: 1 ulp of the loss at step 1 here), and the parameters after each step differ by as
   // little, so the curve stays within a few u. 1e-6 relative (about 16 u) holds that with room;
-  // weighting the parts by rows instead of masked tokens moves a step's loss by about 1e-2.
+  // weighting the parts by rows instead of masked tokens moves the losses here by up to 2.5e-2.
   const double rtol = 1e-6;
   require_close("training loss per step", b, a, rtol, 0.0);
 }

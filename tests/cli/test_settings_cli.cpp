@@ -58,7 +58,7 @@ TEST_CASE("train --lr -1 is one error line naming lr, before the run folder exis
   CHECK_FALSE(fs::exists(d / "run"));
 }
 
-TEST_CASE("--resume with a setting other than --threads or --memory-budget is a usage error naming it",
+TEST_CASE("a resumed run given a setting other than --threads or --memory-budget is a usage error naming it",
           "[cli][settings]") {
   REQUIRE(cli_built());
   ScratchDir d("cli-resume");
