@@ -339,7 +339,10 @@ MethodOptions load_trained(BertModel& m, const fs::path& dir) {
     }
   }
   // Model tensors saved by the method (head, pooler, biases): values replace the model's.
-  for (auto& [name, slot] : m.tensor_slots()) {
+  for (const TensorSlot& s : m.tensor_slots()) {
+    const std::string& name = s.name;
+    Tensor* slot = s.tensor;
+    if (!slot->defined()) continue;
     Tensor t = take(name);
     if (!t.defined()) continue;
     if (t.shape() != slot->shape()) {
