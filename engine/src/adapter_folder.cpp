@@ -20,22 +20,14 @@ namespace edgetune {
 
 namespace fs = std::filesystem;
 
-const char* method_name(Method m) {
-  switch (m) {
-    case Method::Lora: return "lora";
-    case Method::Adapter: return "adapter";
-    case Method::BitFit: return "bitfit";
-    case Method::Head: return "head";
-    case Method::Full: return "full";
-  }
-  return "?";
-}
+const char* method_name(Method m) { return settings::name_of<Method>(kMethodNames, m); }
 
 Method parse_method(const std::string& s) {
-  for (Method m : {Method::Lora, Method::Adapter, Method::BitFit, Method::Head, Method::Full}) {
-    if (s == method_name(m)) return m;
+  for (const settings::Choice<Method>& c : kMethodNames) {
+    if (s == c.name) return c.value;
   }
-  throw std::invalid_argument("unknown method '" + s + "' (expected lora, adapter, bitfit, head or full)");
+  throw std::invalid_argument("unknown method '" + s + "' (expected " +
+                              settings::choice_list<Method>(kMethodNames) + ")");
 }
 
 namespace {

@@ -28,11 +28,16 @@
 #include "edgetune/adapters/houlsby.h"
 #include "edgetune/adapters/lora.h"
 #include "edgetune/engine/bert.h"
+#include "edgetune/engine/settings.h"
 
 namespace edgetune {
 
 // Fine-tuning methods (what each trains: finetune.h).
 enum class Method { Lora, Adapter, BitFit, Head, Full };
+// Their names, in adapter_config.json, the settings and on the command line.
+inline constexpr settings::Choice<Method> kMethodNames[] = {
+    {Method::Lora, "lora"}, {Method::Adapter, "adapter"}, {Method::BitFit, "bitfit"},
+    {Method::Head, "head"}, {Method::Full, "full"}};
 const char* method_name(Method m);  // "lora", "adapter", "bitfit", "head", "full"
 Method parse_method(const std::string& s);  // throws std::invalid_argument listing the choices
 

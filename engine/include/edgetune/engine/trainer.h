@@ -40,10 +40,8 @@
 
 namespace edgetune {
 
-// Names of the enums of the settings, as JSON and the command line spell them.
-inline constexpr settings::Choice<Method> kMethodNames[] = {
-    {Method::Lora, "lora"}, {Method::Adapter, "adapter"}, {Method::BitFit, "bitfit"},
-    {Method::Head, "head"}, {Method::Full, "full"}};
+// Names of the enums of the settings, as JSON and the command line spell them (the methods'
+// are adapter_folder.h's kMethodNames).
 inline constexpr settings::Choice<DType> kQuantNames[] = {
     {DType::F32, "f32"}, {DType::Q8, "q8"}, {DType::Q4, "q4"}};
 inline constexpr settings::Choice<optim::OptimizerKind> kOptimizerNames[] = {
