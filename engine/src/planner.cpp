@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "edgetune/engine/pretrain.h"
 #include "edgetune/engine/trainer.h"
 
 namespace edgetune {
@@ -53,7 +54,10 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
   // ---- weights, trainable parameters, gradients, optimizer state: the tensors the loader makes
   // (with the masked-LM head for pretraining)
   BertModel layout = bert_layout(c, r.mlm_probability > 0);
-  for (const BertTensor& t : bert_tensors(layout, load_options_for(r.method, r.base, r.quant_embeddings))) {
+  LoadOptions lo = load_options_for(r.method, r.base, r.quant_embeddings);
+  // Pretraining trains what a BertForMaskedLM checkpoint holds: not the pooler, not the classifier.
+  if (r.mlm_probability > 0) lo.trainable = in_masked_lm_checkpoint;
+  for (const BertTensor& t : bert_tensors(layout, lo)) {
     if (t.trainable) {
       add_trainable(e, t.shape, copies);
     } else {

@@ -12,6 +12,7 @@
 #include "edgetune/core/memory.h"
 #include "edgetune/engine/loader.h"
 #include "edgetune/engine/planner.h"
+#include "edgetune/engine/pretrain.h"
 #include "edgetune/engine/trainer.h"
 #include "test_support.h"
 
@@ -166,6 +167,32 @@ TEST_CASE("planner: per category, the estimate is the accountant's count", "[pla
                                               << format_bytes(static_cast<std::size_t>(at_peak)));
     CHECK(std::fabs(est / at_peak - 1.0) <= 0.10);
   }
+}
+
+TEST_CASE("planner: pretraining's weights and trainable tensors are the accountant's count",
+          "[planner][memory]") {
+  PlanRequest r = request(Method::Full, DType::F32, 4, 32);
+  r.quant_embeddings = false;
+  r.mlm_probability = 0.15;
+  const MemoryEstimate e = estimate_memory(r, false, 4);
+  Accountant& acc = Accountant::global();
+  acc.trim();
+  const MemoryStats before = acc.stats();
+  // The model as the pretrainer loads it: float32, the masked-LM head, everything but the pooler
+  // and the classifier trains.
+  LoadOptions lo;
+  lo.base = DType::F32;
+  lo.with_mlm_head = true;
+  lo.trainable = in_masked_lm_checkpoint;
+  const BertModel model = init_bert(r.config, lo);
+  const MemoryStats after = acc.stats();
+  for (const MemCategory c : {MemCategory::BaseWeights, MemCategory::Trainable}) {
+    INFO(category_name(c));
+    const int i = static_cast<int>(c);
+    CHECK(e.bytes[i] == after.live[i] - before.live[i]);
+  }
+  // The frozen pooler and classifier are float32 base weights.
+  CHECK(e.bytes[static_cast<int>(MemCategory::BaseWeights)] > 0);
 }
 
 TEST_CASE("planner: no budget means no checkpointing and one micro-batch", "[planner]") {
