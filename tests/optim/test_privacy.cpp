@@ -80,10 +80,10 @@ TEST_CASE("without sampling the mechanism is the Gaussian one: alpha / (2 sigma^
   }
 }
 
-// The example in the module documentation of opacus/accountants/analysis/rdp.py
-// (https://github.com/pytorch/opacus/blob/main/opacus/accountants/analysis/rdp.py, shown in the
-// API reference at https://opacus.ai/api/accounting/rdp.html): two phases, (q 1e-5, sigma 1.0,
-// 10 steps) and (q 1e-4, sigma 3.0, 4 steps), orders 2..32, delta 1e-5, prints
+// The worked example in the module documentation of Opacus' RDP analysis,
+// https://github.com/pytorch/opacus/blob/1235e1e1136b6a066e26a5011f3de42bf7dd19c0/opacus/accountants/analysis/rdp.py
+// (the same example code is on https://opacus.ai/api/privacy_analysis.html): two phases,
+// (q 1e-5, sigma 1.0, 10 steps) and (q 1e-4, sigma 3.0, 4 steps), orders 2..32, delta 1e-5:
 //   >>> float(epsilon), int(opt_order)  # doctest: +NUMBER
 //   (0.336, 23)
 TEST_CASE("Opacus' documented example: epsilon 0.336 at order 23", "[privacy][opacus]") {
