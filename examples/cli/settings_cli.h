@@ -122,41 +122,46 @@ class SettingsBinder {
 // ones it may change (--threads, --memory-budget), when given.
 ResumeOverrides resume_overrides(const SettingsBinder& bound, int threads, std::size_t memory_budget);
 
-// A training command (train, pretrain): its settings bound to options, --resume RUN_DIR, and the
-// run started from them: a new run needs every key of `required`. Ctrl-C stops the run with a
-// checkpoint; under a memory budget the allocator returns freed blocks (limit_allocator_slack).
-template <class Runner, class Config>
-struct RunCommand {
-  Config config;
-  std::string resume;
-  std::unique_ptr<SettingsBinder> bound;
-
-  void bind(CLI::App& app) {
-    bound = std::make_unique<SettingsBinder>(app);
-    Config::fields(config, *bound);
-    app.add_option("--resume", resume, "continue the interrupted run in RUN_DIR");
-  }
-
-  // The run's result, or a usage error naming what is missing.
-  template <class Result>
-  Result run(const std::vector<std::string>& required, const std::string& usage) {
-    const StopToken stop = install_stop_signals();
-    std::optional<Runner> runner;
-    if (!resume.empty()) {
-      const ResumeOverrides o = resume_overrides(*bound, config.threads, config.memory_budget);
-      if (o.memory_budget) limit_allocator_slack();
-      runner.emplace(Runner::resume(resume, &std::cerr, o));
-    } else {
-      for (const std::string& key : required) {
-        if (bound->options().at(key)->count() == 0) throw UsageError(usage);
+// A training command (train, pretrain): the mode's settings bound to options, --resume RUN_DIR,
+// and the run started from them (a new run needs every key of `required`, else `usage` is the
+// error). Ctrl-C stops the run with a checkpoint; under a memory budget the allocator returns freed
+// blocks (limit_allocator_slack). `report` prints the result for people; the exit code is 130 for
+// an interrupted run, else 0.
+template <class Runner, class Config, class Result>
+RegisterCommand run_command(std::string name, std::string help, std::vector<std::string> required,
+                            std::string usage, std::function<void(const Result&)> report) {
+  struct State {
+    Config config;
+    std::string resume;
+    std::unique_ptr<SettingsBinder> bound;
+  };
+  auto registrar = [required, usage, report](CLI::App& app) -> std::function<int()> {
+    auto s = std::make_shared<State>();
+    s->bound = std::make_unique<SettingsBinder>(app);
+    Config::fields(s->config, *s->bound);
+    app.add_option("--resume", s->resume, "continue the interrupted run in RUN_DIR");
+    return [s, required, usage, report] {
+      const StopToken stop = install_stop_signals();
+      std::optional<Runner> runner;
+      if (!s->resume.empty()) {
+        const ResumeOverrides o = resume_overrides(*s->bound, s->config.threads, s->config.memory_budget);
+        if (o.memory_budget) limit_allocator_slack();
+        runner.emplace(Runner::resume(s->resume, &std::cerr, o));
+      } else {
+        for (const std::string& key : required) {
+          if (s->bound->options().at(key)->count() == 0) throw UsageError(usage);
+        }
+        if (s->config.memory_budget > 0) limit_allocator_slack();
+        runner.emplace(s->config, &std::cerr);
       }
-      if (config.memory_budget > 0) limit_allocator_slack();
-      runner.emplace(config, &std::cerr);
-    }
-    RunHooks hooks;
-    hooks.should_stop = [stop] { return stop.stop_requested(); };
-    return runner->run(hooks);
-  }
-};
+      RunHooks hooks;
+      hooks.should_stop = [stop] { return stop.stop_requested(); };
+      const Result r = runner->run(hooks);
+      report(r);
+      return r.interrupted ? 130 : 0;
+    };
+  };
+  return RegisterCommand(std::move(name), std::move(help), registrar);
+}
 
 }  // namespace edgetune::cli
