@@ -75,7 +75,7 @@ void interrupted_run_matches(int sig) {
   INFO(straight.err);
   REQUIRE(straight.exit_code == 0);
 
-  const pid_t pid = start(q(cli_path()) + " " + train_args(d / "train.tsv", d / "cut"), d / "cut.log");
+  const pid_t pid = start(cli_command() + " " + train_args(d / "train.tsv", d / "cut"), d / "cut.log");
   // Wait for a few checkpoints, then interrupt.
   const fs::path state = d / "cut" / "train_state.safetensors";
   for (int i = 0; i < 3000 && !fs::exists(state) && alive(pid); ++i) {

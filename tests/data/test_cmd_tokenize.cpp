@@ -53,7 +53,7 @@ TEST_CASE("edgetune tokenize prints ids per line and maps errors to exit codes")
     return;
   }
   const fs::path vocab = edgetune::test::golden_dir() / "tokenizer/mini-uncased-vocab.txt";
-  const std::string base = "'" + cli + "' tokenize --vocab '" + vocab.string() + "'";
+  const std::string base = edgetune::test::cli_command() + " tokenize --vocab '" + vocab.string() + "'";
   const edgetune::data::WordPieceTokenizer tok(edgetune::data::Vocab::load(vocab));
 
   const Run lines = run("printf 'the cat\\r\\n\\nHello, world!\\n' | " + base + " 2>/dev/null");
