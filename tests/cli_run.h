@@ -64,7 +64,7 @@ inline RunResult run_shell(const std::string& command, const std::string& input 
 
 // Runs the edgetune binary with `args` (already shell-quoted where needed).
 inline RunResult run_cli(const std::string& args, const std::string& input = "") {
-  std::string command = q(cli_path());
+  std::string command = cli_command();
   command += ' ';
   command += args;
   return run_shell(command, input);

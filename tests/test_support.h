@@ -68,4 +68,16 @@ struct TempDir {
 // Path of the edgetune command-line binary built beside the tests.
 inline std::string cli_path() { return EDGETUNE_CLI; }
 
+// The start of a shell command that runs that binary: its path in single quotes, after the
+// emulator that runs it when the tests are cross-compiled (EDGETUNE_CLI_EMULATOR, e.g.
+// `qemu-aarch64 -L /usr/aarch64-linux-gnu`; empty in a native build).
+inline std::string cli_command() {
+  std::string c = EDGETUNE_CLI_EMULATOR;
+  if (!c.empty()) c += ' ';
+  c += '\'';
+  c += cli_path();
+  c += '\'';
+  return c;
+}
+
 }  // namespace edgetune::test

@@ -75,7 +75,7 @@ inline void interrupted_run_matches(const InterruptibleCommand& c, const std::fi
   REQUIRE(straight.exit_code == 0);
 
   const fs::path cut = dir / "cut";
-  const pid_t pid = start_background(q(cli_path()) + " " + c.command + " " + c.args(cut), dir / "cut.log");
+  const pid_t pid = start_background(cli_command() + " " + c.command + " " + c.args(cut), dir / "cut.log");
   // Wait for a few checkpoints, then interrupt.
   const fs::path state = cut / "train_state.safetensors";
   for (int i = 0; i < 3000 && !fs::exists(state) && alive(pid); ++i) {

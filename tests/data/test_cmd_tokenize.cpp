@@ -53,7 +53,8 @@ TEST_CASE("edgetune tokenize prints ids per line and maps errors to exit codes")
     return;
   }
   const fs::path vocab = edgetune::test::golden_dir() / "tokenizer/mini-uncased-vocab.txt";
-  const std::string base = "'" + cli + "' tokenize --vocab '" + vocab.string() + "'";
+  const std::string exe = edgetune::test::cli_command();
+  const std::string base = exe + " tokenize --vocab '" + vocab.string() + "'";
   const edgetune::data::WordPieceTokenizer tok(edgetune::data::Vocab::load(vocab));
 
   const Run lines = run("printf 'the cat\\r\\n\\nHello, world!\\n' | " + base + " 2>/dev/null");
@@ -79,12 +80,12 @@ TEST_CASE("edgetune tokenize prints ids per line and maps errors to exit codes")
 
   fs::copy_file(vocab, dir / "vocab.txt", fs::copy_options::overwrite_existing);
   std::ofstream(dir / "tokenizer_config.json") << R"({"do_lower_case": true})";
-  CHECK(run("echo 'THE CAT' | '" + cli + "' tokenize --model '" + dir.string() + "'").out ==
+  CHECK(run("echo 'THE CAT' | " + exe + " tokenize --model '" + dir.string() + "'").out ==
         expected(tok, "the cat"));
 
-  CHECK(run("'" + cli + "' tokenize 2>/dev/null").status == 2);
+  CHECK(run(exe + " tokenize 2>/dev/null").status == 2);
   CHECK(run(base + " --max-length 1 </dev/null 2>/dev/null").status == 2);
-  CHECK(run("'" + cli + "' tokenize --vocab '" + (dir / "missing.txt").string() +
+  CHECK(run(exe + " tokenize --vocab '" + (dir / "missing.txt").string() +
             "' </dev/null 2>/dev/null")
             .status == 1);
   std::ofstream(dir / "bad.tsv") << "text\tlabel\nonly one column\n";
