@@ -206,32 +206,34 @@ std::vector<double> forward_budget(const std::vector<double>& x, const std::vect
 // The budget of dx = dy W (dy (M, N), W (N, K)) on the int8 path. dy is quantized per block b of
 // 32 along N, q8 after multiplying each column n by the row scale s_n of W (so the codes of W are
 // exact): step d_b = max_{n in b} |dy_n s_n| / 127, error <= sum_b d_b / 2 * sum_{n in b} |q_nk|.
-// q4: d_b = max_{n in b} |dy_n| / 127 against the dequantized W, plus the requantization of each
-// 32 x 1 tile of W to int8 with step t = max_{n in b} |W_nk| / 127: sum_n (|dy_n| + d_b / 2) t / 2.
+// q4: d_b = max_{n in b} |dy_n| / 127 against the dequantized W, plus the requantization of W's
+// block of 32 rows in group g to int8 with step t = 7 max_{n in b} s_{n,g} / 127:
+// sum_n (|dy_n| + d_b / 2) t / 2.
 // Rounding as in forward_budget.
 std::vector<double> backward_budget(const std::vector<double>& dy, const Tensor& w,
                                     std::int64_t m) {
   const std::int64_t n = w.dim(0), k = w.dim(1);
   const std::vector<double> wd = values(w);
   const bool q8 = w.dtype() == DType::Q8;
+  const std::int64_t groups = (k + 31) / 32;
   std::vector<double> budget(m * k);
   for (std::int64_t i = 0; i < m; ++i)
     for (std::int64_t c = 0; c < k; ++c) {
       double total = 0, magnitude = 0;
       for (std::int64_t n0 = 0; n0 < n; n0 += 32) {
         const std::int64_t n1 = std::min(n, n0 + 32);
-        double amax = 0, wmax = 0;
+        double amax = 0, smax = 0;
         for (std::int64_t r = n0; r < n1; ++r) {
           const double s = q8 ? w.scales()[r] : 1.0;
           amax = std::max(amax, std::fabs(dy[i * n + r] * s));
-          wmax = std::max(wmax, std::fabs(wd[r * k + c]));
+          if (!q8) smax = std::max(smax, double(w.scales()[r * groups + c / 32]));
           magnitude += std::fabs(dy[i * n + r] * wd[r * k + c]);
         }
         const double step = amax / 127;
         for (std::int64_t r = n0; r < n1; ++r) {
           const double s = q8 ? w.scales()[r] : 1.0;
           if (s > 0) total += step / 2 * std::fabs(wd[r * k + c]) / s;
-          if (!q8) total += (std::fabs(dy[i * n + r]) + step / 2) * wmax / 127 / 2;
+          if (!q8) total += (std::fabs(dy[i * n + r]) + step / 2) * 7 * smax / 127 / 2;
         }
       }
       budget[i * k + c] = total + double(n + n / 32 + 3) * FLT_EPSILON * 2 * magnitude;

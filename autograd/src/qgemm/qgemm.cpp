@@ -11,6 +11,10 @@
 #include <cstring>
 #include <stdexcept>
 
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
+
 #include "tiles.h"
 
 namespace edgetune::qgemm {
@@ -89,21 +93,40 @@ void quantize_row(const float* src, std::int64_t len, const float* colscale, std
   }
 }
 
-// Codes of row n of a quantized (N, K) w, columns [k0, k0 + count) (all inside the row).
-void row_codes(const Tensor& w, std::int64_t n, std::int64_t k0, std::int64_t count,
-               std::int8_t* out) {
-  const std::int64_t k = w.dim(1);
-  if (w.dtype() == DType::Q8) {
-    std::memcpy(out, w.data<std::int8_t>() + n * k + k0, static_cast<size_t>(count));
-    return;
+// A quantized (N, K) weight's storage, read without the Tensor accessors' checks in the packing
+// loops.
+struct WeightView {
+  explicit WeightView(const Tensor& w)
+      : q8(w.dtype() == DType::Q8),
+        n(w.dim(0)),
+        k(w.dim(1)),
+        groups((w.dim(1) + kQ4Group - 1) / kQ4Group),
+        codes(q8 ? reinterpret_cast<const std::uint8_t*>(w.data<std::int8_t>())
+                 : w.data<std::uint8_t>()),
+        scales(w.scales()) {}
+
+  // Codes of row r, columns [k0, k0 + count) (inside the row; k0 even).
+  void row_codes(std::int64_t r, std::int64_t k0, std::int64_t count, std::int8_t* out) const {
+    if (q8) {
+      std::memcpy(out, codes + r * k + k0, static_cast<size_t>(count));
+      return;
+    }
+    const std::uint8_t* bytes = codes + r * ((k + 1) / 2) + k0 / 2;
+    const std::int64_t pairs = count / 2;
+    for (std::int64_t i = 0; i < pairs; ++i) {
+      out[2 * i] = static_cast<std::int8_t>((bytes[i] & 0x0F) - 8);
+      out[2 * i + 1] = static_cast<std::int8_t>((bytes[i] >> 4) - 8);
+    }
+    if (count % 2) out[count - 1] = static_cast<std::int8_t>((bytes[pairs] & 0x0F) - 8);
   }
-  const std::uint8_t* bytes = w.data<std::uint8_t>() + n * ((k + 1) / 2);
-  for (std::int64_t i = 0; i < count; ++i) {
-    const std::int64_t j = k0 + i;
-    const int nibble = (j % 2 == 0) ? (bytes[j / 2] & 0x0F) : (bytes[j / 2] >> 4);
-    out[i] = static_cast<std::int8_t>(nibble - 8);
-  }
-}
+  // The scale of row r: q8 its row scale, q4 that of its group g.
+  float scale(std::int64_t r, std::int64_t g) const { return q8 ? scales[r] : scales[r * groups + g]; }
+
+  bool q8;
+  std::int64_t n, k, groups;
+  const std::uint8_t* codes;  // q8: int8 codes; q4: packed nibbles
+  const float* scales;
+};
 
 // Where one panel's packed weights go (layout in qgemm.h).
 struct PanelOut {
@@ -114,20 +137,22 @@ struct PanelOut {
 
 // Forward panel: output columns are rows [n0, n0 + 16) of w, reduction along K in kb blocks.
 // row is scratch of kb * 32 bytes.
-void pack_forward_panel(const Tensor& w, std::int64_t n0, std::int64_t kb, std::int8_t* row,
+void pack_forward_panel(const WeightView& w, std::int64_t n0, std::int64_t kb, std::int8_t* row,
                         PanelOut out) {
-  const std::int64_t n = w.dim(0), k = w.dim(1), groups = (k + kQ4Group - 1) / kQ4Group;
-  const float* scales = w.scales();
+  const std::int64_t n = w.n, k = w.k;
   for (int j = 0; j < kPanel; ++j) {
     const std::int64_t r = n0 + j;
-    std::fill_n(row, kb * kBlock, std::int8_t{0});
-    if (r < n) row_codes(w, r, 0, k, row);
+    std::fill_n(row + k, kb * kBlock - k, std::int8_t{0});
+    if (r < n) {
+      w.row_codes(r, 0, k, row);
+    } else {
+      std::fill_n(row, k, std::int8_t{0});
+    }
     for (std::int64_t blk = 0; blk < kb; ++blk) {
       std::int32_t sum = 0;
       for (int i = 0; i < kBlock; ++i) sum += row[blk * kBlock + i];
       out.bsum[blk * kPanel + j] = sum;
-      out.sb[blk * kPanel + j] =
-          r >= n ? 0.0f : (w.dtype() == DType::Q8 ? scales[r] : scales[r * groups + blk]);
+      out.sb[blk * kPanel + j] = r >= n ? 0.0f : w.scale(r, blk);
       std::int8_t* dst = out.b + blk * kBlock * kPanel + j * 4;
       for (int r4 = 0; r4 < kBlock / 4; ++r4) {
         std::memcpy(dst + r4 * kPanel * 4, row + blk * kBlock + r4 * 4, 4);
@@ -136,52 +161,62 @@ void pack_forward_panel(const Tensor& w, std::int64_t n0, std::int64_t kb, std::
   }
 }
 
-// dX panel: output columns are columns [k0, k0 + 16) of w, reduction along N in kb blocks.
-// q8 keeps the codes (the row scales went into dY); q4 requantizes each 32 x 1 tile of the
-// dequantized w to int8 with its own scale (see qgemm.h).
-void pack_backward_panel(const Tensor& w, std::int64_t k0, std::int64_t kb, PanelOut out) {
-  const std::int64_t n = w.dim(0), k = w.dim(1), groups = (k + kQ4Group - 1) / kQ4Group;
-  const std::int64_t cols = std::min<std::int64_t>(kPanel, k - k0);
+// Writes 4 rows of 16 codes, src[i][j], as dst[j][i] (the 64 bytes of one step of a panel).
+void interleave4x16(const std::int8_t (*src)[kPanel], std::int8_t* dst) {
+#if defined(__x86_64__)
+  const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[0]));
+  const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[1]));
+  const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[2]));
+  const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[3]));
+  const __m128i lo01 = _mm_unpacklo_epi8(r0, r1), hi01 = _mm_unpackhi_epi8(r0, r1);
+  const __m128i lo23 = _mm_unpacklo_epi8(r2, r3), hi23 = _mm_unpackhi_epi8(r2, r3);
+  __m128i* d = reinterpret_cast<__m128i*>(dst);
+  _mm_storeu_si128(d + 0, _mm_unpacklo_epi16(lo01, lo23));
+  _mm_storeu_si128(d + 1, _mm_unpackhi_epi16(lo01, lo23));
+  _mm_storeu_si128(d + 2, _mm_unpacklo_epi16(hi01, hi23));
+  _mm_storeu_si128(d + 3, _mm_unpackhi_epi16(hi01, hi23));
+#else
+  for (int j = 0; j < kPanel; ++j)
+    for (int i = 0; i < 4; ++i) dst[j * 4 + i] = src[i][j];
+#endif
+}
+
+// Block blk (rows [32 blk, 32 blk + 32) of w) of a dX panel, whose output columns are columns
+// [k0, k0 + 16) of w. q8 keeps the codes (the row scales went into dY). q4 requantizes the block
+// to int8 with the scale t = 7 max_n s_n,g / 127 of its largest group scale: code
+// round(q s_n,g / t), |code| <= 7 s_n,g / t <= 127, from a table per row (see qgemm.h).
+void pack_backward_block(const WeightView& w, std::int64_t k0, std::int64_t blk, PanelOut out) {
+  const std::int64_t cols = std::min<std::int64_t>(kPanel, w.k - k0);
   const std::int64_t group = k0 / kQ4Group;  // a panel lies inside one group: 16 divides 32
-  const float* scales = w.scales();
-  for (std::int64_t blk = 0; blk < kb; ++blk) {
-    std::int8_t codes[kBlock][kPanel] = {};
-    float tile_scale[kPanel];
-    std::fill_n(tile_scale, kPanel, w.dtype() == DType::Q8 ? 1.0f : 0.0f);
-    const int rows = static_cast<int>(std::min<std::int64_t>(kBlock, n - blk * kBlock));
-    for (int r = 0; r < rows; ++r) row_codes(w, blk * kBlock + r, k0, cols, codes[r]);
-    if (w.dtype() == DType::Q4) {
-      float v[kBlock][kPanel] = {};
-      float amax[kPanel] = {};
-      for (int r = 0; r < rows; ++r) {
-        const float s = scales[(blk * kBlock + r) * groups + group];
-        for (int j = 0; j < kPanel; ++j) {
-          v[r][j] = s * static_cast<float>(codes[r][j]);
-          amax[j] = std::max(amax[j], std::fabs(v[r][j]));
-        }
+  const int rows = static_cast<int>(std::min<std::int64_t>(kBlock, w.n - blk * kBlock));
+  std::int8_t codes[kBlock][kPanel];
+  if (rows < kBlock || cols < kPanel || !w.q8) std::memset(codes, 0, sizeof codes);
+  float tile_scale = 1.0f;
+  if (w.q8) {
+    for (int r = 0; r < rows; ++r) w.row_codes(blk * kBlock + r, k0, cols, codes[r]);
+  } else {
+    float smax = 0.0f;
+    for (int r = 0; r < rows; ++r) smax = std::max(smax, w.scale(blk * kBlock + r, group));
+    tile_scale = smax * 7.0f / 127.0f;
+    for (int r = 0; r < rows && smax > 0.0f; ++r) {
+      const float f = w.scale(blk * kBlock + r, group) / tile_scale;
+      std::int8_t table[16];
+      for (int q = -8; q < 8; ++q) {
+        table[q + 8] = static_cast<std::int8_t>(std::nearbyint(static_cast<float>(q) * f));
       }
-      for (int j = 0; j < kPanel; ++j) {
-        tile_scale[j] = amax[j] / 127.0f;
-        const float inv = amax[j] > 0.0f ? 127.0f / amax[j] : 0.0f;
-        for (int r = 0; r < rows; ++r) {
-          codes[r][j] = static_cast<std::int8_t>(
-              std::clamp(std::nearbyint(v[r][j] * inv), -127.0f, 127.0f));
-        }
-      }
-    }
-    for (int j = 0; j < kPanel; ++j) {
-      std::int32_t sum = 0;
-      for (int r = 0; r < kBlock; ++r) sum += codes[r][j];
-      out.bsum[blk * kPanel + j] = sum;
-      out.sb[blk * kPanel + j] = tile_scale[j];
-    }
-    std::int8_t* dst = out.b + blk * kBlock * kPanel;
-    for (int r4 = 0; r4 < kBlock / 4; ++r4) {
-      for (int j = 0; j < kPanel; ++j) {
-        for (int i = 0; i < 4; ++i) dst[(r4 * kPanel + j) * 4 + i] = codes[r4 * 4 + i][j];
-      }
+      std::int8_t q4[kPanel];
+      w.row_codes(blk * kBlock + r, k0, cols, q4);
+      for (int j = 0; j < cols; ++j) codes[r][j] = table[q4[j] + 8];
     }
   }
+  std::int32_t sum[kPanel] = {};
+  for (int r = 0; r < kBlock; ++r)
+    for (int j = 0; j < kPanel; ++j) sum[j] += codes[r][j];
+  for (int j = 0; j < kPanel; ++j) {
+    out.bsum[j] = sum[j];
+    out.sb[j] = tile_scale;
+  }
+  for (int r4 = 0; r4 < kBlock / 4; ++r4) interleave4x16(codes + r4 * 4, out.b + r4 * kPanel * 4);
 }
 
 // Rows per work item; a multiple of the register tiles' 6 and 4 rows.
@@ -189,11 +224,12 @@ constexpr std::int64_t kTaskRows = 48;
 
 // c (M, cols) (+)= quantize(src) (M, len) x packed(w), packing kChunkColumns output columns at a
 // time. forward: src = x, len = K, cols = N; else src = dy, len = N, cols = K.
-void gemm(float* c, const float* src, const float* colscale, std::int64_t m, const Tensor& w,
+void gemm(float* c, const float* src, const float* colscale, std::int64_t m, const Tensor& weight,
           bool forward, Isa isa, int threads) {
   if (m == 0) return;
-  const std::int64_t len = forward ? w.dim(1) : w.dim(0);
-  const std::int64_t cols = forward ? w.dim(0) : w.dim(1);
+  const WeightView w(weight);
+  const std::int64_t len = forward ? w.k : w.n;
+  const std::int64_t cols = forward ? w.n : w.k;
   const std::int64_t kb = (len + kBlock - 1) / kBlock, r_len = kb * kBlock;
   const std::int64_t chunk = std::min(kChunkColumns, round_up(cols, kPanel));
   const std::int64_t panel_bytes = kb * kBlock * kPanel;
@@ -231,15 +267,23 @@ void gemm(float* c, const float* src, const float* colscale, std::int64_t m, con
     for (std::int64_t c0 = 0; c0 < cols; c0 += chunk) {
       const std::int64_t width = std::min(chunk, cols - c0);
       const std::int64_t panels = (width + kPanel - 1) / kPanel;
+      auto panel_out = [&](std::int64_t p, std::int64_t blk) {
+        return PanelOut{reinterpret_cast<std::int8_t*>(bytes_of(b)) + p * panel_bytes +
+                            blk * kBlock * kPanel,
+                        bsum.data<std::int32_t>() + (p * kb + blk) * kPanel,
+                        sb.data<float>() + (p * kb + blk) * kPanel};
+      };
+      if (forward) {
 #pragma omp for schedule(static)
-      for (std::int64_t p = 0; p < panels; ++p) {
-        const PanelOut out{reinterpret_cast<std::int8_t*>(bytes_of(b)) + p * panel_bytes,
-                           bsum.data<std::int32_t>() + p * kb * kPanel,
-                           sb.data<float>() + p * kb * kPanel};
-        if (forward) {
-          pack_forward_panel(w, c0 + p * kPanel, kb, row, out);
-        } else {
-          pack_backward_panel(w, c0 + p * kPanel, kb, out);
+        for (std::int64_t p = 0; p < panels; ++p) {
+          pack_forward_panel(w, c0 + p * kPanel, kb, row, panel_out(p, 0));
+        }
+      } else {
+        // Block-major, so the rows of w are read a chunk's width (whole cache lines) at a time.
+#pragma omp for schedule(static)
+        for (std::int64_t t = 0; t < kb * panels; ++t) {
+          const std::int64_t blk = t / panels, p = t % panels;
+          pack_backward_block(w, c0 + p * kPanel, blk, panel_out(p, blk));
         }
       }
       Operands oc = o;

@@ -17,10 +17,11 @@
 //   dX, q8:      the row scales of W run along N, the reduction: they are folded into dY before
 //                it is quantized (a[m][n] = dY[m][n] * s_n), w = codes of W, sb = 1. Exact in W.
 //   dX, q4:      the group scales run along K, the output dimension of dX, and vary with n inside
-//                a reduction block, so they cannot be factored out of an integer sum. Each tile of
-//                32 rows n x 1 column k of the dequantized W (s_{n,g(k)} * q_{n,k}) is requantized
-//                to int8 with its own scale t = max|tile| / 127 (sb[b][k] = t) while packing: one
-//                more rounding of at most t/2 per weight, 18x finer than the q4 step it carries.
+//                a reduction block, so they cannot be factored out of an integer sum. While
+//                packing, each block of 32 rows n of W's codes in one group g is requantized to
+//                int8 with one scale t = 7 max_n s_{n,g} / 127 (sb[b][k] = t): code =
+//                round(q s_{n,g} / t), from a 16-entry table per row. One more rounding of
+//                at most t / 2 per weight, 18x finer than the q4 step of the block's largest group.
 // Activation codes are stored as code + 128 (unsigned, what vpdpbusd multiplies); a kernel that
 // uses them unsigned subtracts 128 * (column sum of the block's weight codes), given as bsum.
 #pragma once
