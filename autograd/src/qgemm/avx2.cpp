@@ -31,6 +31,10 @@ void micro(const Operands& o, std::int64_t m, std::int64_t p) {
   const float* sa = o.sa + m * o.ldsa;
   const __m256i flip = _mm256_set1_epi8(static_cast<char>(0x80));
   const __m256i ones = _mm256_set1_epi16(1);
+  // The output tile is used only after the whole reduction: fetch it meanwhile (see avx512vnni).
+  for (int r = 0; r < MR; ++r) {
+    _mm_prefetch(reinterpret_cast<const char*>(o.c + (m + r) * o.ldc + p * kPanel), _MM_HINT_T0);
+  }
   __m256 acc[MR][2];
   for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_ps();
   for (std::int64_t blk = 0; blk < o.kb; ++blk) {

@@ -34,6 +34,13 @@ void micro(const Operands& o, std::int64_t m, std::int64_t p) {
   const float* sb = o.sb + p * o.kb * kPanel;
   const std::uint8_t* a = o.a + m * o.lda;
   const float* sa = o.sa + m * o.ldsa;
+  // The output tile is read or written only after the whole reduction: fetch it meanwhile (dX
+  // accumulates into an output too large for the caches).
+  for (int r = 0; r < MR; ++r)
+    for (int q = 0; q < NP; ++q) {
+      _mm_prefetch(reinterpret_cast<const char*>(o.c + (m + r) * o.ldc + (p + q) * kPanel),
+                   _MM_HINT_T0);
+    }
   __m512 acc[MR][NP];
   for (int r = 0; r < MR; ++r)
     for (int q = 0; q < NP; ++q) acc[r][q] = _mm512_setzero_ps();
