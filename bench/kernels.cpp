@@ -1,7 +1,6 @@
 // The kernel benchmark (see kernels.h).
 #include "kernels.h"
 
-
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -148,8 +147,9 @@ std::vector<nlohmann::json> run_kernels(const std::vector<int>& thread_counts) {
       Tensor dx = Tensor::zeros(Shape{m, k}, DType::F32, MemCategory::Workspace);
       for (const char* storage : {"f32", "q8", "q4"}) {
         const std::string st = storage;
-        const Tensor w = st == "f32" ? w32 : quantize(w32, st == "q8" ? DType::Q8 : DType::Q4,
-                                                      MemCategory::Workspace);
+        const Tensor w =
+            st == "f32" ? w32
+                        : quantize(w32, st == "q8" ? DType::Q8 : DType::Q4, MemCategory::Workspace);
         std::vector<std::string> paths = {"f32"};
         if (st != "f32") {
           for (qgemm::Isa isa : qgemm::available_isas()) paths.push_back(qgemm::isa_name(isa));
@@ -179,9 +179,16 @@ std::vector<nlohmann::json> run_kernels(const std::vector<int>& thread_counts) {
                   }
                 });
               }
-              rows.push_back({{"kind", "gemm"}, {"m", m}, {"k", k}, {"n", n}, {"storage", st},
-                              {"path", path}, {"threads", threads}, {"direction", direction},
-                              {"seconds", s}, {"gflops", 2.0 * double(m * n * k) / s / 1e9}});
+              rows.push_back({{"kind", "gemm"},
+                              {"m", m},
+                              {"k", k},
+                              {"n", n},
+                              {"storage", st},
+                              {"path", path},
+                              {"threads", threads},
+                              {"direction", direction},
+                              {"seconds", s},
+                              {"gflops", 2.0 * double(m * n * k) / s / 1e9}});
             }
           }
         }

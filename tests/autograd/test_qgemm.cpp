@@ -35,9 +35,16 @@ struct RandomOperands {
   std::vector<float> sb;
   std::int64_t m, panels, kb, n;
 
+  bool column_scales;
+
+  // column_scales: sb the same for every block (Operands::column_scales).
   RandomOperands(std::int64_t m_, std::int64_t n_, std::int64_t kb_, bool unit_scales,
-                 std::uint64_t seed)
-      : m(m_), panels((n_ + qgemm::kPanel - 1) / qgemm::kPanel), kb(kb_), n(n_) {
+                 std::uint64_t seed, bool column_scales_ = false)
+      : m(m_),
+        panels((n_ + qgemm::kPanel - 1) / qgemm::kPanel),
+        kb(kb_),
+        n(n_),
+        column_scales(column_scales_) {
     const std::int64_t r = kb * qgemm::kBlock;
     a.resize(m * r);
     for (size_t i = 0; i < a.size(); ++i) a[i] = std::uint8_t(uniform_int(seed, i, 1, 255));
@@ -47,13 +54,17 @@ struct RandomOperands {
     for (std::int64_t p = 0; p < panels; ++p)
       for (std::int64_t blk = 0; blk < kb; ++blk)
         for (int j = 0; j < qgemm::kPanel; ++j)
-          for (int i = 0; i < qgemm::kBlock; ++i) bsum[(p * kb + blk) * qgemm::kPanel + j] += code(p, blk, i, j);
+          for (int i = 0; i < qgemm::kBlock; ++i)
+            bsum[(p * kb + blk) * qgemm::kPanel + j] += code(p, blk, i, j);
     sa.resize(m * kb);
     sb.resize(panels * kb * qgemm::kPanel);
     for (size_t i = 0; i < sa.size(); ++i)
       sa[i] = unit_scales ? 1.0f : float(0.001 + counter_uniform(seed + 2, i));
-    for (size_t i = 0; i < sb.size(); ++i)
-      sb[i] = unit_scales ? 1.0f : float(0.001 + counter_uniform(seed + 3, i));
+    for (size_t i = 0; i < sb.size(); ++i) {
+      const size_t p = i / (kb * qgemm::kPanel), j = i % qgemm::kPanel;
+      const size_t from = column_scales ? p * kb * qgemm::kPanel + j : i;
+      sb[i] = unit_scales ? 1.0f : float(0.001 + counter_uniform(seed + 3, from));
+    }
   }
   // Weight code of reduction index 32 blk + i, column 16 p + j.
   int code(std::int64_t p, std::int64_t blk, int i, int j) const {
@@ -82,6 +93,7 @@ struct RandomOperands {
     o.ldc = n;
     o.n = n;
     o.accumulate = accumulate;
+    o.column_scales = column_scales;
     return o;
   }
 };
@@ -90,7 +102,7 @@ struct RandomOperands {
 struct KernelShape {
   std::int64_t m, n, kb;
 };
-const KernelShape kKernelShapes[] = {{1, 1, 1},  {1, 16, 3},  {5, 17, 2},  {7, 33, 8},
+const KernelShape kKernelShapes[] = {{1, 1, 1},   {1, 16, 3},  {5, 17, 2}, {7, 33, 8},
                                      {13, 48, 1}, {50, 70, 4}, {6, 32, 5}, {12, 100, 7}};
 
 }  // namespace
@@ -99,7 +111,8 @@ TEST_CASE("qgemm: EDGETUNE_KERNELS names and availability", "[qgemm]") {
   CHECK(qgemm::isa_available(Isa::Scalar));
   CHECK(qgemm::available_isas().front() == Isa::Scalar);
   for (Isa isa : qgemm::available_isas()) CHECK(qgemm::parse_isa(qgemm::isa_name(isa)) == isa);
-  CHECK_THROWS_WITH(qgemm::parse_isa("sse9"), Catch::Contains("sse9") && Catch::Contains("avx512vnni"));
+  CHECK_THROWS_WITH(qgemm::parse_isa("sse9"),
+                    Catch::Contains("sse9") && Catch::Contains("avx512vnni"));
   CHECK(qgemm::isa_available(qgemm::selected_isa()));
 }
 
@@ -136,24 +149,28 @@ TEST_CASE("qgemm: every implementation gives the scalar reference's int32 block 
 
 TEST_CASE("qgemm: with scales, every implementation is within float rounding of exact", "[qgemm]") {
   for (const KernelShape& s : kKernelShapes) {
-    const RandomOperands ops_(s.m, s.n, s.kb, false, 101 + s.m * 3 + s.n);
-    for (Isa isa : qgemm::available_isas()) {
-      INFO(qgemm::isa_name(isa) << " m " << s.m << " n " << s.n << " blocks " << s.kb);
-      std::vector<float> c(s.m * s.n);
-      qgemm::run_tiles(isa, ops_.operands(c.data(), false), 0, s.m, 0, ops_.panels);
-      for (std::int64_t i = 0; i < s.m; ++i)
-        for (std::int64_t j = 0; j < s.n; ++j) {
-          double exact = 0, magnitude = 0;
-          for (std::int64_t blk = 0; blk < s.kb; ++blk) {
-            const double t = double(ops_.block_sum(i, j, blk)) * ops_.sa[i * s.kb + blk] *
-                             ops_.sb[(j / qgemm::kPanel * s.kb + blk) * qgemm::kPanel + j % qgemm::kPanel];
-            exact += t;
-            magnitude += std::fabs(t);
+    for (bool column_scales : {false, true}) {
+      const RandomOperands ops_(s.m, s.n, s.kb, false, 101 + s.m * 3 + s.n, column_scales);
+      for (Isa isa : qgemm::available_isas()) {
+        INFO(qgemm::isa_name(isa) << " m " << s.m << " n " << s.n << " blocks " << s.kb
+                                  << " column scales " << column_scales);
+        std::vector<float> c(s.m * s.n);
+        qgemm::run_tiles(isa, ops_.operands(c.data(), false), 0, s.m, 0, ops_.panels);
+        for (std::int64_t i = 0; i < s.m; ++i)
+          for (std::int64_t j = 0; j < s.n; ++j) {
+            double exact = 0, magnitude = 0;
+            for (std::int64_t blk = 0; blk < s.kb; ++blk) {
+              const double t =
+                  double(ops_.block_sum(i, j, blk)) * ops_.sa[i * s.kb + blk] *
+                  ops_.sb[(j / qgemm::kPanel * s.kb + blk) * qgemm::kPanel + j % qgemm::kPanel];
+              exact += t;
+              magnitude += std::fabs(t);
+            }
+            // Per block: int32 -> float, the scale product and the sum each round once.
+            const double rounding = (s.kb + 3) * double(FLT_EPSILON) * magnitude;
+            REQUIRE(std::fabs(c[i * s.n + j] - exact) <= rounding);
           }
-          // Per block: int32 -> float, the scale product and the sum each round once.
-          const double rounding = (s.kb + 3) * double(FLT_EPSILON) * magnitude;
-          REQUIRE(std::fabs(c[i * s.n + j] - exact) <= rounding);
-        }
+      }
     }
   }
 }
@@ -165,15 +182,17 @@ namespace {
 struct LinearShape {
   std::int64_t m, k, n;
 };
-const LinearShape kLinearShapes[] = {{1, 40, 17}, {7, 64, 33}, {50, 97, 70}, {1, 300, 300},
-                                     {130, 33, 260}, {61, 256, 48}};
+const LinearShape kLinearShapes[] = {{1, 40, 17},   {7, 64, 33},    {50, 97, 70},
+                                     {1, 300, 300}, {130, 33, 260}, {61, 256, 48}};
 
 Tensor random_f32(const Shape& shape, std::uint64_t seed, double stddev) {
   return test::randn(shape, seed, stddev, DType::F32);
 }
 
 // Row-major (rows, cols) values of a tensor as doubles (dequantized for q8 / q4).
-std::vector<double> values(const Tensor& t) { return t.to_vector(); }
+std::vector<double> values(const Tensor& t) {
+  return t.to_vector();
+}
 
 // The activation rounding budget of y = x W^T on the int8 path, per output element, from the
 // quantization step of the activations: x is quantized per block b of 32 along K with step
@@ -273,13 +292,15 @@ TEST_CASE("qgemm: linear forward and dx of every implementation match the scalar
           for (std::int64_t i = 0; i < s.m; ++i) {
             for (std::int64_t j = 0; j < s.n; ++j) {
               double mag = 0;
-              for (std::int64_t c = 0; c < s.k; ++c) mag += std::fabs(xv[i * s.k + c] * wv[j * s.k + c]);
+              for (std::int64_t c = 0; c < s.k; ++c)
+                mag += std::fabs(xv[i * s.k + c] * wv[j * s.k + c]);
               REQUIRE(std::fabs(y[i * s.n + j] - y_ref[i * s.n + j]) <=
                       2 * double(s.k / 32 + 4) * FLT_EPSILON * 2 * mag);
             }
             for (std::int64_t c = 0; c < s.k; ++c) {
               double mag = 0.5;  // dx accumulates onto 0.5
-              for (std::int64_t j = 0; j < s.n; ++j) mag += std::fabs(dyv[i * s.n + j] * wv[j * s.k + c]);
+              for (std::int64_t j = 0; j < s.n; ++j)
+                mag += std::fabs(dyv[i * s.n + j] * wv[j * s.k + c]);
               REQUIRE(std::fabs(dx[i * s.k + c] - dx_ref[i * s.k + c]) <=
                       2 * double(s.n / 32 + 4) * FLT_EPSILON * 2 * mag);
             }
@@ -349,7 +370,8 @@ TEST_CASE("int8 path: LoRA gradients of an encoder layer stay within 3% of the f
       const std::int64_t rows = name.starts_with("intermediate") ? f : c;
       const std::int64_t cols = name.starts_with("output.dense") ? f : c;
       if (is_weight) {
-        p.push_back(quantize(random_f32({rows, cols}, 40 + i, 0.05), storage, MemCategory::Workspace));
+        p.push_back(
+            quantize(random_f32({rows, cols}, 40 + i, 0.05), storage, MemCategory::Workspace));
       } else if (ln) {
         p.push_back(name.ends_with("weight") ? Tensor::full({c}, 1.0) : Tensor::zeros({c}));
       } else {
@@ -363,7 +385,8 @@ TEST_CASE("int8 path: LoRA gradients of an encoder layer stay within 3% of the f
       // LoRA on query (p[0]) and value (p[4]): y = x Wq^T + bq + (x A^T) B^T.
       std::vector<Tensor> lora;
       for (int i = 0; i < 4; ++i) {
-        lora.push_back(test::param(i % 2 == 0 ? Shape{r, c} : Shape{c, r}, 70 + i, 0.1, DType::F32));
+        lora.push_back(
+            test::param(i % 2 == 0 ? Shape{r, c} : Shape{c, r}, 70 + i, 0.1, DType::F32));
       }
       const ops::LinearOptions options{compute};
       auto lin = [&](const Tensor& in, const Tensor* w, int i) {

@@ -86,10 +86,17 @@ void tiles_avx2(const Operands& o, std::int64_t m0, std::int64_t m1, std::int64_
     std::int64_t m = m0;
     for (; m + 4 <= m1; m += 4) micro<4>(o, m, p);
     switch (m1 - m) {
-      case 3: micro<3>(o, m, p); break;
-      case 2: micro<2>(o, m, p); break;
-      case 1: micro<1>(o, m, p); break;
-      default: break;
+      case 3:
+        micro<3>(o, m, p);
+        break;
+      case 2:
+        micro<2>(o, m, p);
+        break;
+      case 1:
+        micro<1>(o, m, p);
+        break;
+      default:
+        break;
     }
   }
 }

@@ -26,7 +26,9 @@ inline __mmask16 column_mask(std::int64_t cols) {
   return cols >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << cols) - 1);
 }
 
-template <int MR, int NP>
+// ColumnScales: sb is constant over blocks (Operands::column_scales); the block sums are scaled
+// by sa alone and the result by sb once at the end.
+template <int MR, int NP, bool ColumnScales>
 void micro(const Operands& o, std::int64_t m, std::int64_t p) {
   const std::int64_t panel_bytes = o.kb * kBlock * kPanel;
   const std::int8_t* b = o.b + p * panel_bytes;
@@ -63,46 +65,74 @@ void micro(const Operands& o, std::int64_t m, std::int64_t p) {
       }
     }
     for (int q = 0; q < NP; ++q) {
-      const __m512 s = _mm512_loadu_ps(sb + q * o.kb * kPanel + blk * kPanel);
-      for (int r = 0; r < MR; ++r) {
-        const __m512 scale = _mm512_mul_ps(s, _mm512_set1_ps(sa[r * o.ldsa + blk]));
-        acc[r][q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[r][q]), scale, acc[r][q]);
+      if constexpr (ColumnScales) {
+        for (int r = 0; r < MR; ++r) {
+          acc[r][q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[r][q]),
+                                      _mm512_set1_ps(sa[r * o.ldsa + blk]), acc[r][q]);
+        }
+      } else {
+        const __m512 s = _mm512_loadu_ps(sb + q * o.kb * kPanel + blk * kPanel);
+        for (int r = 0; r < MR; ++r) {
+          const __m512 scale = _mm512_mul_ps(s, _mm512_set1_ps(sa[r * o.ldsa + blk]));
+          acc[r][q] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[r][q]), scale, acc[r][q]);
+        }
       }
     }
   }
   for (int q = 0; q < NP; ++q) {
     const std::int64_t col = (p + q) * kPanel;
     const __mmask16 mask = column_mask(o.n - col);
+    const __m512 s = _mm512_loadu_ps(sb + q * o.kb * kPanel);
     for (int r = 0; r < MR; ++r) {
       float* c = o.c + (m + r) * o.ldc + col;
-      __m512 v = acc[r][q];
+      __m512 v = ColumnScales ? _mm512_mul_ps(acc[r][q], s) : acc[r][q];
       if (o.accumulate) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, c));
       _mm512_mask_storeu_ps(c, mask, v);
     }
   }
 }
 
-template <int NP>
+template <int NP, bool ColumnScales>
 void rows(const Operands& o, std::int64_t m0, std::int64_t m1, std::int64_t p) {
   std::int64_t m = m0;
-  for (; m + 6 <= m1; m += 6) micro<6, NP>(o, m, p);
+  for (; m + 6 <= m1; m += 6) micro<6, NP, ColumnScales>(o, m, p);
   switch (m1 - m) {
-    case 5: micro<5, NP>(o, m, p); break;
-    case 4: micro<4, NP>(o, m, p); break;
-    case 3: micro<3, NP>(o, m, p); break;
-    case 2: micro<2, NP>(o, m, p); break;
-    case 1: micro<1, NP>(o, m, p); break;
-    default: break;
+    case 5:
+      micro<5, NP, ColumnScales>(o, m, p);
+      break;
+    case 4:
+      micro<4, NP, ColumnScales>(o, m, p);
+      break;
+    case 3:
+      micro<3, NP, ColumnScales>(o, m, p);
+      break;
+    case 2:
+      micro<2, NP, ColumnScales>(o, m, p);
+      break;
+    case 1:
+      micro<1, NP, ColumnScales>(o, m, p);
+      break;
+    default:
+      break;
   }
+}
+
+template <bool ColumnScales>
+void panels(const Operands& o, std::int64_t m0, std::int64_t m1, std::int64_t p0, std::int64_t p1) {
+  std::int64_t p = p0;
+  for (; p + 2 <= p1; p += 2) rows<2, ColumnScales>(o, m0, m1, p);
+  if (p < p1) rows<1, ColumnScales>(o, m0, m1, p);
 }
 
 }  // namespace
 
 void tiles_avx512vnni(const Operands& o, std::int64_t m0, std::int64_t m1, std::int64_t p0,
                       std::int64_t p1) {
-  std::int64_t p = p0;
-  for (; p + 2 <= p1; p += 2) rows<2>(o, m0, m1, p);
-  if (p < p1) rows<1>(o, m0, m1, p);
+  if (o.column_scales) {
+    panels<true>(o, m0, m1, p0, p1);
+  } else {
+    panels<false>(o, m0, m1, p0, p1);
+  }
 }
 
 }  // namespace edgetune::qgemm::detail

@@ -25,14 +25,17 @@ constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni};
 
 bool cpu_supports(Isa isa) {
   switch (isa) {
-    case Isa::Scalar: return true;
+    case Isa::Scalar:
+      return true;
 #if defined(__x86_64__)
-    case Isa::Avx2: return __builtin_cpu_supports("x86-64-v3");
+    case Isa::Avx2:
+      return __builtin_cpu_supports("x86-64-v3");
     case Isa::Avx512Vnni:
       return __builtin_cpu_supports("x86-64-v4") && __builtin_cpu_supports("avx512vnni");
 #else
     case Isa::Avx2:
-    case Isa::Avx512Vnni: return false;
+    case Isa::Avx512Vnni:
+      return false;
 #endif
   }
   return false;
@@ -58,7 +61,9 @@ Isa choose_isa() {
   return available_isas().back();
 }
 
-std::int64_t round_up(std::int64_t v, std::int64_t to) { return (v + to - 1) / to * to; }
+std::int64_t round_up(std::int64_t v, std::int64_t to) {
+  return (v + to - 1) / to * to;
+}
 
 // A workspace buffer of `bytes` bytes counted by the accountant.
 Tensor workspace_bytes(std::int64_t bytes) {
@@ -120,7 +125,9 @@ struct WeightView {
     if (count % 2) out[count - 1] = static_cast<std::int8_t>((bytes[pairs] & 0x0F) - 8);
   }
   // The scale of row r: q8 its row scale, q4 that of its group g.
-  float scale(std::int64_t r, std::int64_t g) const { return q8 ? scales[r] : scales[r * groups + g]; }
+  float scale(std::int64_t r, std::int64_t g) const {
+    return q8 ? scales[r] : scales[r * groups + g];
+  }
 
   bool q8;
   std::int64_t n, k, groups;
@@ -252,6 +259,7 @@ void gemm(float* c, const float* src, const float* colscale, std::int64_t m, con
   o.kb = kb;
   o.ldc = cols;
   o.accumulate = !forward;
+  o.column_scales = w.q8;
 
   const std::int64_t task_rows = std::min(kTaskRows, m);
   const std::int64_t row_tasks = (m + task_rows - 1) / task_rows;
@@ -268,10 +276,10 @@ void gemm(float* c, const float* src, const float* colscale, std::int64_t m, con
       const std::int64_t width = std::min(chunk, cols - c0);
       const std::int64_t panels = (width + kPanel - 1) / kPanel;
       auto panel_out = [&](std::int64_t p, std::int64_t blk) {
-        return PanelOut{reinterpret_cast<std::int8_t*>(bytes_of(b)) + p * panel_bytes +
-                            blk * kBlock * kPanel,
-                        bsum.data<std::int32_t>() + (p * kb + blk) * kPanel,
-                        sb.data<float>() + (p * kb + blk) * kPanel};
+        return PanelOut{
+            reinterpret_cast<std::int8_t*>(bytes_of(b)) + p * panel_bytes + blk * kBlock * kPanel,
+            bsum.data<std::int32_t>() + (p * kb + blk) * kPanel,
+            sb.data<float>() + (p * kb + blk) * kPanel};
       };
       if (forward) {
 #pragma omp for schedule(static)
@@ -302,8 +310,9 @@ void gemm(float* c, const float* src, const float* colscale, std::int64_t m, con
 
 void require_quantized_weight(const Tensor& w, const char* what) {
   if (!is_quantized(w.dtype()) || w.rank() != 2) {
-    throw std::invalid_argument(std::string(what) + ": weight '" + w.name() + "' must be a q8 or q4 (N, K) matrix, got " +
-                                dtype_name(w.dtype()) + " " + w.shape().str());
+    throw std::invalid_argument(std::string(what) + ": weight '" + w.name() +
+                                "' must be a q8 or q4 (N, K) matrix, got " + dtype_name(w.dtype()) +
+                                " " + w.shape().str());
   }
 }
 
@@ -311,9 +320,12 @@ void require_quantized_weight(const Tensor& w, const char* what) {
 
 const char* isa_name(Isa isa) {
   switch (isa) {
-    case Isa::Scalar: return "scalar";
-    case Isa::Avx2: return "avx2";
-    case Isa::Avx512Vnni: return "avx512vnni";
+    case Isa::Scalar:
+      return "scalar";
+    case Isa::Avx2:
+      return "avx2";
+    case Isa::Avx512Vnni:
+      return "avx512vnni";
   }
   return "?";
 }
@@ -348,13 +360,20 @@ Isa selected_isa() {
 void run_tiles(Isa isa, const Operands& o, std::int64_t m0, std::int64_t m1, std::int64_t p0,
                std::int64_t p1) {
   switch (isa) {
-    case Isa::Scalar: detail::tiles_scalar(o, m0, m1, p0, p1); return;
+    case Isa::Scalar:
+      detail::tiles_scalar(o, m0, m1, p0, p1);
+      return;
 #if defined(__x86_64__)
-    case Isa::Avx2: detail::tiles_avx2(o, m0, m1, p0, p1); return;
-    case Isa::Avx512Vnni: detail::tiles_avx512vnni(o, m0, m1, p0, p1); return;
+    case Isa::Avx2:
+      detail::tiles_avx2(o, m0, m1, p0, p1);
+      return;
+    case Isa::Avx512Vnni:
+      detail::tiles_avx512vnni(o, m0, m1, p0, p1);
+      return;
 #else
     case Isa::Avx2:
-    case Isa::Avx512Vnni: break;
+    case Isa::Avx512Vnni:
+      break;
 #endif
   }
   throw std::invalid_argument(std::string("qgemm: implementation ") + isa_name(isa) +

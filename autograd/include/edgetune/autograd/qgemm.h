@@ -57,8 +57,8 @@ Isa selected_isa();
 // Parses an implementation name; throws std::invalid_argument listing the valid names.
 Isa parse_isa(const std::string& name);
 
-inline constexpr int kBlock = 32;             // reduction values per block (= kQ4Group)
-inline constexpr int kPanel = 16;             // output columns per packed panel
+inline constexpr int kBlock = 32;                   // reduction values per block (= kQ4Group)
+inline constexpr int kPanel = 16;                   // output columns per packed panel
 inline constexpr std::int64_t kChunkColumns = 256;  // output columns packed at a time
 
 // Operands of the kernel, all row-major. R = reduction length rounded up to kBlock, KB = R / 32,
@@ -68,7 +68,8 @@ struct Operands {
   std::int64_t lda = 0;
   const float* sa = nullptr;  // (M, KB) activation scales
   std::int64_t ldsa = 0;
-  const std::int8_t* b = nullptr;  // (P, KB, 8, 16, 4): [p][b][r4][j][i] = w[32b + 4r4 + i][16p + j]
+  // (P, KB, 8, 16, 4) weight codes: [p][b][r4][j][i] = w[32b + 4r4 + i][16p + j]
+  const std::int8_t* b = nullptr;
   const std::int32_t* bsum = nullptr;  // (P, KB, 16): sum over the block of the column's codes
   const float* sb = nullptr;           // (P, KB, 16) weight scales
   std::int64_t kb = 0;
@@ -76,6 +77,9 @@ struct Operands {
   std::int64_t ldc = 0;
   std::int64_t n = 0;       // valid columns: 16 P - 15 <= n <= 16 P
   bool accumulate = false;  // c += result, else c = result
+  // sb[p][b][j] is the same for every block b (q8), so a kernel may scale once at the end:
+  // c = sb[j] * sum_b sa[b] * (block sum).
+  bool column_scales = false;
 };
 
 // Computes rows [m0, m1) and panels [p0, p1) of o.c with implementation isa (must be available).
