@@ -188,10 +188,41 @@ void interleave4x16(const std::int8_t (*src)[kPanel], std::int8_t* dst) {
 #endif
 }
 
+// out[j] = round(q_j * f), half to even, for the 16 q4 codes q_j packed in bytes[0..8).
+void requantize16(const std::uint8_t* bytes, float f, std::int8_t* out) {
+#if defined(__x86_64__)
+  // SSE2 (the x86-64 base): nibbles -> int8 -> int32 -> float, times f, rounded by cvtps2dq
+  // (round to nearest even, the default mode) and packed back to int8.
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes));
+  const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
+  const __m128i q = _mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), _mm_set1_epi8(8));
+  const __m128i sign = _mm_cmpgt_epi8(_mm_setzero_si128(), q);
+  const __m128i q16[2] = {_mm_unpacklo_epi8(q, sign), _mm_unpackhi_epi8(q, sign)};
+  const __m128 scale = _mm_set1_ps(f);
+  __m128i r32[4];
+  for (int h = 0; h < 2; ++h) {
+    const __m128i q32lo = _mm_srai_epi32(_mm_unpacklo_epi16(q16[h], q16[h]), 16);
+    const __m128i q32hi = _mm_srai_epi32(_mm_unpackhi_epi16(q16[h], q16[h]), 16);
+    r32[2 * h] = _mm_cvtps_epi32(_mm_mul_ps(_mm_cvtepi32_ps(q32lo), scale));
+    r32[2 * h + 1] = _mm_cvtps_epi32(_mm_mul_ps(_mm_cvtepi32_ps(q32hi), scale));
+  }
+  const __m128i r16lo = _mm_packs_epi32(r32[0], r32[1]), r16hi = _mm_packs_epi32(r32[2], r32[3]);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_packs_epi16(r16lo, r16hi));
+#else
+  for (int i = 0; i < kPanel / 2; ++i) {
+    out[2 * i] =
+        static_cast<std::int8_t>(std::nearbyint(static_cast<float>((bytes[i] & 0x0F) - 8) * f));
+    out[2 * i + 1] =
+        static_cast<std::int8_t>(std::nearbyint(static_cast<float>((bytes[i] >> 4) - 8) * f));
+  }
+#endif
+}
+
 // Block blk (rows [32 blk, 32 blk + 32) of w) of a dX panel, whose output columns are columns
 // [k0, k0 + 16) of w. q8 keeps the codes (the row scales went into dY). q4 requantizes the block
 // to int8 with the scale t = 7 max_n s_n,g / 127 of its largest group scale: code
-// round(q s_n,g / t), |code| <= 7 s_n,g / t <= 127, from a table per row (see qgemm.h).
+// round(q s_n,g / t), |code| <= 7 s_n,g / t <= 127 (see qgemm.h).
 void pack_backward_block(const WeightView& w, std::int64_t k0, std::int64_t blk, PanelOut out) {
   const std::int64_t cols = std::min<std::int64_t>(kPanel, w.k - k0);
   const std::int64_t group = k0 / kQ4Group;  // a panel lies inside one group: 16 divides 32
@@ -207,13 +238,15 @@ void pack_backward_block(const WeightView& w, std::int64_t k0, std::int64_t blk,
     tile_scale = smax * 7.0f / 127.0f;
     for (int r = 0; r < rows && smax > 0.0f; ++r) {
       const float f = w.scale(blk * kBlock + r, group) / tile_scale;
-      std::int8_t table[16];
-      for (int q = -8; q < 8; ++q) {
-        table[q + 8] = static_cast<std::int8_t>(std::nearbyint(static_cast<float>(q) * f));
+      if (cols == kPanel) {
+        requantize16(w.codes + (blk * kBlock + r) * ((w.k + 1) / 2) + k0 / 2, f, codes[r]);
+      } else {
+        std::int8_t q4[kPanel];
+        w.row_codes(blk * kBlock + r, k0, cols, q4);
+        for (int j = 0; j < cols; ++j) {
+          codes[r][j] = static_cast<std::int8_t>(std::nearbyint(static_cast<float>(q4[j]) * f));
+        }
       }
-      std::int8_t q4[kPanel];
-      w.row_codes(blk * kBlock + r, k0, cols, q4);
-      for (int j = 0; j < cols; ++j) codes[r][j] = table[q4[j] + 8];
     }
   }
   std::int32_t sum[kPanel] = {};
