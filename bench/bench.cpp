@@ -8,8 +8,8 @@
 
 #include "edgetune/autograd/autograd.h"
 #include "edgetune/autograd/kernels.h"
-#include "edgetune/autograd/memory.h"
 #include "edgetune/autograd/profile.h"
+#include "edgetune/core/memory.h"
 #include "edgetune/engine/finetune.h"
 #include "edgetune/engine/loader.h"
 #include "edgetune/engine/planner.h"

@@ -17,8 +17,8 @@
 #include <span>
 #include <vector>
 
-#include "edgetune/autograd/memory.h"
 #include "edgetune/autograd/safetensors.h"
+#include "edgetune/core/memory.h"
 
 extern "C" int LLVMFuzzerInitialize(int*, char***) {
   // Without the accountant's reuse cache every freed tensor goes back to the system allocator, so

@@ -1,6 +1,8 @@
 // Helpers shared by the test suites: where goldens and the optional shared data sets live.
 #pragma once
 
+#include <unistd.h>
+
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -42,6 +44,26 @@ inline void require_close(const std::string& what, const std::vector<double>& a,
             << " vs " << (b.empty() ? 0.0 : b[at]) << ")");
   REQUIRE(ok);
 }
+
+// A fresh folder under the system's temporary directory ("edgetune_<name>_<pid>_<n>"), removed
+// with its contents at the end of the scope.
+struct TempDir {
+  std::filesystem::path path;
+  explicit TempDir(const std::string& name = "test") {
+    static int counter = 0;
+    path =
+        std::filesystem::temp_directory_path() /
+        ("edgetune_" + name + "_" + std::to_string(::getpid()) + "_" + std::to_string(counter++));
+    std::filesystem::remove_all(path);
+    std::filesystem::create_directories(path);
+  }
+  ~TempDir() {
+    std::error_code ec;
+    std::filesystem::remove_all(path, ec);
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+};
 
 // Path of the edgetune command-line binary built beside the tests.
 inline std::string cli_path() { return EDGETUNE_CLI; }

@@ -4,8 +4,8 @@
 #include <fstream>
 #include <stdexcept>
 
-#include "edgetune/autograd/file_io.h"
 #include "edgetune/autograd/safetensors.h"
+#include "edgetune/core/file_io.h"
 
 namespace edgetune::adapters {
 

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <unordered_map>
 #include <unordered_set>
+#include <utility>
 
 #include "edgetune/autograd/kernels.h"
 #include "edgetune/autograd/profile.h"
@@ -66,6 +67,21 @@ class EngineSink : public GradSink {
   std::vector<Tensor> leaf_holders_;
 };
 
+// Sets a variable for its own lifetime and puts the previous value back when it goes out of scope,
+// also when an exception leaves the scope.
+template <class T>
+class ScopedAssign {
+ public:
+  ScopedAssign(T& target, T value) : target_(target), previous_(std::exchange(target, value)) {}
+  ~ScopedAssign() { target_ = previous_; }
+  ScopedAssign(const ScopedAssign&) = delete;
+  ScopedAssign& operator=(const ScopedAssign&) = delete;
+
+ private:
+  T& target_;
+  T previous_;
+};
+
 struct NewestFirst {
   bool operator()(const Node* a, const Node* b) const { return a->sequence < b->sequence; }
 };
@@ -79,13 +95,12 @@ Node::~Node() {
     if (e.node && e.node.use_count() == 1) pending.push_back(std::move(e.node));
   }
   if (draining) return;  // an outer destructor is emptying `pending`
-  draining = true;
+  const ScopedAssign<bool> drain(draining, true);
   while (!pending.empty()) {
     std::shared_ptr<Node> n = std::move(pending.back());
     pending.pop_back();
     n.reset();  // its destructor only moves its producers onto `pending`
   }
-  draining = false;
 }
 
 bool should_record(std::initializer_list<const Tensor*> inputs) {
@@ -226,14 +241,16 @@ class CheckpointNode : public Node {
       }
       inputs.push_back(std::move(t));
     }
-    const RngState outer = dropout_rng();
-    dropout_rng() = rng_;
-    Tensor out;
     if (!grad_enabled()) {
       throw std::logic_error("checkpoint recomputation with gradients disabled");
     }
-    out = fn_(inputs);
-    dropout_rng() = outer;
+    Tensor out;
+    {
+      // The re-run draws the forward's dropout masks; the caller's generator is back afterwards,
+      // also when fn throws.
+      const ScopedAssign<RngState> replay(dropout_rng(), rng_);
+      out = fn_(inputs);
+    }
     if (out.requires_grad()) edgetune::backward(out, dout);
   }
 

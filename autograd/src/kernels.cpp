@@ -5,12 +5,16 @@
 
 #include <Eigen/Core>
 #include <algorithm>
-#include <stdexcept>
 #include <string>
 
+#include "checks.h"
 #include "edgetune/autograd/quant.h"
 
 namespace edgetune::kernels {
+
+using detail::describe;
+using detail::dispatch_float;
+using detail::require;
 
 namespace {
 
@@ -22,15 +26,6 @@ template <class T>
 using CMapMat = Eigen::Map<const RowMat<T>>;
 template <class T>
 using MapVec = Eigen::Map<Eigen::Matrix<T, 1, Eigen::Dynamic>>;
-
-std::string describe(const Tensor& t) {
-  return (t.name().empty() ? std::string("tensor") : "'" + t.name() + "'") + " " +
-         dtype_name(t.dtype()) + " " + t.shape().str();
-}
-
-void require(bool ok, const std::string& what) {
-  if (!ok) throw std::invalid_argument(what);
-}
 
 template <class T>
 CMapMat<T> as_matrix(const Tensor& t) {
@@ -137,40 +132,31 @@ void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* b
       MapMat<float>(y.data<float>(), x.shape().rows(), w.dim(0)).rowwise() +=
           Eigen::Map<const Eigen::Matrix<float, 1, Eigen::Dynamic>>(b->data<float>(), w.dim(0));
     }
-  } else if (x.dtype() == DType::F32) {
-    linear_forward_t<float>(y, x, w, b);
-  } else {
-    linear_forward_t<double>(y, x, w, b);
+    return;
   }
+  dispatch_float(x.dtype(), [&]<class T>() { linear_forward_t<T>(y, x, w, b); });
 }
 
 void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w, Compute compute) {
   if (use_int8(compute, dy, w)) {
     qgemm::linear_backward_input(dx.data<float>(), dy.data<float>(), dy.shape().rows(), w,
                                  qgemm::selected_isa(), num_threads());
-  } else if (dy.dtype() == DType::F32) {
-    linear_backward_input_t<float>(dx, dy, w);
-  } else {
-    linear_backward_input_t<double>(dx, dy, w);
+    return;
   }
+  dispatch_float(dy.dtype(), [&]<class T>() { linear_backward_input_t<T>(dx, dy, w); });
 }
 
 void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x) {
   require(is_float(dw.dtype()), "linear: no gradient for a frozen quantized weight");
-  if (dy.dtype() == DType::F32) {
-    as_mut_matrix<float>(dw).noalias() += as_matrix<float>(dy).transpose() * as_matrix<float>(x);
-  } else {
-    as_mut_matrix<double>(dw).noalias() +=
-        as_matrix<double>(dy).transpose() * as_matrix<double>(x);
-  }
+  dispatch_float(dy.dtype(), [&]<class T>() {
+    as_mut_matrix<T>(dw).noalias() += as_matrix<T>(dy).transpose() * as_matrix<T>(x);
+  });
 }
 
 void bias_backward(Tensor& db, const Tensor& dy) {
-  if (dy.dtype() == DType::F32) {
-    MapVec<float>(db.data<float>(), db.numel()) += as_matrix<float>(dy).colwise().sum();
-  } else {
-    MapVec<double>(db.data<double>(), db.numel()) += as_matrix<double>(dy).colwise().sum();
-  }
+  dispatch_float(dy.dtype(), [&]<class T>() {
+    MapVec<T>(db.data<T>(), db.numel()) += as_matrix<T>(dy).colwise().sum();
+  });
 }
 
 template <class T>
@@ -209,17 +195,12 @@ void add_into(Tensor& dst, const Tensor& src) {
   require(dst.shape() == src.shape() && dst.dtype() == src.dtype(),
           "add_into: " + describe(src) + " into " + describe(dst));
   const std::int64_t n = dst.numel();
-  if (dst.dtype() == DType::F32) {
-    float* d = dst.data<float>();
-    const float* s = src.data<float>();
+  dispatch_float(dst.dtype(), [&]<class T>() {
+    T* d = dst.data<T>();
+    const T* s = src.data<T>();
 #pragma omp parallel for simd schedule(static) if (n > 65536)
     for (std::int64_t i = 0; i < n; ++i) d[i] += s[i];
-  } else {
-    double* d = dst.data<double>();
-    const double* s = src.data<double>();
-#pragma omp parallel for simd schedule(static) if (n > 65536)
-    for (std::int64_t i = 0; i < n; ++i) d[i] += s[i];
-  }
+  });
 }
 
 }  // namespace edgetune::kernels

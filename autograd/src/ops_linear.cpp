@@ -55,36 +55,72 @@ Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b, const LinearOpt
 // ---- matmul: c = op(a) op(b), batched over leading dimensions ---------------------------------
 
 namespace {
+// How an operand enters a product: as stored, or transposed.
+enum class Orientation { AsStored, Transposed };
+
+Orientation orientation(bool transposed) {
+  return transposed ? Orientation::Transposed : Orientation::AsStored;
+}
+Orientation flipped(Orientation o) {
+  return o == Orientation::Transposed ? Orientation::AsStored : Orientation::Transposed;
+}
+
+template <class T>
+struct Operand {
+  const T* data;  // (batch, ...) row-major, one matrix per batch entry
+  Orientation orientation;
+};
+
+// lhs rhs, batched: lhs enters as (rows, inner), rhs as (inner, cols), the result is (rows, cols).
+template <class T>
+struct Product {
+  Operand<T> lhs, rhs;
+  std::int64_t rows, cols, inner;
+
+  // (lhs rhs)^T = rhs^T lhs^T: the same values, laid out transposed.
+  Product transposed() const {
+    return {{rhs.data, flipped(rhs.orientation)}, {lhs.data, flipped(lhs.orientation)}, cols, rows,
+            inner};
+  }
+  // This product laid out as the gradient of an operand x that enters with orientation o: it is
+  // the gradient of op(x), so x's own gradient is its transpose when op(x) = x^T.
+  Product stored_for(Orientation o) const {
+    return o == Orientation::Transposed ? transposed() : *this;
+  }
+};
+
+enum class Write { Overwrite, Accumulate };
+
+// out (batch, p.rows, p.cols) = p, or += p.
+template <class T>
+void gemm(T* out, const Product<T>& p, std::int64_t batch, Write write) {
+  kernels::batched_gemm(out, p.lhs.data, p.rhs.data, batch, p.rows, p.cols, p.inner,
+                        p.lhs.orientation == Orientation::Transposed,
+                        p.rhs.orientation == Orientation::Transposed, write == Write::Accumulate);
+}
+
 struct MatmulDims {
   std::int64_t batch, m, n, k;
 };
 
 class MatmulNode : public Node {
  public:
-  MatmulNode(Tensor a, Tensor b, MatmulDims d, bool ta, bool tb)
-      : a_(std::move(a)), b_(std::move(b)), d_(d), ta_(ta), tb_(tb) {}
+  MatmulNode(Tensor a, Tensor b, MatmulDims d, Orientation op_a, Orientation op_b)
+      : a_(std::move(a)), b_(std::move(b)), d_(d), op_a_(op_a), op_b_(op_b) {}
   const char* name() const override { return "matmul"; }
-  // grads: 0 -> da (shape of a), 1 -> db (shape of b); dc (..., M, N)
+  // grads: 0 -> da (shape of a), 1 -> db (shape of b); dc (..., M, N).
+  // d op(a) = dc op(b)^T (M, K) and d op(b) = op(a)^T dc (K, N), each stored as its operand is.
   void backward(const Tensor& dc, GradSink& grads) override {
-    dispatch(dc.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dc.dtype(), [&]<class T>() {
       const auto [batch, m, n, k] = d_;
-      const T* g = dc.data<T>();
+      const Operand<T> g{dc.data<T>(), Orientation::AsStored};
       if (grads.needed(0)) {
-        T* da = grads.at(0).data<T>();
-        const T* b = b_.data<T>();
-        if (!ta_ && !tb_) kernels::batched_gemm(da, g, b, batch, m, k, n, false, true, true);
-        if (!ta_ && tb_) kernels::batched_gemm(da, g, b, batch, m, k, n, false, false, true);
-        if (ta_ && !tb_) kernels::batched_gemm(da, b, g, batch, k, m, n, false, true, true);
-        if (ta_ && tb_) kernels::batched_gemm(da, b, g, batch, k, m, n, true, true, true);
+        const Product<T> d_op_a{g, {b_.data<T>(), flipped(op_b_)}, m, k, n};
+        gemm(grads.at(0).data<T>(), d_op_a.stored_for(op_a_), batch, Write::Accumulate);
       }
       if (grads.needed(1)) {
-        T* db = grads.at(1).data<T>();
-        const T* a = a_.data<T>();
-        if (!ta_ && !tb_) kernels::batched_gemm(db, a, g, batch, k, n, m, true, false, true);
-        if (!ta_ && tb_) kernels::batched_gemm(db, g, a, batch, n, k, m, true, false, true);
-        if (ta_ && !tb_) kernels::batched_gemm(db, a, g, batch, k, n, m, false, false, true);
-        if (ta_ && tb_) kernels::batched_gemm(db, g, a, batch, n, k, m, true, true, true);
+        const Product<T> d_op_b{{a_.data<T>(), flipped(op_a_)}, g, k, n, m};
+        gemm(grads.at(1).data<T>(), d_op_b.stored_for(op_b_), batch, Write::Accumulate);
       }
     });
   }
@@ -97,7 +133,7 @@ class MatmulNode : public Node {
   Tensor a_;  // kept only when b needs a gradient
   Tensor b_;  // kept only when a needs a gradient
   MatmulDims d_;
-  bool ta_, tb_;
+  Orientation op_a_, op_b_;
 };
 }  // namespace
 
@@ -123,16 +159,15 @@ Tensor matmul(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   out_shape[-1] = n;
   const MatmulDims d{out_shape.numel() / std::max<std::int64_t>(m * n, 1), m, n, k};
   Tensor c = new_output(out_shape, a.dtype());
-  dispatch(a.dtype(), [&](auto zero) {
-    using T = decltype(zero);
-    kernels::batched_gemm(c.data<T>(), a.data<T>(), b.data<T>(), d.batch, m, n, k, trans_a,
-                          trans_b, false);
+  const Orientation op_a = orientation(trans_a), op_b = orientation(trans_b);
+  dispatch_float(a.dtype(), [&]<class T>() {
+    const Product<T> p{{a.data<T>(), op_a}, {b.data<T>(), op_b}, m, n, k};
+    gemm(c.data<T>(), p, d.batch, Write::Overwrite);
   });
   if (should_record({&a, &b})) {
     record(c,
            std::make_shared<MatmulNode>(b.requires_grad() ? a.detach() : Tensor(),
-                                        a.requires_grad() ? b.detach() : Tensor(), d, trans_a,
-                                        trans_b),
+                                        a.requires_grad() ? b.detach() : Tensor(), d, op_a, op_b),
            {&a, &b});
   }
   return c;

@@ -26,8 +26,7 @@ class LayerNormNode : public Node {
   // grads: 0 -> dx, 1 -> dgamma, 2 -> dbeta. With xhat = (x - mean) rstd and g = dy gamma:
   //   dx += rstd (g - mean(g) - xhat mean(g xhat)),  dgamma += sum_rows dy xhat,  dbeta += sum dy.
   void backward(const Tensor& dy, GradSink& grads) override {
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dy.dtype(), [&]<class T>() {
       const std::int64_t rows = x_.shape().rows(), c = x_.shape().last();
       const T* x = x_.data<T>();
       const T* g = dy.data<T>();
@@ -102,8 +101,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
   const bool rec = should_record({&x, &gamma, &beta});
   Tensor mean = Tensor::empty(Shape{rows}, x.dtype(), MemCategory::Activations);
   Tensor rstd = Tensor::empty(Shape{rows}, x.dtype(), MemCategory::Activations);
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     const T* pg = gamma.data<T>();
     const T* pb = beta.data<T>();
@@ -144,8 +142,7 @@ class SoftmaxNode : public Node {
   const char* name() const override { return "softmax"; }
   // grads: 0 -> dx += y (dy - sum(dy y)) per row
   void backward(const Tensor& dy, GradSink& grads) override {
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dy.dtype(), [&]<class T>() {
       const std::int64_t rows = y_.shape().rows(), s = y_.shape().last();
       const T* y = y_.data<T>();
       const T* g = dy.data<T>();
@@ -181,8 +178,7 @@ Tensor softmax(const Tensor& x, const Tensor& mask) {
     rows_per_batch = rows / x.dim(0);
   }
   Tensor y = new_output(x.shape(), x.dtype());
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     const T* pm = mask.defined() ? mask.data<T>() : nullptr;
     T* py = y.data<T>();
@@ -219,8 +215,7 @@ class CrossEntropyNode : public Node {
   const char* name() const override { return "cross_entropy"; }
   // grads: 0 -> dlogits[i] += dloss * w[y_i] / sum_w * (p_i - onehot(y_i))
   void backward(const Tensor& dloss, GradSink& grads) override {
-    dispatch(dloss.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dloss.dtype(), [&]<class T>() {
       const std::int64_t n = probs_.dim(0), k = probs_.dim(1);
       const T* p = probs_.data<T>();
       const std::int32_t* y = labels_.data<std::int32_t>();
@@ -269,8 +264,7 @@ Tensor cross_entropy(const Tensor& logits, const Tensor& labels, const Tensor& w
   Tensor probs = Tensor::empty(logits.shape(), logits.dtype(), MemCategory::Activations);
   Tensor loss = new_output(Shape{}, logits.dtype());
   double weight_sum = 0;
-  dispatch(logits.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(logits.dtype(), [&]<class T>() {
     const T* z = logits.data<T>();
     const T* w = weight.defined() ? weight.data<T>() : nullptr;
     T* p = probs.data<T>();
@@ -312,8 +306,7 @@ class BceNode : public Node {
   const char* name() const override { return "bce_with_logits"; }
   // grads: 0 -> dz += dloss (sigmoid(z) - t) / n,  1 -> dt += dloss (-z) / n
   void backward(const Tensor& dloss, GradSink& grads) override {
-    dispatch(dloss.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dloss.dtype(), [&]<class T>() {
       const std::int64_t n = z_.numel();
       const T* z = z_.data<T>();
       const T* t = t_.data<T>();
@@ -345,8 +338,7 @@ Tensor bce_with_logits(const Tensor& logits, const Tensor& targets) {
                                                  " and targets " + describe(targets) +
                                                  " differ in shape");
   Tensor loss = new_output(Shape{}, logits.dtype());
-  dispatch(logits.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(logits.dtype(), [&]<class T>() {
     const T* z = logits.data<T>();
     const T* t = targets.data<T>();
     T total = 0;

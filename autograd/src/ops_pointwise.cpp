@@ -29,6 +29,19 @@ std::int64_t broadcast_inner(const char* op, const Tensor& a, const Tensor& b) {
   return b.numel();
 }
 
+// The backward of a broadcast operand: db[j] += sum over o of term(o * inner + j), where dy has
+// n = outer * inner elements and b (inner) was broadcast over its outer rows. Rows are added in
+// order on one thread, so the sums do not depend on the thread count.
+template <class T, class Term>
+void reduce_broadcast(T* db, std::int64_t n, std::int64_t inner, Term term) {
+  const std::int64_t outer = n / std::max<std::int64_t>(inner, 1);
+  for (std::int64_t o = 0; o < outer; ++o) {
+    const std::int64_t row = o * inner;
+#pragma omp simd
+    for (std::int64_t j = 0; j < inner; ++j) db[j] += term(row + j);
+  }
+}
+
 }  // namespace
 
 // ---- add: y = a + b ----------------------------------------------------------------------------
@@ -40,8 +53,7 @@ class AddNode : public Node {
   const char* name() const override { return "add"; }
   // grads: 0 -> da (shape of a), 1 -> db (shape of b, summed over the broadcast dims)
   void backward(const Tensor& dy, GradSink& grads) override {
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dy.dtype(), [&]<class T>() {
       const T* g = dy.data<T>();
       const std::int64_t n = dy.numel();
       if (grads.needed(0)) {
@@ -50,13 +62,7 @@ class AddNode : public Node {
         for (std::int64_t i = 0; i < n; ++i) da[i] += g[i];
       }
       if (grads.needed(1)) {
-        T* db = grads.at(1).data<T>();
-        const std::int64_t outer = n / std::max<std::int64_t>(inner_, 1);
-        for (std::int64_t o = 0; o < outer; ++o) {
-          const T* go = g + o * inner_;
-#pragma omp simd
-          for (std::int64_t j = 0; j < inner_; ++j) db[j] += go[j];
-        }
+        reduce_broadcast(grads.at(1).data<T>(), n, inner_, [&](std::int64_t i) { return g[i]; });
       }
     });
   }
@@ -72,8 +78,7 @@ namespace {
 template <class Op>
 Tensor broadcast_apply(const Tensor& a, const Tensor& b, std::int64_t inner, Op op) {
   Tensor y = new_output(a.shape(), a.dtype());
-  dispatch(a.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(a.dtype(), [&]<class T>() {
     const T* pa = a.data<T>();
     const T* pb = b.data<T>();
     T* py = y.data<T>();
@@ -111,8 +116,7 @@ class MulNode : public Node {
   const char* name() const override { return "mul"; }
   // grads: 0 -> da += dy * b, 1 -> db += sum over broadcast dims of dy * a
   void backward(const Tensor& dy, GradSink& grads) override {
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dy.dtype(), [&]<class T>() {
       const T* g = dy.data<T>();
       const std::int64_t n = dy.numel();
       if (grads.needed(0)) {
@@ -126,12 +130,9 @@ class MulNode : public Node {
         }
       }
       if (grads.needed(1)) {
-        T* db = grads.at(1).data<T>();
         const T* pa = a_.data<T>();
-        const std::int64_t outer = n / std::max<std::int64_t>(inner_, 1);
-        for (std::int64_t o = 0; o < outer; ++o) {
-          for (std::int64_t j = 0; j < inner_; ++j) db[j] += g[o * inner_ + j] * pa[o * inner_ + j];
-        }
+        reduce_broadcast(grads.at(1).data<T>(), n, inner_,
+                         [&](std::int64_t i) { return g[i] * pa[i]; });
       }
     });
   }
@@ -172,8 +173,7 @@ class ScaleNode : public Node {
   const char* name() const override { return "scale"; }
   // grads: 0 -> dx += s dy
   void backward(const Tensor& dy, GradSink& grads) override {
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dy.dtype(), [&]<class T>() {
       const T* g = dy.data<T>();
       T* dx = grads.at(0).data<T>();
       const T s = static_cast<T>(s_);
@@ -192,8 +192,7 @@ Tensor scale(const Tensor& x, double s) {
   profile::Scope profile_scope("scale");
   require_float("scale", x);
   Tensor y = new_output(x.shape(), x.dtype());
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* py = y.data<T>();
     const T sc = static_cast<T>(s);
@@ -276,8 +275,7 @@ class UnaryNode : public Node {
   const char* name() const override { return F::kName; }
   // grads: 0 -> dx += dy * f'(x)
   void backward(const Tensor& dy, GradSink& grads) override {
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dy.dtype(), [&]<class T>() {
       const T* g = dy.data<T>();
       const T* k = kept_.data<T>();
       T* dx = grads.at(0).data<T>();
@@ -299,8 +297,7 @@ Tensor unary(const Tensor& x) {
   profile::Scope profile_scope(F::kName);
   require_float(F::kName, x);
   Tensor y = new_output(x.shape(), x.dtype());
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* py = y.data<T>();
     const std::int64_t n = x.numel();
@@ -330,8 +327,7 @@ class DropoutNode : public Node {
   const char* name() const override { return "dropout"; }
   // grads: 0 -> dx += dy * keep / (1 - p), the mask redrawn from (seed, counter)
   void backward(const Tensor& dy, GradSink& grads) override {
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dy.dtype(), [&]<class T>() {
       const T* g = dy.data<T>();
       T* dx = grads.at(0).data<T>();
       const T keep_scale = static_cast<T>(1.0 / (1.0 - p_));
@@ -360,8 +356,7 @@ Tensor dropout(const Tensor& x, double p, bool training) {
   const RngState draw = rng;
   rng.counter += static_cast<std::uint64_t>(x.numel());
   Tensor y = new_output(x.shape(), x.dtype());
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();
     T* py = y.data<T>();
     const T keep_scale = static_cast<T>(1.0 / (1.0 - p));

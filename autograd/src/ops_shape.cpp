@@ -105,8 +105,7 @@ class PermuteNode : public Node {
   // grads: 0 -> dx += permute(dy, inverse)
   void backward(const Tensor& dy, GradSink& grads) override {
     Tensor& dx = grads.at(0);
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dy.dtype(), [&]<class T>() {
       if (inverse_.back() == inverse_.size() - 1) {
         permute_rows(dx.data<T>(), dy.data<T>(), dy.shape(), inverse_, true);
         return;
@@ -139,8 +138,7 @@ Tensor permute(const Tensor& x, std::span<const int> perm) {
     dims[i] = x.dim(perm[i]);
   }
   Tensor y = new_output(Shape(dims), x.dtype());
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(x.dtype(), [&]<class T>() {
     if (p.back() == p.size() - 1) {
       permute_rows(y.data<T>(), x.data<T>(), x.shape(), p, false);
       return;
@@ -177,8 +175,7 @@ class RowLookupNode : public Node {
   const char* name() const override { return name_; }
   // grads: 0 -> dtable[ids[i]] += dy[i], except for the padding id
   void backward(const Tensor& dy, GradSink& grads) override {
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dy.dtype(), [&]<class T>() {
       scatter_add_rows(grads.at(0).data<T>(), dy.data<T>(), ids_.data<std::int32_t>(),
                        ids_.numel(), c_, skip_);
     });
@@ -219,8 +216,7 @@ Tensor embedding(const Tensor& table, const Tensor& ids, std::int32_t padding_id
   Tensor y = new_output(Shape(dims), out_dtype);
   const std::int32_t* id = ids.data<std::int32_t>();
   const std::int64_t n = ids.numel();
-  dispatch(out_dtype, [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(out_dtype, [&]<class T>() {
     T* py = y.data<T>();
 #pragma omp parallel for schedule(static) if (worth_threads(n * c))
     for (std::int64_t i = 0; i < n; ++i) {
@@ -248,8 +244,7 @@ Tensor gather_rows(const Tensor& x, const Tensor& idx) {
   const std::int64_t m = idx.numel(), c = x.dim(1);
   Tensor y = new_output(Shape{m, c}, x.dtype());
   const std::int32_t* id = idx.data<std::int32_t>();
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(x.dtype(), [&]<class T>() {
     for (std::int64_t i = 0; i < m; ++i) {
       const T* row = x.data<T>() + static_cast<std::int64_t>(id[i]) * c;
       std::copy(row, row + c, y.data<T>() + i * c);
@@ -270,8 +265,7 @@ class SumNode : public Node {
   const char* name() const override { return name_; }
   // grads: 0 -> dx += dy * factor (1 for sum, 1/n for mean)
   void backward(const Tensor& dy, GradSink& grads) override {
-    dispatch(dy.dtype(), [&](auto zero) {
-      using T = decltype(zero);
+    dispatch_float(dy.dtype(), [&]<class T>() {
       auto dx = xview(grads.at(0).data<T>(), grads.at(0).shape());
       dx += dy.data<T>()[0] * static_cast<T>(factor_);
     });
@@ -287,8 +281,7 @@ Tensor reduce_all(const char* name, const Tensor& x, bool mean) {
   require_float(name, x);
   Tensor y = new_output(Shape{}, x.dtype());
   const double n = static_cast<double>(x.numel());
-  dispatch(x.dtype(), [&](auto zero) {
-    using T = decltype(zero);
+  dispatch_float(x.dtype(), [&]<class T>() {
     T total = xt::sum(xview(x.data<T>(), x.shape()))();
     y.data<T>()[0] = mean ? total / static_cast<T>(n) : total;
   });

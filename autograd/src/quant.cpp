@@ -8,6 +8,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "checks.h"
+
 namespace edgetune {
 
 namespace {
@@ -82,14 +84,13 @@ Tensor quantize(const Tensor& w, DType dtype, MemCategory category) {
   Tensor q = quantized_empty(n, k, dtype, category);
   q.set_name(w.name());
   std::vector<float> row(static_cast<size_t>(k));
-  for (std::int64_t i = 0; i < n; ++i) {
-    if (w.dtype() == DType::F32) {
-      std::copy_n(w.data<float>() + i * k, k, row.begin());
-    } else {
-      for (std::int64_t j = 0; j < k; ++j) row[j] = static_cast<float>(w.data<double>()[i * k + j]);
+  detail::dispatch_float(w.dtype(), [&]<class T>() {
+    for (std::int64_t i = 0; i < n; ++i) {
+      const T* src = w.data<T>() + i * k;
+      for (std::int64_t j = 0; j < k; ++j) row[j] = static_cast<float>(src[j]);
+      quantize_row(q, i, row.data());
     }
-    quantize_row(q, i, row.data());
-  }
+  });
   return q;
 }
 

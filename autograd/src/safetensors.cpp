@@ -21,7 +21,9 @@
 #include <string>
 #include <vector>
 
+#include "checks.h"
 #include "edgetune/autograd/quant.h"
+#include "edgetune/core/file_io.h"
 
 namespace edgetune::safetensors {
 
@@ -522,11 +524,8 @@ Tensor Reader::load(const TensorInfo& info, DType target, MemCategory category) 
   if (is_float_source(info.dtype)) {
     if (target == DType::F32 || target == DType::F64) {
       Tensor out = Tensor::empty(shape, target, category);
-      if (target == DType::F32) {
-        convert_floats(src, info.dtype, out.data<float>(), n);
-      } else {
-        convert_floats(src, info.dtype, out.data<double>(), n);
-      }
+      detail::dispatch_float(
+          target, [&]<class T>() { convert_floats(src, info.dtype, out.data<T>(), n); });
       out.set_name(info.name);
       return out;
     }
@@ -632,38 +631,27 @@ void Reader::release_all() const {
 
 namespace {
 
-// Buffered writes to a file descriptor; throws std::runtime_error with the OS reason.
-class FdWriter {
+// Buffered writes into an atomic file: tensors arrive in small pieces (a header, f16 chunks).
+class BufferedWriter {
  public:
-  explicit FdWriter(int fd) : fd_(fd) { buf_.reserve(kBuf); }
+  explicit BufferedWriter(AtomicFile& file) : file_(file) { buf_.reserve(kBuf); }
   void put(const void* p, std::size_t n) {
     const auto* c = static_cast<const char*>(p);
     if (buf_.size() + n > kBuf) flush();
     if (n >= kBuf) {
-      write_all(c, n);
+      file_.write(c, n);
     } else {
       buf_.insert(buf_.end(), c, c + n);
     }
   }
   void flush() {
-    write_all(buf_.data(), buf_.size());
+    file_.write(buf_.data(), buf_.size());
     buf_.clear();
   }
 
  private:
   static constexpr std::size_t kBuf = 1 << 20;
-  void write_all(const char* p, std::size_t n) {
-    while (n > 0) {
-      const ssize_t w = ::write(fd_, p, n);
-      if (w < 0) {
-        if (errno == EINTR) continue;
-        throw std::runtime_error("cannot write (" + errno_text() + ")");
-      }
-      p += w;
-      n -= static_cast<std::size_t>(w);
-    }
-  }
-  int fd_;
+  AtomicFile& file_;
   std::vector<char> buf_;
 };
 
@@ -677,7 +665,7 @@ const char* file_dtype(DType d, bool as_f16) {
   return d == DType::F32 ? "F32" : "F64";
 }
 
-void write_tensor(FdWriter& w, const Tensor& t, bool as_f16) {
+void write_tensor(BufferedWriter& w, const Tensor& t, bool as_f16) {
   const std::int64_t n = t.numel();
   if (n == 0) return;
   if (!as_f16 || t.dtype() == DType::I32) {
@@ -686,17 +674,16 @@ void write_tensor(FdWriter& w, const Tensor& t, bool as_f16) {
   }
   constexpr std::int64_t kChunk = 1 << 15;
   std::vector<std::uint16_t> halves(static_cast<std::size_t>(std::min(n, kChunk)));
-  for (std::int64_t i0 = 0; i0 < n; i0 += kChunk) {
-    const std::int64_t m = std::min(kChunk, n - i0);
-    if (t.dtype() == DType::F32) {
-      const float* s = t.data<float>() + i0;
-      for (std::int64_t i = 0; i < m; ++i) halves[static_cast<std::size_t>(i)] = f32_to_f16(s[i]);
-    } else {
-      const double* s = t.data<double>() + i0;
-      for (std::int64_t i = 0; i < m; ++i) halves[static_cast<std::size_t>(i)] = f64_to_f16(s[i]);
+  detail::dispatch_float(t.dtype(), [&]<class T>() {
+    for (std::int64_t i0 = 0; i0 < n; i0 += kChunk) {
+      const std::int64_t m = std::min(kChunk, n - i0);
+      const T* s = t.data<T>() + i0;
+      for (std::int64_t i = 0; i < m; ++i) {
+        halves[static_cast<std::size_t>(i)] = f64_to_f16(static_cast<double>(s[i]));
+      }
+      w.put(halves.data(), static_cast<std::size_t>(m) * 2);
     }
-    w.put(halves.data(), static_cast<std::size_t>(m) * 2);
-  }
+  });
 }
 
 }  // namespace
@@ -747,39 +734,16 @@ void save(const std::filesystem::path& path,
   text.append((8 - text.size() % 8) % 8, ' ');
   const std::uint64_t header_len = text.size();
 
-  const std::string tmp = label + ".tmp-" + std::to_string(::getpid());
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) fail("cannot create the temporary file " + quote(tmp) + " (" + errno_text() + ")");
   try {
-    FdWriter w(fd);
+    AtomicFile file(path);
+    BufferedWriter w(file);
     w.put(&header_len, 8);
     w.put(text.data(), text.size());
     for (const auto& [name, t] : tensors) write_tensor(w, t, as_f16);
     w.flush();
-    if (::fsync(fd) != 0) throw std::runtime_error("cannot fsync (" + errno_text() + ")");
-    const int rc = ::close(fd);
-    fd = -1;
-    if (rc != 0) throw std::runtime_error("cannot close (" + errno_text() + ")");
-    if (::rename(tmp.c_str(), path.c_str()) != 0) {
-      throw std::runtime_error("cannot rename " + quote(tmp) + " over it (" + errno_text() + ")");
-    }
-  } catch (const std::exception& e) {
-    if (fd >= 0) ::close(fd);
-    ::unlink(tmp.c_str());
-    fail(std::string(e.what()) + "; the file was left as it was");
-  }
-
-  // Make the rename itself durable. Some file systems cannot fsync a directory (EINVAL): the
-  // file is complete either way, so only a real I/O error is reported.
-  const std::filesystem::path dir = path.has_parent_path() ? path.parent_path() : ".";
-  const int dfd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dfd >= 0) {
-    const int rc = ::fsync(dfd);
-    const int err = errno;
-    ::close(dfd);
-    if (rc != 0 && err == EIO) {
-      fail("written, but syncing its directory failed (" + std::string(std::strerror(err)) + ")");
-    }
+    file.commit();
+  } catch (const FileError& e) {
+    throw SafetensorsError(e.what());
   }
 }
 

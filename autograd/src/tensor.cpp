@@ -5,6 +5,7 @@
 #include <cstring>
 #include <stdexcept>
 
+#include "checks.h"
 #include "edgetune/autograd/quant.h"
 
 namespace edgetune {
@@ -272,34 +273,23 @@ Tensor Tensor::to(DType target, MemCategory category) const {
     throw std::invalid_argument(std::string("to(") + dtype_name(target) +
                                 "): use quantize() to make q8/q4 tensors");
   }
-  if (is_quantized(dtype())) {
-    Tensor out = empty(shape(), target, category);
-    if (target == DType::F32) {
-      dequantize_rows(*this, 0, dim(0), out.data<float>());
-    } else {
-      dequantize_rows(*this, 0, dim(0), out.data<double>());
-    }
-    return out;
-  }
   if (dtype() == target) return clone(category);
   Tensor out = empty(shape(), target, category);
   const std::int64_t n = numel();
-  if (dtype() == DType::F32 && target == DType::F64) {
-    const float* s = data<float>();
-    double* d = out.data<double>();
-    for (std::int64_t i = 0; i < n; ++i) d[i] = s[i];
-  } else if (dtype() == DType::F64 && target == DType::F32) {
-    const double* s = data<double>();
-    float* d = out.data<float>();
-    for (std::int64_t i = 0; i < n; ++i) d[i] = static_cast<float>(s[i]);
-  } else if (dtype() == DType::I32) {
-    const std::int32_t* s = data<std::int32_t>();
-    if (target == DType::F32) {
-      for (std::int64_t i = 0; i < n; ++i) out.data<float>()[i] = static_cast<float>(s[i]);
+  detail::dispatch_float(target, [&]<class D>() {
+    D* d = out.data<D>();
+    const auto convert = [&]<class S>() {
+      const S* s = data<S>();
+      for (std::int64_t i = 0; i < n; ++i) d[i] = static_cast<D>(s[i]);
+    };
+    if (is_quantized(dtype())) {
+      dequantize_rows(*this, 0, dim(0), d);
+    } else if (dtype() == DType::I32) {
+      convert.template operator()<std::int32_t>();
     } else {
-      for (std::int64_t i = 0; i < n; ++i) out.data<double>()[i] = s[i];
+      detail::dispatch_float(dtype(), convert);
     }
-  }
+  });
   return out;
 }
 

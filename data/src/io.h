@@ -14,9 +14,9 @@ std::string read_all(const std::filesystem::path& file);
 // Name of `file` in messages: "<stdin>" for "-", else the path as given.
 std::string display_name(const std::filesystem::path& file);
 
-// Writes `bytes` to `file` so that a crash leaves either the old file or the new one, never a
-// torn one: write a temporary file beside it, flush and fsync it, rename it over `file`.
-// Throws DataError naming the file on failure (the temporary file is removed).
+// Writes `bytes` to `file` through the one atomic writer (write_file_atomic of core/file_io.h), so
+// that a crash leaves either the old file or the new one, never a torn one. Throws DataError
+// naming the file on failure ("<file>: cannot write: <reason>"; the temporary file is removed).
 void write_atomically(const std::filesystem::path& file, std::string_view bytes);
 
 }  // namespace edgetune::data::io

@@ -76,6 +76,6 @@ TrainResult fine_tune(TrainConfig config, const std::vector<LabelledText>& examp
   return t.run();
 }
 
-const char* version() { return "0.1.0"; }
+const char* version() { return EDGETUNE_VERSION; }  // the project's version, from CMake
 
 }  // namespace edgetune

@@ -7,12 +7,17 @@
 
 #include "edgetune/engine/api.h"
 #include "edgetune/engine/planner.h"
+#include "edgetune/engine/trainer.h"
 
 struct edgetune_classifier {
   edgetune::Classifier classifier;
 };
 
 namespace {
+
+// edgetune_request_stop's target. This C function predates per-session cancellation; it is the one
+// piece of process-wide state of the C ABI.
+const edgetune::StopToken g_stop;
 
 void set_error(char* err, size_t len, const std::string& message) {
   if (err == nullptr || len == 0) return;
@@ -42,11 +47,7 @@ int guarded(char* err, size_t len, F&& f) {
 }
 
 edgetune::DType parse_quant(const char* q) {
-  const std::string s = q ? q : "q8";
-  if (s == "f32") return edgetune::DType::F32;
-  if (s == "q8") return edgetune::DType::Q8;
-  if (s == "q4") return edgetune::DType::Q4;
-  throw std::invalid_argument("quant must be \"f32\", \"q8\" or \"q4\", got \"" + s + "\"");
+  return edgetune::settings::parse_choice<edgetune::DType>(edgetune::kQuantNames, "quant", q ? q : "q8");
 }
 
 }  // namespace
@@ -92,32 +93,30 @@ void edgetune_close(edgetune_classifier* c) { delete c; }
 
 int edgetune_train(const char* options_json, char* err, size_t err_len) {
   return guarded(err, err_len, [&] {
-    const nlohmann::json given = nlohmann::json::parse(options_json ? options_json : "{}");
+    nlohmann::json given = nlohmann::json::parse(options_json ? options_json : "{}");
     if (!given.is_object()) throw std::invalid_argument("options_json must be a JSON object");
+    g_stop.reset();
     std::optional<edgetune::Trainer> trainer;
-    if (given.value("resume", false)) {
+    const auto resume = given.find("resume");
+    if (resume != given.end() && resume->is_boolean() && resume->get<bool>()) {
       trainer.emplace(edgetune::Trainer::resume(given.at("out").get<std::string>(), nullptr));
     } else {
-      edgetune::TrainConfig defaults;
-      defaults.lr = 0;  // the method's default unless given
-      nlohmann::json j = defaults.to_json();
-      j["lr"] = 0.0;
-      for (const auto& [key, value] : given.items()) {
-        if (!j.contains(key)) throw std::invalid_argument("unknown training setting \"" + key + "\"");
-        j[key] = value;
+      if (resume != given.end()) given.erase(resume);
+      const edgetune::TrainConfig c = edgetune::TrainConfig::from_json(given, "options_json");
+      for (const auto& [key, path] : {std::pair<const char*, const std::filesystem::path*>{"model", &c.model_dir},
+                                      {"train", &c.train_file}, {"out", &c.out}}) {
+        if (path->empty()) throw std::invalid_argument(std::string("training setting \"") + key + "\" is required");
       }
-      for (const char* key : {"model", "train", "out"}) {
-        if (j.at(key).get<std::string>().empty()) {
-          throw std::invalid_argument(std::string("training setting \"") + key + "\" is required");
-        }
-      }
-      trainer.emplace(edgetune::TrainConfig::from_json(j), nullptr);
+      trainer.emplace(c, nullptr);
     }
-    const edgetune::TrainResult r = trainer->run();
+    edgetune::RunHooks hooks;
+    hooks.should_stop = [] { return g_stop.stop_requested(); };
+    const edgetune::TrainResult r = trainer->run(hooks);
     return r.interrupted ? EDGETUNE_INTERRUPTED : EDGETUNE_OK;
   });
 }
 
-void edgetune_request_stop(void) { edgetune::request_stop(); }
+// The stop request of edgetune_train, which runs at most one training at a time per process.
+void edgetune_request_stop(void) { g_stop.request_stop(); }
 
 }  // extern "C"

@@ -10,9 +10,9 @@
 #include <set>
 
 #include "edgetune/adapters/init.h"
-#include "edgetune/autograd/file_io.h"
 #include "edgetune/autograd/quant.h"
 #include "edgetune/autograd/safetensors.h"
+#include "edgetune/core/file_io.h"
 
 namespace edgetune {
 

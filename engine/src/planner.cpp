@@ -70,7 +70,7 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
   const BertConfig& c = r.config;
   const bool full = r.method.method == Method::Full;
   const DType base = full ? DType::F32 : r.base;
-  const int copies = r.optimizer == "sgd" ? (r.momentum > 0 ? 1 : 0) : 2;
+  const int copies = r.optimizer == optim::OptimizerKind::Sgd ? (r.momentum > 0 ? 1 : 0) : 2;
   Counter n{e, r, copies};
   const std::int64_t C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
   const std::int64_t K = c.num_labels, L = c.num_hidden_layers, H = c.num_attention_heads;
@@ -183,8 +183,25 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
     acts = static_cast<std::size_t>(L - 1) * layer + first_layer + nc;
   }
   if (m.method == Method::Full || m.method == Method::BitFit) acts += nc + stats;  // embedding LayerNorm
+  std::size_t mlm_workspace = 0;
+  if (r.mlm_probability > 0) {
+    // The head: transform dense (C, C) + bias, its LayerNorm, the decoder's bias (V); the decoder
+    // is the word-embedding table. Activations: the gathered rows and the transform's (M, C)
+    // tensors, and the logits (M, V) kept by the cross-entropy; the logits' gradient is transient.
+    // M is the expected masked count plus one per row (a segment never goes without a target).
+    n.trainable(C, C);
+    n.trainable(1, C);
+    n.trainable(1, C);
+    n.trainable(1, C);
+    n.trainable(1, V);
+    const auto M = static_cast<std::size_t>(std::ceil(r.mlm_probability * static_cast<double>(N))) + B;
+    const std::size_t mc = block(kF * M * static_cast<std::size_t>(C));
+    const std::size_t mv = block(kF * M * static_cast<std::size_t>(V));
+    acts += 4 * mc + 2 * block(kF * M) + mv;
+    mlm_workspace = mv + mc;
+  }
   at(e, MemCategory::Activations) = acts;
-  at(e, MemCategory::Workspace) = grads_in_encoder ? transient + (ckpt ? 2 * nc : 0) : tile;
+  at(e, MemCategory::Workspace) = (grads_in_encoder ? transient + (ckpt ? 2 * nc : 0) : tile) + mlm_workspace;
   return e;
 }
 

@@ -10,15 +10,17 @@
 #include <sstream>
 
 #include "edgetune/autograd/autograd.h"
-#include "edgetune/autograd/file_io.h"
 #include "edgetune/autograd/kernels.h"
 #include "edgetune/autograd/ops.h"
 #include "edgetune/autograd/safetensors.h"
+#include "edgetune/core/file_io.h"
 #include "edgetune/data/batch.h"
 #include "edgetune/data/error.h"
 #include "edgetune/data/shuffle.h"
 #include "edgetune/engine/finetune.h"
 #include "edgetune/engine/loader.h"
+#include "edgetune/engine/planner.h"
+#include "runner_impl.h"
 #include "edgetune/optim/clip.h"
 #include "edgetune/optim/optimizer.h"
 #include "edgetune/optim/schedule.h"
@@ -220,120 +222,52 @@ bool in_masked_lm_checkpoint(const std::string& name) {
   return !name.starts_with("bert.pooler.") && !name.starts_with("classifier.");
 }
 
-nlohmann::json PretrainConfig::to_json() const {
-  nlohmann::json files = nlohmann::json::array();
-  for (const fs::path& f : corpus) files.push_back(f.string());
-  return {{"model", model_dir.string()},
-          {"corpus", files},
-          {"out", out.string()},
-          {"max_length", max_length},
-          {"batch_size", batch_size},
-          {"lr", lr},
-          {"weight_decay", weight_decay},
-          {"adam_beta1", adam_beta1},
-          {"adam_beta2", adam_beta2},
-          {"adam_eps", adam_eps},
-          {"warmup_ratio", warmup_ratio},
-          {"max_grad_norm", max_grad_norm},
-          {"epochs", epochs},
-          {"max_steps", max_steps},
-          {"seed", seed},
-          {"dropout", dropout ? nlohmann::json(*dropout) : nlohmann::json(nullptr)},
-          {"threads", threads},
-          {"eval_split", eval_split},
-          {"eval_every", eval_every},
-          {"save_every", save_every},
-          {"log_every", log_every},
-          {"eval_batch_size", eval_batch_size},
-          {"save_f16", save_f16},
-          {"mlm_probability", masking.probability},
-          {"mask_fraction", masking.mask_fraction},
-          {"random_fraction", masking.random_fraction}};
+nlohmann::json PretrainConfig::to_json() const { return settings::to_json(*this); }
+
+PretrainConfig PretrainConfig::from_json(const nlohmann::json& j, const std::string& source) {
+  return settings::from_json<PretrainConfig>(j, source);
 }
 
-PretrainConfig PretrainConfig::from_json(const nlohmann::json& j) {
-  PretrainConfig c;
-  c.model_dir = j.at("model").get<std::string>();
-  for (const auto& f : j.at("corpus")) c.corpus.emplace_back(f.get<std::string>());
-  c.out = j.at("out").get<std::string>();
-  c.max_length = j.at("max_length").get<int>();
-  c.batch_size = j.at("batch_size").get<int>();
-  c.lr = j.at("lr").get<double>();
-  c.weight_decay = j.at("weight_decay").get<double>();
-  c.adam_beta1 = j.at("adam_beta1").get<double>();
-  c.adam_beta2 = j.at("adam_beta2").get<double>();
-  c.adam_eps = j.at("adam_eps").get<double>();
-  c.warmup_ratio = j.at("warmup_ratio").get<double>();
-  c.max_grad_norm = j.at("max_grad_norm").get<double>();
-  c.epochs = j.at("epochs").get<int>();
-  c.max_steps = j.at("max_steps").get<std::int64_t>();
-  c.seed = j.at("seed").get<std::uint64_t>();
-  if (!j.at("dropout").is_null()) c.dropout = j.at("dropout").get<double>();
-  c.threads = j.at("threads").get<int>();
-  c.eval_split = j.at("eval_split").get<double>();
-  c.eval_every = j.at("eval_every").get<std::int64_t>();
-  c.save_every = j.at("save_every").get<std::int64_t>();
-  c.log_every = j.at("log_every").get<int>();
-  c.eval_batch_size = j.at("eval_batch_size").get<int>();
-  c.save_f16 = j.at("save_f16").get<bool>();
-  c.masking.probability = j.at("mlm_probability").get<double>();
-  c.masking.mask_fraction = j.at("mask_fraction").get<double>();
-  c.masking.random_fraction = j.at("random_fraction").get<double>();
-  return c;
+void PretrainConfig::validate() const {
+  settings::check_ranges(*this);
+  if (masking.mask_fraction + masking.random_fraction > 1) {
+    throw settings::SettingError("mask_fraction + random_fraction must be at most 1");
+  }
 }
 
 // ---- the pretrainer -----------------------------------------------------------------------------
 
-struct Pretrainer::Impl {
-  PretrainConfig cfg;
-  std::ostream* log = nullptr;
-  bool resuming = false;
+namespace {
 
-  std::optional<data::WordPieceTokenizer> tokenizer;
-  std::vector<std::vector<std::int32_t>> segments;
-  std::vector<size_t> train_rows;          // indices into segments
-  std::vector<MaskedSegment> eval_masked;  // held-out segments, masked once
-  std::uint64_t corpus_hash = 0;           // of the segments: a resume must see the same
-
-  BertModel model;
-  std::vector<optim::Param> params;
-  std::unique_ptr<optim::Optimizer> optimizer;
-  std::optional<optim::Schedule> schedule;
-
-  // Progress (saved in train_state.safetensors).
-  std::int64_t step = 0;
-  std::int64_t epoch = 0;
-  std::int64_t batch_in_epoch = 0;
-  std::int64_t tokens_seen = 0;
-  double seconds_before = 0;  // training time of earlier sessions of the run
-  double loss_acc = 0;        // since the last progress line
-  std::int64_t loss_n = 0, correct_acc = 0, count_acc = 0;
-  std::vector<std::string> metrics;
-
-  std::int64_t steps_per_epoch = 0;
-  std::int64_t total_steps = 0;
-
-  void say(const std::string& s) {
-    if (log) *log << s << std::flush;
+// A batch of masked segments as the run layer's StepBatch: the loss of a part is the mean
+// cross-entropy over its masked tokens.
+class MlmStepBatch : public StepBatch {
+ public:
+  MlmStepBatch(const BertModel& model, std::vector<MaskedSegment> rows, std::int32_t pad_id)
+      : model_(model), rows_(std::move(rows)), pad_id_(pad_id) {}
+  std::size_t rows() const override { return rows_.size(); }
+  std::int64_t tokens() const override {
+    std::int64_t n = 0;
+    for (const MaskedSegment& s : rows_) n += static_cast<std::int64_t>(s.input_ids.size());
+    return n;
   }
-  void prepare();
-  void save_model();
-  // seconds: the run's training time so far (all sessions).
-  void save_state(double seconds);
-  void load_state();
-  void write_metrics() {
-    std::string text;
-    for (const auto& l : metrics) text += l + "\n";
-    write_file_atomic(cfg.out / "metrics.jsonl", text);
+  double units(std::size_t start, std::size_t n) const override {
+    std::size_t m = 0;
+    for (std::size_t i = start; i < start + n; ++i) m += rows_[i].positions.size();
+    return static_cast<double>(m);
   }
-  void add_metric(const nlohmann::json& j) {
-    metrics.push_back(j.dump());
-    write_metrics();
+  PartLoss loss(std::size_t start, std::size_t n, const ForwardOptions& fo) const override {
+    const MlmBatch b = make_mlm_batch(std::span<const MaskedSegment>(rows_).subspan(start, n), pad_id_);
+    const MlmOutput out = mlm_loss(model_, model_.encode(b.inputs, fo), b.positions, b.labels, fo);
+    return PartLoss{out.loss, out.correct, out.count};
   }
-  MlmEval evaluate();
+
+ private:
+  const BertModel& model_;
+  std::vector<MaskedSegment> rows_;
+  std::int32_t pad_id_;
 };
 
-namespace {
 // FNV-1a over the segments' ids and lengths.
 std::uint64_t hash_segments(const std::vector<std::vector<std::int32_t>>& segments) {
   std::uint64_t h = 0xcbf29ce484222325ULL;
@@ -349,17 +283,74 @@ std::uint64_t hash_segments(const std::vector<std::vector<std::int32_t>>& segmen
   }
   return h;
 }
+
 }  // namespace
 
-void Pretrainer::Impl::prepare() {
-  if (cfg.batch_size < 1 || cfg.epochs < 1 || cfg.eval_batch_size < 1) {
-    throw std::invalid_argument("--batch-size and --epochs must be at least 1");
+// The pretraining mode of the run layer: masked segments of a corpus, the masked-LM loss,
+// held-out evaluation every eval_every steps, the model saved with every checkpoint.
+template <>
+struct Runner<PretrainConfig, PretrainResult>::Impl : ModeState<PretrainConfig> {
+
+  std::optional<data::WordPieceTokenizer> tokenizer;
+  std::vector<std::vector<std::int32_t>> segments;
+  std::vector<size_t> train_rows;          // indices into segments
+  std::vector<MaskedSegment> eval_masked;  // held-out segments, masked once
+  std::uint64_t corpus_hash = 0;           // of the segments: a resume must see the same
+
+  BertModel model;
+  std::vector<optim::Param> params;
+  std::unique_ptr<optim::Optimizer> optimizer;
+  Plan plan;
+  std::optional<MlmEval> last_eval;
+
+  void prepare();
+  void save_model() const;
+  MlmEval evaluate() const;
+
+  // RunTask
+  const std::vector<std::size_t>& rows() const override { return train_rows; }
+  std::unique_ptr<StepBatch> batch(std::span<const std::size_t> rows, std::int64_t epoch) const override {
+    std::vector<MaskedSegment> masked;
+    for (const size_t i : rows) {
+      masked.push_back(mask_segment(segments[i], *tokenizer,
+                                    mask_seed(cfg.seed, static_cast<std::uint64_t>(epoch), i), cfg.masking));
+    }
+    return std::make_unique<MlmStepBatch>(model, std::move(masked), tokenizer->pad_id());
   }
-  if (cfg.max_length < 3) throw std::invalid_argument("--max-length must be at least 3");
+  void after_step(TrainingRun& run, bool last) override {
+    if (eval_masked.empty() || !(last || (cfg.eval_every > 0 && run.step() % cfg.eval_every == 0))) return;
+    const MlmEval e = evaluate();
+    char buf[200];
+    std::snprintf(buf, sizeof buf, "eval at step %lld: masked-LM loss %.4f, accuracy %.4f (%lld masked tokens)\n",
+                  static_cast<long long>(run.step()), e.loss, e.accuracy, static_cast<long long>(e.masked));
+    say(buf);
+    run.folder().add_metric({{"type", "eval"},
+                             {"step", run.step()},
+                             {"mlm_loss", e.loss},
+                             {"mlm_accuracy", e.accuracy},
+                             {"masked_tokens", e.masked},
+                             {"segments", e.segments},
+                             {"seconds", run.seconds()}});
+    last_eval = e;
+  }
+  void save_counters(std::map<std::string, std::string>& meta) const override {
+    meta["corpus_hash"] = std::to_string(corpus_hash);
+  }
+  void load_counters(const std::function<const std::string&(const char*)>& get) override {
+    if (std::stoull(get("corpus_hash")) != corpus_hash) {
+      throw std::runtime_error((cfg.out / "train_state.safetensors").string() +
+                               ": the corpus files differ from those the run started with "
+                               "(the same files, unchanged, are needed to continue exactly)");
+    }
+  }
+  // The model first: a state always has a model folder at least as new beside it.
+  void before_checkpoint(const TrainingRun&) override { save_model(); }
+};
+
+void Pretrainer::Impl::prepare() {
   if (cfg.out.empty()) throw std::invalid_argument("--out RUN_DIR is required");
   if (cfg.corpus.empty()) throw std::invalid_argument("--corpus needs at least one text file");
-  if (!(cfg.eval_split >= 0 && cfg.eval_split < 1))
-    throw std::invalid_argument("--eval-split must be in [0, 1)");
+  cfg.validate();
   kernels::set_num_threads(cfg.threads);
   fs::create_directories(cfg.out);
   // A resumed run reads its model (with the MLM head) back from the run folder.
@@ -369,27 +360,43 @@ void Pretrainer::Impl::prepare() {
   tokenizer.emplace(data::load_tokenizer_from_model_dir(source));
   const BertConfig base = load_config(source);
   if (tokenizer->vocab().size() > base.vocab_size) {
-    throw ModelError((source / "vocab.txt").string() + " holds " +
-                     std::to_string(tokenizer->vocab().size()) +
+    throw ModelError((source / "vocab.txt").string() + " holds " + std::to_string(tokenizer->vocab().size()) +
                      " tokens but the model's vocab_size is " + std::to_string(base.vocab_size) +
                      " (create the model with this vocab.txt)");
   }
   if (cfg.max_length > base.max_position_embeddings) {
-    throw std::invalid_argument("--max-length " + std::to_string(cfg.max_length) +
-                                " is longer than the model's " + "max_position_embeddings (" +
-                                std::to_string(base.max_position_embeddings) + ")");
+    throw settings::SettingError("max_length " + std::to_string(cfg.max_length) +
+                                 " is longer than the model's max_position_embeddings (" +
+                                 std::to_string(base.max_position_embeddings) + ")");
   }
   segments = pack_segments(tokenize_documents(*tokenizer, cfg.corpus), tokenizer->cls_id(),
                            tokenizer->sep_id(), cfg.max_length);
   corpus_hash = hash_segments(segments);
-  if (segments.size() < 2)
-    throw std::invalid_argument("the corpus gives fewer than 2 segments: give more text");
+  if (segments.size() < 2) throw std::invalid_argument("the corpus gives fewer than 2 segments: give more text");
   const data::Split split = data::train_eval_split(segments.size(), cfg.eval_split, cfg.seed);
   train_rows = split.train;
   for (const size_t i : split.eval) {
-    eval_masked.push_back(
-        mask_segment(segments[i], *tokenizer, mask_seed(cfg.seed, kEvalEpoch, i), cfg.masking));
+    eval_masked.push_back(mask_segment(segments[i], *tokenizer, mask_seed(cfg.seed, kEvalEpoch, i), cfg.masking));
   }
+
+  // The plan: every tensor trains (float32), with the masked-LM head's logits at the masked rows.
+  Accountant::global().set_budget(cfg.memory_budget);
+  BertConfig model_cfg = base;
+  if (cfg.dropout) {
+    model_cfg.hidden_dropout_prob = *cfg.dropout;
+    model_cfg.attention_probs_dropout_prob = *cfg.dropout;
+  }
+  PlanRequest pr;
+  pr.config = model_cfg;
+  pr.method.method = Method::Full;
+  pr.base = DType::F32;
+  pr.batch = cfg.batch_size;
+  std::int64_t longest = 3;
+  for (const size_t i : train_rows) longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(segments[i].size()));
+  pr.length = longest;
+  pr.mlm_probability = cfg.masking.probability;
+  plan = choose_plan(pr, cfg.memory_budget, cfg.checkpoint_layers, cfg.micro_batch);
+  say(plan.describe() + "\n");
 
   // Model: every tensor but the pooler and the classifier trains (BertForMaskedLM has neither).
   LoadOptions lo;
@@ -398,23 +405,11 @@ void Pretrainer::Impl::prepare() {
   lo.seed = cfg.seed;
   lo.trainable = [](const std::string& name) { return in_masked_lm_checkpoint(name); };
   model = load_bert(source, lo);
-  if (cfg.dropout) {
-    model.config.hidden_dropout_prob = *cfg.dropout;
-    model.config.attention_probs_dropout_prob = *cfg.dropout;
-  }
+  model.config.hidden_dropout_prob = model_cfg.hidden_dropout_prob;
+  model.config.attention_probs_dropout_prob = model_cfg.attention_probs_dropout_prob;
   params = trainable_params(model);
 
-  optim::AdamOptions ao;
-  ao.beta1 = cfg.adam_beta1;
-  ao.beta2 = cfg.adam_beta2;
-  ao.eps = cfg.adam_eps;
-  ao.weight_decay = cfg.weight_decay;
-  optimizer = optim::make_adamw(ao);
-  steps_per_epoch =
-      (static_cast<std::int64_t>(train_rows.size()) + cfg.batch_size - 1) / cfg.batch_size;
-  total_steps = cfg.max_steps > 0 ? cfg.max_steps : steps_per_epoch * cfg.epochs;
-  schedule.emplace(optim::Schedule::Kind::Linear,
-                   optim::warmup_steps_from_ratio(total_steps, cfg.warmup_ratio), total_steps);
+  optimizer = optim::make_adamw(adam_options(cfg));
   manual_seed(cfg.seed);
 
   std::int64_t n_params = 0, tokens = 0;
@@ -425,15 +420,11 @@ void Pretrainer::Impl::prepare() {
     << model.config.hidden_size << ", intermediate " << model.config.intermediate_size << ", vocab "
     << model.config.vocab_size << ", " << n_params << " trainable parameters\n"
     << "corpus: " << segments.size() << " segments of up to " << cfg.max_length << " tokens; "
-    << train_rows.size() << " for training (" << tokens << " tokens), " << eval_masked.size()
-    << " held out\n"
-    << "training: " << total_steps << " steps of " << cfg.batch_size << " segments ("
-    << steps_per_epoch << " per epoch), lr " << cfg.lr << ", warmup " << schedule->warmup_steps()
-    << " steps, " << kernels::num_threads() << " threads\n";
+    << train_rows.size() << " for training (" << tokens << " tokens), " << eval_masked.size() << " held out\n";
   say(s.str());
 }
 
-void Pretrainer::Impl::save_model() {
+void Pretrainer::Impl::save_model() const {
   std::vector<std::pair<std::string, Tensor>> tensors;
   for (auto& [name, t] : model.named_tensors()) {
     if (in_masked_lm_checkpoint(name)) tensors.emplace_back(name, t);
@@ -449,105 +440,21 @@ void Pretrainer::Impl::save_model() {
   if (!resuming) {
     for (const char* name : {"vocab.txt", "tokenizer_config.json"}) {
       std::error_code ec;
-      if (fs::exists(cfg.model_dir / name, ec))
-        write_file_atomic(cfg.out / name, read_file(cfg.model_dir / name));
+      if (fs::exists(cfg.model_dir / name, ec)) write_file_atomic(cfg.out / name, read_file(cfg.model_dir / name));
     }
   }
 }
 
-// train_state.safetensors: "param/<name>" float32 parameters, "optim/<entry>" AdamW state, the
-// counters in the metadata (doubles as JSON, which prints them exactly).
-void Pretrainer::Impl::save_state(double seconds) {
-  std::vector<std::pair<std::string, Tensor>> tensors;
-  for (const auto& p : params) tensors.emplace_back("param/" + p.name, p.tensor);
-  for (auto& [name, t] : optimizer->state()) tensors.emplace_back("optim/" + name, t);
-  const RngState rng = dropout_rng();
-  const std::map<std::string, std::string> meta = {
-      {"format", "edgetune-pretrain-state"},
-      {"version", "1"},
-      {"step", std::to_string(step)},
-      {"epoch", std::to_string(epoch)},
-      {"batch_in_epoch", std::to_string(batch_in_epoch)},
-      {"tokens_seen", std::to_string(tokens_seen)},
-      {"seconds", nlohmann::json(seconds).dump()},
-      {"loss_acc", nlohmann::json(loss_acc).dump()},
-      {"loss_n", std::to_string(loss_n)},
-      {"correct_acc", std::to_string(correct_acc)},
-      {"count_acc", std::to_string(count_acc)},
-      {"rng_seed", std::to_string(rng.seed)},
-      {"rng_counter", std::to_string(rng.counter)},
-      {"corpus_hash", std::to_string(corpus_hash)},
-      {"metrics_lines", std::to_string(metrics.size())},
-  };
-  // The model first: a state always has a model folder at least as new beside it.
-  save_model();
-  safetensors::save(cfg.out / "train_state.safetensors", tensors, meta);
-}
-
-void Pretrainer::Impl::load_state() {
-  const fs::path path = cfg.out / "train_state.safetensors";
-  safetensors::Reader r(path);
-  const auto meta = r.metadata();
-  auto get = [&](const char* key) -> const std::string& {
-    const auto it = meta.find(key);
-    if (it == meta.end())
-      throw std::runtime_error(path.string() + ": no '" + key + "' in the metadata");
-    return it->second;
-  };
-  if (get("format") != "edgetune-pretrain-state") {
-    throw std::runtime_error(
-        path.string() +
-        ": not a pretraining state (a fine-tuning run resumes with `edgetune train --resume`)");
-  }
-  if (std::stoull(get("corpus_hash")) != corpus_hash) {
-    throw std::runtime_error(path.string() +
-                             ": the corpus files differ from those the run started with "
-                             "(the same files, unchanged, are needed to continue exactly)");
-  }
-  step = std::stoll(get("step"));
-  epoch = std::stoll(get("epoch"));
-  batch_in_epoch = std::stoll(get("batch_in_epoch"));
-  tokens_seen = std::stoll(get("tokens_seen"));
-  seconds_before = nlohmann::json::parse(get("seconds")).get<double>();
-  loss_acc = nlohmann::json::parse(get("loss_acc")).get<double>();
-  loss_n = std::stoll(get("loss_n"));
-  correct_acc = std::stoll(get("correct_acc"));
-  count_acc = std::stoll(get("count_acc"));
-  dropout_rng() = RngState{std::stoull(get("rng_seed")), std::stoull(get("rng_counter"))};
-  const size_t lines = std::stoul(get("metrics_lines"));
-  for (auto& p : params) {
-    const Tensor saved = r.load("param/" + p.name, DType::F32, MemCategory::Workspace);
-    if (saved.shape() != p.tensor.shape()) {
-      throw std::runtime_error(path.string() + ": 'param/" + p.name + "' has shape " +
-                               saved.shape().str() + ", the model's is " + p.tensor.shape().str());
-    }
-    std::copy_n(saved.data<float>(), saved.numel(), p.tensor.data<float>());
-  }
-  std::vector<std::pair<std::string, Tensor>> state;
-  for (const auto& info : r.tensors()) {
-    if (info.name.starts_with("optim/")) {
-      state.emplace_back(
-          info.name.substr(6),
-          r.load(info, info.dtype == "F64" ? DType::F64 : DType::F32, MemCategory::Workspace));
-    }
-  }
-  optimizer->load_state(state, params);
-  std::ifstream in(cfg.out / "metrics.jsonl");
-  std::string line;
-  while (metrics.size() < lines && std::getline(in, line)) metrics.push_back(line);
-}
-
-MlmEval Pretrainer::Impl::evaluate() {
+MlmEval Pretrainer::Impl::evaluate() const {
   NoGradGuard no_grad;
   MlmEval r;
   double loss_sum = 0;
   std::int64_t correct = 0;
   ForwardOptions fo;
-  for (size_t first = 0; first < eval_masked.size();
-       first += static_cast<size_t>(cfg.eval_batch_size)) {
+  for (size_t first = 0; first < eval_masked.size(); first += static_cast<size_t>(cfg.eval_batch_size)) {
     const size_t n = std::min(static_cast<size_t>(cfg.eval_batch_size), eval_masked.size() - first);
-    const MlmBatch b = make_mlm_batch(std::span<const MaskedSegment>(eval_masked).subspan(first, n),
-                                      tokenizer->pad_id());
+    const MlmBatch b =
+        make_mlm_batch(std::span<const MaskedSegment>(eval_masked).subspan(first, n), tokenizer->pad_id());
     const MlmOutput out = mlm_loss(model, model.encode(b.inputs, fo), b.positions, b.labels, fo);
     loss_sum += out.loss.item() * static_cast<double>(out.count);
     correct += out.correct;
@@ -561,195 +468,40 @@ MlmEval Pretrainer::Impl::evaluate() {
   return r;
 }
 
-Pretrainer::Pretrainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-Pretrainer::~Pretrainer() = default;
-Pretrainer::Pretrainer(Pretrainer&&) noexcept = default;
-
-Pretrainer::Pretrainer(PretrainConfig config, std::ostream* log) : impl_(std::make_unique<Impl>()) {
-  impl_->cfg = std::move(config);
-  impl_->log = log;
-}
-
-Pretrainer Pretrainer::resume(const fs::path& run_dir, std::ostream* log,
-                              std::optional<int> threads) {
-  const fs::path run_json = run_dir / "run.json";
-  nlohmann::json j;
-  try {
-    j = nlohmann::json::parse(read_file(run_json));
-  } catch (const nlohmann::json::exception& e) {
-    throw std::runtime_error(run_json.string() + ": not a run description (" + e.what() + ")");
-  }
-  std::error_code ec;
-  if (!fs::exists(run_dir / "train_state.safetensors", ec)) {
-    throw std::runtime_error((run_dir / "train_state.safetensors").string() +
-                             ": missing: the run saved no checkpoint yet (use --save-every N)");
-  }
-  auto impl = std::make_unique<Impl>();
-  impl->cfg = PretrainConfig::from_json(j);
-  impl->cfg.out = run_dir;
-  if (threads) impl->cfg.threads = *threads;
-  impl->log = log;
-  impl->resuming = true;
-  return Pretrainer(std::move(impl));
-}
-
-PretrainResult Pretrainer::run(const std::function<bool()>& should_stop) {
+template <>
+PretrainResult Pretrainer::run(const RunHooks& hooks) {
   Impl& s = *impl_;
-  using clock = std::chrono::steady_clock;
   s.prepare();
-  if (s.resuming) {
-    s.load_state();
-    s.write_metrics();
-    s.say("resumed at step " + std::to_string(s.step) + " (epoch " + std::to_string(s.epoch + 1) +
-          ")\n");
-  } else {
-    nlohmann::json j = s.cfg.to_json();
-    // Absolute corpus paths: a resume may start from another folder.
-    j["corpus"] = nlohmann::json::array();
-    for (const fs::path& f : s.cfg.corpus) j["corpus"].push_back(fs::absolute(f).string());
-    write_file_atomic(s.cfg.out / "run.json", j.dump(2) + "\n");
-    s.write_metrics();
-  }
-  const auto t0 = clock::now();
-  auto elapsed = [&] {
-    return s.seconds_before + std::chrono::duration<double>(clock::now() - t0).count();
-  };
-  Accountant& acc = Accountant::global();
+  RunFolder folder(s.cfg.out);
+  LoopSettings ls = loop_settings(s.cfg, s.cfg.lr, s.plan.micro_batch, s.plan.checkpoint_layers);
+  ls.tokens_throughput = true;
+  ls.accuracy_key = "mlm_accuracy";
+  ls.state_format = "edgetune-pretrain-state";
+  ls.resume_command = "edgetune pretrain --resume";
+  TrainingRun run(folder, s, s.params, *s.optimizer, std::move(ls), s.log, hooks);
+  std::ostringstream line;
+  line << "training: " << run.total_steps() << " steps of " << s.cfg.batch_size << " segments ("
+       << run.steps_per_epoch() << " per epoch), lr " << s.cfg.lr << ", warmup " << run.schedule().warmup_steps()
+       << " steps, " << kernels::num_threads() << " threads\n";
+  s.say(line.str());
+  nlohmann::json settings = s.cfg.to_json();
+  // Absolute corpus paths: a resume may start from another folder.
+  settings["corpus"] = nlohmann::json::array();
+  for (const fs::path& f : s.cfg.corpus) settings["corpus"].push_back(fs::absolute(f).string());
+  run.start(s.resuming, settings);
+  const RunResult rr = run.run();
   PretrainResult result;
-  auto last_log = clock::now();
-  std::int64_t tokens_at_log = s.tokens_seen;
-  const auto eval_and_log = [&] {
-    const MlmEval e = s.evaluate();
-    char buf[200];
-    std::snprintf(buf, sizeof buf,
-                  "eval at step %lld: masked-LM loss %.4f, accuracy %.4f (%lld masked tokens)\n",
-                  static_cast<long long>(s.step), e.loss, e.accuracy,
-                  static_cast<long long>(e.masked));
-    s.say(buf);
-    s.add_metric({{"type", "eval"},
-                  {"step", s.step},
-                  {"mlm_loss", e.loss},
-                  {"mlm_accuracy", e.accuracy},
-                  {"masked_tokens", e.masked},
-                  {"segments", e.segments},
-                  {"tokens_seen", s.tokens_seen},
-                  {"seconds", elapsed()}});
-    return e;
-  };
-
-  bool done = s.step >= s.total_steps;
-  while (!done) {
-    // The order of an epoch depends only on (seed, epoch): a resume rebuilds it.
-    std::vector<size_t> order = s.train_rows;
-    data::Rng rng(s.cfg.seed + 0x9E3779B97F4A7C15ULL * static_cast<std::uint64_t>(s.epoch + 1));
-    data::shuffle(std::span<size_t>(order), rng);
-    const auto batches = data::batch_rows(order, static_cast<size_t>(s.cfg.batch_size));
-    while (!done && static_cast<size_t>(s.batch_in_epoch) < batches.size()) {
-      std::vector<MaskedSegment> rows;
-      for (const size_t i : batches[static_cast<size_t>(s.batch_in_epoch)]) {
-        rows.push_back(mask_segment(s.segments[i], *s.tokenizer,
-                                    mask_seed(s.cfg.seed, static_cast<std::uint64_t>(s.epoch), i),
-                                    s.cfg.masking));
-      }
-      const MlmBatch batch = make_mlm_batch(rows, s.tokenizer->pad_id());
-      const double lr = s.cfg.lr * s.schedule->factor(s.step);
-      ForwardOptions fo;
-      fo.training = true;
-      const MlmOutput out =
-          mlm_loss(s.model, s.model.encode(batch.inputs, fo), batch.positions, batch.labels, fo);
-      const double loss = out.loss.item();
-      if (!std::isfinite(loss)) {
-        throw std::runtime_error("the loss became " + std::to_string(loss) + " at step " +
-                                 std::to_string(s.step + 1) +
-                                 ": lower --lr, or keep --max-grad-norm on");
-      }
-      backward(out.loss);
-      const double norm = optim::clip_grad_norm(s.params, s.cfg.max_grad_norm);
-      s.optimizer->step(s.params, lr);
-      optim::zero_grad(s.params);
-      ++s.step;
-      ++s.batch_in_epoch;
-      s.tokens_seen += batch.tokens;
-      s.loss_acc += loss;
-      ++s.loss_n;
-      s.correct_acc += out.correct;
-      s.count_acc += out.count;
-      done = s.step >= s.total_steps;
-
-      if (s.step % std::max(s.cfg.log_every, 1) == 0 || done) {
-        const auto now = clock::now();
-        const double dt = std::chrono::duration<double>(now - last_log).count();
-        const double tps = dt > 0 ? static_cast<double>(s.tokens_seen - tokens_at_log) / dt : 0.0;
-        const double epoch_pos =
-            static_cast<double>(s.epoch) +
-            static_cast<double>(s.batch_in_epoch) / static_cast<double>(batches.size());
-        const double mean_loss = s.loss_acc / static_cast<double>(s.loss_n);
-        const double accuracy = static_cast<double>(s.correct_acc) /
-                                static_cast<double>(std::max<std::int64_t>(s.count_acc, 1));
-        const double eta = tps > 0 ? static_cast<double>(s.total_steps - s.step) *
-                                         static_cast<double>(s.tokens_seen) /
-                                         static_cast<double>(s.step) / tps
-                                   : 0.0;
-        const MemoryStats ms = acc.stats();
-        char buf[360];
-        std::snprintf(buf, sizeof buf,
-                      "step %lld/%lld  epoch %.2f  loss %.4f  acc %.3f  lr %.3g  grad-norm %.3g  "
-                      "%.0f tokens/s  "
-                      "eta %.0f min  mem %s (peak %s)\n",
-                      static_cast<long long>(s.step), static_cast<long long>(s.total_steps),
-                      epoch_pos, mean_loss, accuracy, lr, norm, tps, eta / 60.0,
-                      format_bytes(ms.live_total + ms.cached).c_str(),
-                      format_bytes(ms.peak_total).c_str());
-        s.say(buf);
-        s.add_metric({{"type", "train"},
-                      {"step", s.step},
-                      {"epoch", epoch_pos},
-                      {"loss", mean_loss},
-                      {"mlm_accuracy", accuracy},
-                      {"lr", lr},
-                      {"grad_norm", norm},
-                      {"tokens_per_second", tps},
-                      {"tokens_seen", s.tokens_seen},
-                      {"seconds", elapsed()},
-                      {"memory_peak", ms.peak_total},
-                      {"rss", process_rss()}});
-        s.loss_acc = 0;
-        s.loss_n = s.correct_acc = s.count_acc = 0;
-        last_log = now;
-        tokens_at_log = s.tokens_seen;
-      }
-      if (!s.eval_masked.empty() &&
-          (done || (s.cfg.eval_every > 0 && s.step % s.cfg.eval_every == 0))) {
-        result.final_eval = eval_and_log();
-      }
-      if (!done && should_stop && should_stop()) {
-        result.interrupted = true;
-        break;
-      }
-      if (!done && s.cfg.save_every > 0 && s.step % s.cfg.save_every == 0) {
-        s.save_state(elapsed());
-        s.say("checkpoint at step " + std::to_string(s.step) + " in " + s.cfg.out.string() + "\n");
-      }
-    }
-    if (result.interrupted) break;
-    if (static_cast<size_t>(s.batch_in_epoch) >= batches.size()) {
-      ++s.epoch;
-      s.batch_in_epoch = 0;
-    }
-  }
-  const double total_seconds = elapsed();
-  s.save_state(total_seconds);
-  if (result.interrupted) {
-    s.say("interrupted at step " + std::to_string(s.step) + ": checkpoint saved in " +
-          s.cfg.out.string() + "; continue with: edgetune pretrain --resume " + s.cfg.out.string() +
-          "\n");
-  }
-  result.steps = s.step;
-  result.tokens = s.tokens_seen;
-  result.seconds = total_seconds;
-  result.accountant_peak = acc.stats().peak_total;
-  result.peak_rss = process_peak_rss();
+  result.steps = rr.steps;
+  result.tokens = run.tokens_seen();
+  result.seconds = rr.seconds;
+  result.interrupted = rr.interrupted;
+  result.final_eval = s.last_eval;
+  result.accountant_peak = rr.accountant_peak;
+  result.peak_rss = rr.peak_rss;
   return result;
 }
+
+// The members every mode shares (runner_impl.h), for this mode.
+template class Runner<PretrainConfig, PretrainResult>;
 
 }  // namespace edgetune

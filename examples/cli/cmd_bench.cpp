@@ -11,8 +11,8 @@
 #include "bench.h"
 #include "kernels.h"
 #include "commands.h"
-#include "edgetune/autograd/file_io.h"
-#include "edgetune/autograd/memory.h"
+#include "edgetune/core/file_io.h"
+#include "edgetune/core/memory.h"
 
 namespace edgetune::cli {
 namespace {
@@ -178,7 +178,7 @@ const RegisterCommand kRegister{
       app.add_option("--threads", a->threads, "threads on both sides (0: all cores)")->capture_default_str();
       app.add_option("--batch-size", a->batch, "rows per step")->capture_default_str();
       app.add_option("--max-length", a->length, "tokens per row")->capture_default_str();
-      app.add_option("--budget", a->budget, "memory budget of the planned q4 row (empty: no such row)")
+      app.add_option("--memory-budget", a->budget, "memory budget of the planned q4 row (empty: no such row)")
           ->capture_default_str();
       app.add_flag("--profile", a->profile, "add a per-op profile of one step of the planned q4 row");
       app.add_flag("--no-torch", a->no_torch, "edgetune rows only");
@@ -186,7 +186,7 @@ const RegisterCommand kRegister{
                    "GFLOP/s of the linear GEMMs per storage, kernel implementation and threads");
       app.add_option("--python", a->python, "python with torch")->capture_default_str();
       app.add_option("--torch-script", a->script, "the PyTorch side (default: bench/torch_bench.py of the source tree)");
-      app.add_option("--json", a->json_out, "write the rows here")->capture_default_str();
+      app.add_option("--out", a->json_out, "write the rows here (JSON)")->capture_default_str();
       app.add_option("--case", a->one_case, "run one configuration (JSON) in this process")->group("");
       return [a] { return run(*a); };
     }};

@@ -5,7 +5,7 @@
 #include <iostream>
 
 #include "commands.h"
-#include "edgetune/autograd/file_io.h"
+#include "edgetune/core/file_io.h"
 #include "edgetune/data/vocab.h"
 #include "edgetune/engine/loader.h"
 

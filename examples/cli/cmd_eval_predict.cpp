@@ -5,7 +5,7 @@
 #include <iostream>
 
 #include "commands.h"
-#include "edgetune/autograd/file_io.h"
+#include "edgetune/core/file_io.h"
 #include "edgetune/data/labels.h"
 #include "edgetune/engine/session.h"
 #include "options.h"
@@ -15,7 +15,7 @@ namespace {
 
 struct EvalArgs {
   ModelArgs model;
-  DataArgs data;
+  DataOptions data;
   std::string adapter, data_file, out;
   bool json = false;
   int batch_size = 64;
@@ -23,10 +23,11 @@ struct EvalArgs {
 };
 
 int run_eval(const EvalArgs& a) {
+  settings::check_ranges(a.data);
   apply_threads(a.threads);
-  Model m = open_model(a.model.model_dir, a.adapter, a.model.base(), a.model.quant_embeddings);
+  Model m = open_model(a.model.model_dir, a.adapter, a.model.quant, a.model.quant_embeddings);
   const data::LabelMap map = eval_label_map(m.labels());
-  data::Dataset ds = read_data(a.data_file, a.data.options(), true, &map);
+  data::Dataset ds = read_data(a.data_file, a.data, true, &map);
   if (ds.bad_rows) std::cerr << "skipped " << ds.bad_rows << " bad rows (first: " << ds.bad_row_messages.front() << ")\n";
   const auto enc = data::encode_dataset(m.tokenizer, ds, a.data.max_length);
   std::cerr << invalid_utf8_note(enc, ds.source);
@@ -40,9 +41,10 @@ int run_eval(const EvalArgs& a) {
 }
 
 int run_predict(const EvalArgs& a) {
+  settings::check_ranges(a.data);
   apply_threads(a.threads);
-  Model m = open_model(a.model.model_dir, a.adapter, a.model.base(), a.model.quant_embeddings);
-  data::Dataset ds = read_data(a.data_file, a.data.options(), false);
+  Model m = open_model(a.model.model_dir, a.adapter, a.model.quant, a.model.quant_embeddings);
+  data::Dataset ds = read_data(a.data_file, a.data, false);
   if (ds.bad_rows) std::cerr << "skipped " << ds.bad_rows << " bad rows (first: " << ds.bad_row_messages.front() << ")\n";
   const auto enc = data::encode_dataset(m.tokenizer, ds, a.data.max_length);
   std::cerr << invalid_utf8_note(enc, ds.source);

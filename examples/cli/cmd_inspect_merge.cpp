@@ -9,6 +9,7 @@
 #include "edgetune/engine/loader.h"
 #include "edgetune/engine/planner.h"
 #include "edgetune/engine/session.h"
+#include "edgetune/engine/trainer.h"
 #include "options.h"
 
 namespace edgetune::cli {
@@ -29,7 +30,7 @@ int run_inspect(const InspectArgs& a) {
   const fs::path dir = a.model.model_dir;
   const BertConfig c = load_config(dir);
   LoadOptions lo;
-  lo.base = a.model.base();
+  lo.base = a.model.quant;
   lo.quant_embeddings = a.model.quant_embeddings;
   const BertModel m = load_bert(dir, lo);
   std::int64_t params = 0;
@@ -60,11 +61,11 @@ int run_inspect(const InspectArgs& a) {
     r.method.lora.rank = a.lora_rank;
     r.method.lora.freeze_a = a.lora_fa;
     r.method.lora_targets = parse_lora_targets(a.lora_targets);
-    r.base = a.model.base();
+    r.base = a.model.quant;
     r.quant_embeddings = a.model.quant_embeddings;
     r.batch = a.batch_size;
     r.length = a.max_length;
-    r.optimizer = a.optimizer;
+    r.optimizer = settings::parse_choice<optim::OptimizerKind>(kOptimizerNames, "--optimizer", a.optimizer);
     const std::size_t budget = a.budget.empty() ? 0 : parse_bytes(a.budget);
     plan = choose_plan(r, budget);
     nlohmann::json est = nlohmann::json::object();
@@ -88,7 +89,7 @@ int run_inspect(const InspectArgs& a) {
               static_cast<long long>(c.vocab_size), static_cast<long long>(c.max_position_embeddings),
               activation_name(c.hidden_act), static_cast<long long>(c.num_labels));
   std::printf("  parameters %lld\n", static_cast<long long>(params));
-  std::printf("  storage with --quant %s%s:", a.model.quant.c_str(),
+  std::printf("  storage with --quant %s%s:", settings::name_of<DType>(kQuantNames, a.model.quant),
               a.model.quant_embeddings ? " --quant-embeddings" : "");
   for (auto& [k, v] : bytes.items()) std::printf(" %s %s", k.c_str(), format_bytes(v.get<std::size_t>()).c_str());
   std::printf("\n  tokenizer: vocab %lld, do_lower_case %s\n", static_cast<long long>(tok.vocab().size()),

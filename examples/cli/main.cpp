@@ -6,6 +6,7 @@
 #include <map>
 
 #include "commands.h"
+#include "edgetune/engine/api.h"
 
 namespace edgetune::cli {
 std::vector<Command>& command_registry() {
@@ -18,7 +19,7 @@ int main(int argc, char** argv) {
   using namespace edgetune::cli;
   CLI::App app{"edgetune: fine-tune a compressed BERT text classifier on the device that holds the data"};
   app.require_subcommand(1);
-  app.set_version_flag("--version", "edgetune 0.1.0");
+  app.set_version_flag("--version", std::string("edgetune ") + edgetune::version());
   auto& registry = command_registry();
   std::sort(registry.begin(), registry.end(),
             [](const Command& a, const Command& b) { return a.name < b.name; });

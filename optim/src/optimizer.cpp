@@ -502,4 +502,14 @@ std::unique_ptr<Optimizer> make_adamw(const AdamOptions& o) {
   return std::make_unique<Adam>(o, true);
 }
 
+std::unique_ptr<Optimizer> make_optimizer(OptimizerKind kind, const AdamOptions& adam,
+                                          const SgdOptions& sgd) {
+  switch (kind) {
+    case OptimizerKind::AdamW: return make_adamw(adam);
+    case OptimizerKind::Adam: return make_adam(adam);
+    case OptimizerKind::Sgd: return make_sgd(sgd);
+  }
+  throw std::invalid_argument("make_optimizer: not an optimizer kind");
+}
+
 }  // namespace edgetune::optim

@@ -2,7 +2,9 @@
 // without checkpoint(), over float and quantized weights.
 #include <catch2/catch.hpp>
 
+#include <cstdint>
 #include <limits>
+#include <stdexcept>
 
 #include "edgetune/autograd/gradcheck.h"
 #include "edgetune/autograd/ops.h"
@@ -110,6 +112,61 @@ TEST_CASE("checkpoint gives gradients identical to the plain layer, dropout incl
   const auto b = grads_of(true);
   REQUIRE(a.size() == b.size());
   for (size_t i = 0; i < a.size(); ++i) REQUIRE(a[i] == b[i]);  // bit for bit
+}
+
+TEST_CASE("a throwing checkpoint leaves the dropout generator and grad mode as they were",
+          "[checkpoint]") {
+  Tensor x = param({kB, kT, kC}, 1000);
+  int runs = 0;
+  RngState at_rerun;
+  bool grad_at_rerun = false;
+  // Draws a dropout mask, then fails on the re-run that backward makes.
+  auto fn = [&](const std::vector<Tensor>& v) {
+    if (++runs == 2) {
+      at_rerun = dropout_rng();
+      grad_at_rerun = grad_enabled();
+    }
+    Tensor y = ops::dropout(v[0], 0.3, true);
+    if (runs == 2) throw std::runtime_error("re-run failed");
+    return ops::tanh(y);
+  };
+  manual_seed(7);
+  Tensor out = checkpoint(fn, {x});
+  // A later op moves the generator on, so the forward's state and the caller's state differ.
+  Tensor loss = ops::sum(ops::dropout(out, 0.5, true));
+  const RngState before = dropout_rng();
+  REQUIRE(before.counter == static_cast<std::uint64_t>(2 * x.numel()));
+
+  SECTION("the re-run throws") {
+    REQUIRE_THROWS_WITH(backward(loss), "re-run failed");
+    REQUIRE(runs == 2);
+    CHECK(at_rerun.seed == 7);  // the re-run replayed the forward's generator
+    CHECK(at_rerun.counter == 0);
+    CHECK(grad_at_rerun);
+  }
+  SECTION("backward runs with gradients disabled") {
+    {
+      NoGradGuard no_grad;
+      REQUIRE_THROWS_WITH(backward(loss), "checkpoint recomputation with gradients disabled");
+      CHECK_FALSE(grad_enabled());
+    }
+    CHECK(runs == 1);
+  }
+  CHECK(dropout_rng().seed == before.seed);
+  CHECK(dropout_rng().counter == before.counter);
+  CHECK(grad_enabled());
+}
+
+TEST_CASE("a checkpoint whose forward throws leaves grad mode on", "[checkpoint]") {
+  Tensor x = param({kB, kT, kC}, 1100);
+  bool grad_inside = true;
+  auto fn = [&](const std::vector<Tensor>&) -> Tensor {
+    grad_inside = grad_enabled();
+    throw std::runtime_error("forward failed");
+  };
+  REQUIRE_THROWS_WITH(checkpoint(fn, {x}), "forward failed");
+  CHECK_FALSE(grad_inside);  // the forward ran without recording
+  CHECK(grad_enabled());
 }
 
 TEST_CASE("gradcheck encoder layer over frozen q8 and q4 weights (dX, LayerNorm and biases)",

@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "cli_run.h"
+#include "mini_corpus.h"
 #include "edgetune/autograd/ops.h"
 #include "edgetune/autograd/safetensors.h"
 #include "edgetune/data/tokenizer.h"
@@ -22,17 +23,6 @@ using namespace edgetune::test;
 namespace fs = std::filesystem;
 
 namespace {
-
-// Words of the mini vocabulary (tests/golden/tokenizer/mini-uncased-vocab.txt), three documents.
-const char* kCorpus =
-    "the quick brown fox jumped over the lazy dog.\n"
-    "the cat sat on the mat, and the dog sat on the line.\n"
-    "\n"
-    "hello world! a new example is running in english.\n"
-    "the big dog jumps over the thin cat; the cat jumps back.\n"
-    "\n"
-    "the lazy fox is on the rock and the brown dog is inside.\n"
-    "hello cafe! the cat and the dog run back to the new world.\n";
 
 const char* kLabelled =
     "sentence\tlabel\n"
@@ -66,7 +56,7 @@ TEST_CASE("the reproduce command, short: prune-vocab, create-model, pretrain, th
     return;
   }
   ScratchDir d("pretrain-cli");
-  std::ofstream(d / "corpus.txt") << kCorpus << "\n" << kCorpus;
+  std::ofstream(d / "corpus.txt") << kMiniCorpus << "\n" << kMiniCorpus;
   std::ofstream(d / "reviews.tsv") << kLabelled << kLabelled;
   const fs::path full = golden_dir() / "tokenizer" / "mini-uncased-vocab.txt";
 

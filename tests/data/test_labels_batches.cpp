@@ -54,7 +54,11 @@ TEST_CASE("labels.json round trip, atomic write, both id2label forms") {
   std::ofstream(dir / "bad.json") << "{";
   CHECK_THROWS_AS(LabelMap::load(dir / "bad.json"), DataError);
   CHECK_THROWS_AS(LabelMap::load(dir / "missing.json"), DataError);
-  CHECK_THROWS_AS(map.save(dir / "no_such_dir" / "labels.json"), DataError);
+  const fs::path unwritable = dir / "no_such_dir" / "labels.json";
+  CHECK_THROWS_WITH(map.save(unwritable),
+                    unwritable.string() +
+                        ": cannot create a temporary file beside it: No such file or directory");
+  CHECK_THROWS_AS(map.save(unwritable), DataError);
   fs::remove_all(dir);
 }
 

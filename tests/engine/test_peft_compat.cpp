@@ -11,8 +11,6 @@
 // (logits near 0 carry float32 error on the scale of the others).
 #include <catch2/catch.hpp>
 
-#include <unistd.h>
-
 #include <algorithm>
 #include <cmath>
 #include <map>
@@ -40,20 +38,6 @@ fs::path finetune_dir() {
 fs::path tiny_dir() {
   return test::golden_dir() / "bert" / "tiny";
 }
-
-// A folder under the system's temporary directory, removed at the end of the scope.
-struct TempDir {
-  fs::path path;
-  explicit TempDir(const std::string& name)
-      : path(fs::temp_directory_path() / ("edgetune_" + name + "_" + std::to_string(::getpid()))) {
-    fs::remove_all(path);
-    fs::create_directories(path);
-  }
-  ~TempDir() {
-    std::error_code ec;
-    fs::remove_all(path, ec);
-  }
-};
 
 std::vector<double> logits_of(const BertModel& m) {
   safetensors::Reader g(finetune_dir() / "peft_logits.safetensors");
@@ -177,7 +161,7 @@ TEST_CASE("peft: edgetune's LoRA has PEFT's keys and config, and PyTorch gets it
   require_same_logits("edgetune_lora", logits_of(m.bert), "edgetune_lora");
 
   // Today's writer still writes that layout, with the same values.
-  TempDir tmp("peft_resave");
+  test::TempDir tmp("peft_resave");
   save_trained(m.bert, m.method, tmp.path, tiny_dir());
   CHECK(file_keys(tmp.path / "adapter_model.safetensors") == peft_lora_keys(config, 4));
   const adapters::AdapterFolder again = adapters::load_adapter_folder(tmp.path);
@@ -199,7 +183,7 @@ TEST_CASE("peft: a LoRA merged into the base gives a plain folder with the same 
           "[golden][peft]") {
   for (const std::string name : {"peft_lora", "edgetune_lora"}) {
     INFO(name);
-    TempDir tmp("merged_" + name);
+    test::TempDir tmp("merged_" + name);
     // What `edgetune merge` does: open over the float32 base, fold, save a Hugging Face folder.
     Model m = open_model(tiny_dir(), finetune_dir() / name, DType::F32, false);
     merge_lora(m.bert);

@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "edgetune/autograd/autograd.h"
-#include "edgetune/autograd/memory.h"
+#include "edgetune/core/memory.h"
 #include "edgetune/engine/loader.h"
 #include "edgetune/engine/planner.h"
 #include "edgetune/engine/trainer.h"

@@ -77,7 +77,9 @@ void backward(const Tensor& root, const Tensor& droot = Tensor());
 // backward it re-runs fn with recording (restoring the dropout generator so masks repeat) and
 // back-propagates through that, so gradients are identical to running fn directly. Parameters
 // that fn uses without receiving them in `inputs` (a layer's weights) get their gradients too.
-// fn must be deterministic given its inputs and the dropout generator.
+// fn must be deterministic given its inputs and the dropout generator. When backward returns or
+// throws (fn may throw in the re-run), this thread's dropout generator and grad mode are what they
+// were before backward.
 using CheckpointFn = std::function<Tensor(const std::vector<Tensor>&)>;
 Tensor checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs);
 

@@ -32,8 +32,8 @@
 #include <utility>
 #include <vector>
 
-#include "edgetune/autograd/memory.h"
 #include "edgetune/autograd/tensor.h"
+#include "edgetune/core/memory.h"
 
 namespace edgetune::safetensors {
 
@@ -165,9 +165,10 @@ class Reader {
 // Layout: tensors in the given order, both in the header and in the data section, packed without
 // gaps; the header JSON is padded with spaces to a multiple of 8 bytes, as the reference
 // implementation does, so the data section starts 8-byte aligned.
-// Atomic: the bytes go to `path` + ".tmp-<pid>", which is fsynced and renamed over `path`, then the
-// directory is fsynced. On any failure the temporary file is removed, `path` is left as it was,
-// and SafetensorsError says what failed. Arguments are checked before anything is written.
+// Atomic, through core's AtomicFile: the bytes go to a temporary file beside `path`, which is
+// fsynced and renamed over `path`, then the folder is fsynced. On any failure the temporary file
+// is removed, `path` is left as it was, and SafetensorsError says what failed (for the file
+// system, with FileError's message). Arguments are checked before anything is written.
 void save(const std::filesystem::path& path,
           const std::vector<std::pair<std::string, Tensor>>& tensors,
           const std::map<std::string, std::string>& metadata = {}, bool as_f16 = false);

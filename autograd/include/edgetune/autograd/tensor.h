@@ -1,5 +1,6 @@
 // Tensor: a shared handle to a row-major, contiguous block of up to 4 dimensions whose bytes come
-// from the memory accountant (memory.h), plus the autograd fields (requires_grad, grad, grad_fn).
+// from the memory accountant (core/memory.h), plus the autograd fields (requires_grad, grad,
+// grad_fn).
 //
 // Element types: F32 (training), F64 (exact gradient checks), I32 (token ids, labels), and the two
 // frozen base storages of ARCHITECTURE.md:
@@ -26,7 +27,7 @@
 #include <string>
 #include <vector>
 
-#include "edgetune/autograd/memory.h"
+#include "edgetune/core/memory.h"
 
 namespace edgetune {
 

@@ -17,8 +17,8 @@
 #include <stdexcept>
 #include <string>
 
-#include "edgetune/autograd/memory.h"
 #include "edgetune/autograd/tensor.h"
+#include "edgetune/core/memory.h"
 #include "edgetune/engine/config.h"
 #include "edgetune/engine/finetune.h"
 
@@ -33,9 +33,12 @@ struct PlanRequest {
   bool quant_embeddings = false;
   std::int64_t batch = 16;    // effective batch B
   std::int64_t length = 128;  // tokens per row T (the longest row)
-  std::string optimizer = "adamw";
+  optim::OptimizerKind optimizer = optim::OptimizerKind::AdamW;
   double momentum = 0;        // sgd
   bool training_dropout = true;
+  // Masked-LM pretraining (> 0: the fraction of tokens chosen): the MLM head trains, and its
+  // logits (M, V) exist at the masked rows only.
+  double mlm_probability = 0;
 };
 
 struct MemoryEstimate {

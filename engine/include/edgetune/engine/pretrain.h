@@ -44,6 +44,8 @@
 
 #include "edgetune/data/tokenizer.h"
 #include "edgetune/engine/bert.h"
+#include "edgetune/engine/run.h"
+#include "edgetune/engine/settings.h"
 
 namespace edgetune {
 
@@ -110,7 +112,7 @@ MlmOutput mlm_loss(const BertModel& model, const Tensor& hidden, const Tensor& p
 
 // ---- the pretrainer -----------------------------------------------------------------------------
 
-struct PretrainConfig {
+struct PretrainConfig : MemorySettings {
   std::filesystem::path model_dir;            // the starting model (e.g. from create-model)
   std::vector<std::filesystem::path> corpus;  // plain-text files
   std::filesystem::path out;                  // the run folder
@@ -128,14 +130,54 @@ struct PretrainConfig {
   int threads = 0;                // 0: all cores
   double eval_split = 0.01;       // fraction of segments held out (0: none)
   std::int64_t eval_every = 500;  // steps between evaluations (0: only at the end)
-  std::int64_t save_every = 0;    // steps between checkpoints (0: only at the end)
+  std::int64_t save_every = 0;    // steps between checkpoints (0: only at epoch ends and the end)
   int log_every = 10;             // steps between progress lines
   int eval_batch_size = 64;
   bool save_f16 = false;  // model.safetensors in half precision
   MaskingOptions masking;
+  // memory_budget, micro_batch, checkpoint_layers: MemorySettings (run.h).
+
+  // The settings table (settings.h); defaults are the initialisers above.
+  template <class Self, class V>
+  static void fields(Self& c, V& v) {
+    using namespace settings;
+    v("model", c.model_dir, "the starting BERT folder (e.g. from `edgetune create-model`); its vocab.txt tokenizes");
+    v("corpus", c.corpus, "plain-text files: one paragraph per line, a blank line between documents");
+    v("out", c.out, "run folder: the pretrained model, metrics.jsonl, checkpoints");
+    v("max_length", c.max_length, "tokens per segment, [CLS] and [SEP] included", at_least(3));
+    v("batch_size", c.batch_size, "segments per optimizer step", at_least(1));
+    v("lr", c.lr, "peak learning rate (AdamW)", at_least(0));
+    v("weight_decay", c.weight_decay, "weight decay (not on biases and LayerNorm)", at_least(0));
+    v("adam_beta1", c.adam_beta1, "AdamW's beta1", below(0, 1));
+    v("adam_beta2", c.adam_beta2, "AdamW's beta2 (0.98 as RoBERTa for a steadier start)", below(0, 1));
+    v("adam_eps", c.adam_eps, "AdamW's epsilon", at_least(0));
+    v("warmup_ratio", c.warmup_ratio, "fraction of the steps warming up linearly; then linear decay",
+      in_range(0, 1));
+    v("max_grad_norm", c.max_grad_norm, "clip the gradient norm (0: off)", at_least(0));
+    v("epochs", c.epochs, "passes over the training segments", at_least(1));
+    v("max_steps", c.max_steps, "run exactly N optimizer steps (overrides --epochs)", at_least(0));
+    v("seed", c.seed, "seed of the split, order, masks, dropout and fresh heads");
+    v("dropout", c.dropout, "override the model's dropout probabilities (0: deterministic)", below(0, 1));
+    v("threads", c.threads, "threads for the kernels (0: all cores)", at_least(0));
+    v("eval_split", c.eval_split, "fraction of segments held out for evaluation", below(0, 1));
+    v("eval_every", c.eval_every, "steps between held-out evaluations (0: at the end only)", at_least(0));
+    v("save_every", c.save_every, "write a checkpoint every N steps", at_least(0));
+    v("log_every", c.log_every, "steps between progress lines", at_least(1));
+    v("eval_batch_size", c.eval_batch_size, "segments per forward pass of evaluation", at_least(1));
+    v("save_f16", c.save_f16, "save model.safetensors in half precision (half the bytes)", with_flag("--f16"));
+    v("mlm_probability", c.masking.probability, "fraction of tokens chosen for prediction", above(0));
+    v("mask_fraction", c.masking.mask_fraction, "of the chosen tokens, the fraction replaced by [MASK]",
+      in_range(0, 1));
+    v("random_fraction", c.masking.random_fraction,
+      "of the chosen tokens, the fraction replaced by a random token", in_range(0, 1));
+    MemorySettings::fields(c, v);
+  }
 
   nlohmann::json to_json() const;
-  static PretrainConfig from_json(const nlohmann::json& j);
+  // The defaults with the keys of j over them; unknown keys and values are errors naming the key.
+  static PretrainConfig from_json(const nlohmann::json& j, const std::string& source = "options");
+  // Every range of the table and the checks across fields; one line naming the setting.
+  void validate() const;
 };
 
 struct MlmEval {
@@ -167,26 +209,11 @@ struct PretrainResult {
 //                             dropout generator: everything a resume needs
 // written atomically at every checkpoint and at the end. Resuming with the same thread count
 // ends with the same bytes as an uninterrupted run.
-class Pretrainer {
- public:
-  // log: progress lines for people (null: silent).
-  Pretrainer(PretrainConfig config, std::ostream* log);
-  // Continues the run in run_dir from its last checkpoint, with its run.json settings (threads
-  // may change, which changes the bits). The model is read back from run_dir itself.
-  static Pretrainer resume(const std::filesystem::path& run_dir, std::ostream* log,
-                           std::optional<int> threads = std::nullopt);
-  ~Pretrainer();
-  Pretrainer(Pretrainer&&) noexcept;
-
-  // should_stop is asked after every optimizer step; when it returns true the run saves a
-  // checkpoint and returns with interrupted set (a SIGINT handler can feed it).
-  PretrainResult run(const std::function<bool()>& should_stop = {});
-
- private:
-  struct Impl;
-  std::unique_ptr<Impl> impl_;
-  explicit Pretrainer(std::unique_ptr<Impl> impl);
-};
+// The model is read back from the run folder itself on resume.
+using Pretrainer = Runner<PretrainConfig, PretrainResult>;
+template <>
+PretrainResult Pretrainer::run(const RunHooks& hooks);
+extern template class Runner<PretrainConfig, PretrainResult>;
 
 // The tensors a BertForMaskedLM checkpoint holds (no pooler, no classifier): true for a name
 // save_pretrained writes.

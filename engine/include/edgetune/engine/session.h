@@ -15,8 +15,24 @@
 #include "edgetune/engine/bert.h"
 #include "edgetune/engine/finetune.h"
 #include "edgetune/engine/metrics.h"
+#include "edgetune/engine/settings.h"
 
 namespace edgetune {
+
+inline constexpr settings::Choice<DType> kQuantNames[] = {
+    {DType::F32, "f32"}, {DType::Q8, "q8"}, {DType::Q4, "q4"}};
+
+// The settings that choose a model folder and the storage of its frozen base, in the table of any
+// settings struct with the members model_dir, quant and quant_embeddings.
+template <class Self, class V>
+void model_fields(Self& c, V& v) {
+  v("model", c.model_dir, "Hugging Face BERT folder (config.json, model.safetensors, vocab.txt)");
+  v("quant", c.quant, kQuantNames, "storage of the frozen base Linear weights: f32, q8 or q4");
+  v("quant_embeddings", c.quant_embeddings, "store the word-embedding table as --quant too (frozen q8/q4 gather)");
+}
+
+inline constexpr settings::Choice<data::Header> kHeaderNames[] = {
+    {data::Header::kAuto, "auto"}, {data::Header::kPresent, "present"}, {data::Header::kAbsent, "absent"}};
 
 // Data-file settings shared by train, eval and predict.
 struct DataOptions {
@@ -24,9 +40,30 @@ struct DataOptions {
   std::optional<data::ColumnRef> text_pair_column;
   std::optional<data::ColumnRef> label_column;      // unset: guessed from the header
   data::Header header = data::Header::kAuto;
-  data::Format format = data::Format::kAuto;
+  data::Format format = data::Format::kAuto;        // from the file name
   bool skip_bad_rows = false;
-  int max_length = 128;                             // tokens per row, [CLS] and [SEP] included
+  static constexpr int kDefaultMaxLength = 128;
+  // Tokens per row, [CLS] and [SEP] included. Training with the default on a model with fewer
+  // positions uses the model's max_position_embeddings instead.
+  int max_length = kDefaultMaxLength;
+
+  // The settings table (settings.h). The label column is left out when the caller reads
+  // unlabelled rows (with_label false on the visitor's side: see examples/cli).
+  template <class Self, class V>
+  static void fields(Self& o, V& v) {
+    using namespace settings;
+    v("text_column", o.text_column,
+      "column of the text: header name or 0-based index (default: guessed from the header: "
+      "sentence, text, text_a, ...)");
+    v("text_pair_column", o.text_pair_column, "column of the second text of a pair");
+    v("label_column", o.label_column,
+      "column of the label: header name or 0-based index (default: label, class, ...)");
+    v("header", o.header, kHeaderNames, "whether files have a header row: auto, present or absent");
+    v("skip_bad_rows", o.skip_bad_rows, "count and report bad rows instead of stopping at the first");
+    v("max_length", o.max_length,
+      "tokens per row, [CLS] and [SEP] included (the default gives way to a model with fewer positions)",
+      at_least(3));
+  }
 };
 
 // Reads a labelled (or, with labelled = false, possibly unlabelled) file. When a column is not

@@ -124,4 +124,9 @@ std::unique_ptr<Optimizer> make_sgd(const SgdOptions& options);
 std::unique_ptr<Optimizer> make_adam(const AdamOptions& options);   // L2: g += wd * p
 std::unique_ptr<Optimizer> make_adamw(const AdamOptions& options);  // decoupled: p *= 1 - lr * wd
 
+enum class OptimizerKind { AdamW, Adam, Sgd };
+// The optimizer of that kind, with the options of its kind (the other options are not read).
+std::unique_ptr<Optimizer> make_optimizer(OptimizerKind kind, const AdamOptions& adam,
+                                          const SgdOptions& sgd);
+
 }  // namespace edgetune::optim

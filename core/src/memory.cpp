@@ -1,5 +1,5 @@
 // The memory accountant (see memory.h): counting, budget enforcement and the reuse cache.
-#include "edgetune/autograd/memory.h"
+#include "edgetune/core/memory.h"
 
 #include <algorithm>
 #include <cctype>
