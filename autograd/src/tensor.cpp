@@ -96,6 +96,11 @@ std::int64_t scale_count(const Shape& shape, DType dtype) {
   return 0;
 }
 
+std::size_t accounted_tensor_bytes(const Shape& shape, DType dtype) {
+  return accounted_bytes(storage_bytes(shape, dtype)) +
+         accounted_bytes(static_cast<std::size_t>(scale_count(shape, dtype)) * sizeof(float));
+}
+
 Tensor Tensor::empty(const Shape& shape, DType dtype, MemCategory category) {
   if (is_quantized(dtype) && shape.rank() != 2) {
     throw std::invalid_argument(std::string(dtype_name(dtype)) +

@@ -47,11 +47,6 @@ constexpr std::size_t kAlign = 64;
 constexpr std::size_t kMapThreshold = 256 * 1024;
 constexpr std::size_t kPage = 4096;
 
-std::size_t rounded(std::size_t bytes) {
-  if (bytes >= kMapThreshold) return (bytes + kPage - 1) / kPage * kPage;
-  return (bytes + kAlign - 1) / kAlign * kAlign;
-}
-
 void* system_allocate(std::size_t size) {
   if (size >= kMapThreshold) {
     void* p = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -68,6 +63,11 @@ void system_free(void* p, std::size_t size) {
   }
 }
 }  // namespace
+
+std::size_t accounted_bytes(std::size_t bytes) {
+  if (bytes >= kMapThreshold) return (bytes + kPage - 1) / kPage * kPage;
+  return (bytes + kAlign - 1) / kAlign * kAlign;
+}
 
 Accountant::~Accountant() { trim_locked(); }
 
@@ -102,7 +102,7 @@ void Accountant::note_peak_locked() {
 
 void* Accountant::allocate(MemCategory c, std::size_t bytes) {
   if (bytes == 0) return nullptr;
-  const std::size_t size = rounded(bytes);
+  const std::size_t size = accounted_bytes(bytes);
   std::lock_guard<std::mutex> lock(mu_);
   void* p = nullptr;
   auto it = cache_.find(size);
@@ -133,7 +133,7 @@ void* Accountant::allocate(MemCategory c, std::size_t bytes) {
 
 void Accountant::release(MemCategory c, void* p, std::size_t bytes) noexcept {
   if (p == nullptr) return;
-  const std::size_t size = rounded(bytes);
+  const std::size_t size = accounted_bytes(bytes);
   std::lock_guard<std::mutex> lock(mu_);
   live_[static_cast<int>(c)] -= size;
   live_total_ -= size;

@@ -133,46 +133,61 @@ Tensor BertModel::mlm_logits(const Tensor& rows, const ForwardOptions& opt) cons
   return ops::linear(z, word_embeddings, mlm->decoder_bias);  // decoder tied to the embeddings
 }
 
-std::vector<std::pair<std::string, Tensor*>> BertModel::tensor_slots() {
-  std::vector<std::pair<std::string, Tensor*>> out;
-  out.emplace_back("bert.embeddings.word_embeddings.weight", &word_embeddings);
-  out.emplace_back("bert.embeddings.position_embeddings.weight", &position_embeddings);
-  out.emplace_back("bert.embeddings.token_type_embeddings.weight", &token_type_embeddings);
-  auto linear = [&](const std::string& name, LinearLayer& lin) {
-    out.emplace_back(name + ".weight", &lin.weight);
-    out.emplace_back(name + ".bias", &lin.bias);
+std::vector<TensorSlot> BertModel::tensor_slots() {
+  const std::int64_t c = config.hidden_size, f = config.intermediate_size, v = config.vocab_size;
+  std::vector<TensorSlot> out;
+  auto linear = [&](const std::string& name, LinearLayer& lin, std::int64_t n, std::int64_t k,
+                    TensorKind kind) {
+    out.push_back({name + ".weight", {n, k}, kind, &lin.weight});
+    out.push_back({name + ".bias", {n}, TensorKind::Float, &lin.bias});
   };
   auto norm = [&](const std::string& name, LayerNormLayer& ln) {
-    out.emplace_back(name + ".weight", &ln.weight);
-    out.emplace_back(name + ".bias", &ln.bias);
+    out.push_back({name + ".weight", {c}, TensorKind::Float, &ln.weight});
+    out.push_back({name + ".bias", {c}, TensorKind::Float, &ln.bias});
   };
+  out.push_back({"bert.embeddings.word_embeddings.weight", {v, c}, TensorKind::WordEmbeddings,
+                 &word_embeddings});
+  out.push_back({"bert.embeddings.position_embeddings.weight", {config.max_position_embeddings, c},
+                 TensorKind::Float, &position_embeddings});
+  out.push_back({"bert.embeddings.token_type_embeddings.weight", {config.type_vocab_size, c},
+                 TensorKind::Float, &token_type_embeddings});
   norm("bert.embeddings.LayerNorm", embeddings_norm);
   for (size_t i = 0; i < layers.size(); ++i) {
     const std::string p = "bert.encoder.layer." + std::to_string(i) + ".";
     EncoderLayer& l = layers[i];
-    linear(p + "attention.self.query", l.query);
-    linear(p + "attention.self.key", l.key);
-    linear(p + "attention.self.value", l.value);
-    linear(p + "attention.output.dense", l.attention_output);
+    linear(p + "attention.self.query", l.query, c, c, TensorKind::BaseMatrix);
+    linear(p + "attention.self.key", l.key, c, c, TensorKind::BaseMatrix);
+    linear(p + "attention.self.value", l.value, c, c, TensorKind::BaseMatrix);
+    linear(p + "attention.output.dense", l.attention_output, c, c, TensorKind::BaseMatrix);
     norm(p + "attention.output.LayerNorm", l.attention_norm);
-    linear(p + "intermediate.dense", l.intermediate);
-    linear(p + "output.dense", l.output);
+    linear(p + "intermediate.dense", l.intermediate, f, c, TensorKind::BaseMatrix);
+    linear(p + "output.dense", l.output, c, f, TensorKind::BaseMatrix);
     norm(p + "output.LayerNorm", l.output_norm);
   }
-  linear("bert.pooler.dense", pooler);
-  if (classifier.weight.defined()) linear("classifier", classifier);
+  linear("bert.pooler.dense", pooler, c, c, TensorKind::BaseMatrix);
+  linear("classifier", classifier, config.num_labels, c, TensorKind::Float);
   if (mlm) {
-    linear("cls.predictions.transform.dense", mlm->transform);
+    linear("cls.predictions.transform.dense", mlm->transform, c, c, TensorKind::Float);
     norm("cls.predictions.transform.LayerNorm", mlm->norm);
-    out.emplace_back("cls.predictions.bias", &mlm->decoder_bias);
+    out.push_back({"cls.predictions.bias", {v}, TensorKind::Float, &mlm->decoder_bias});
   }
   return out;
 }
 
 std::vector<std::pair<std::string, Tensor>> BertModel::named_tensors() const {
   std::vector<std::pair<std::string, Tensor>> out;
-  for (auto& [name, slot] : const_cast<BertModel*>(this)->tensor_slots()) out.emplace_back(name, *slot);
+  for (const TensorSlot& s : const_cast<BertModel*>(this)->tensor_slots()) {
+    if (s.tensor->defined()) out.emplace_back(s.name, *s.tensor);
+  }
   return out;
+}
+
+BertModel bert_layout(const BertConfig& config, bool with_mlm_head) {
+  BertModel m;
+  m.config = config;
+  m.layers.resize(static_cast<size_t>(config.num_hidden_layers));
+  if (with_mlm_head) m.mlm.emplace();
+  return m;
 }
 
 }  // namespace edgetune

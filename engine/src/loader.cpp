@@ -31,6 +31,18 @@ BertConfig load_config(const fs::path& dir) {
   return BertConfig::load(path);
 }
 
+std::vector<BertTensor> bert_tensors(BertModel& model, const LoadOptions& opt) {
+  std::vector<BertTensor> out;
+  for (const TensorSlot& s : model.tensor_slots()) {
+    const bool trainable = opt.trainable && opt.trainable(s.name);
+    const bool base = s.kind == TensorKind::BaseMatrix ||
+                      (s.kind == TensorKind::WordEmbeddings && opt.quant_embeddings);
+    out.push_back({s.name, s.shape, trainable || !base ? DType::F32 : opt.base, trainable,
+                   trainable ? MemCategory::Trainable : MemCategory::BaseWeights, s.tensor});
+  }
+  return out;
+}
+
 namespace {
 
 // Tensors a checkpoint may carry that this model does not use.
@@ -61,58 +73,67 @@ class Builder {
     }
   }
 
-  // The tensor `hf` (a BertForSequenceClassification name) with the expected shape, stored as
-  // `storage` unless it is trainable. Undefined when absent and not required.
-  Tensor get(const std::string& hf, const Shape& expected, DType storage, bool required = true) {
-    if (!reader_) return fresh_as(hf, expected, storage);
-    const std::string file_name = file_name_of(hf);
+  // The tensor `t` from the file, checked against its expected shape and stored as the table
+  // says; a fresh one as Hugging Face initialises it when there is no file.
+  Tensor get(const BertTensor& t) {
+    if (!reader_) return fresh(t);
+    const std::string file_name = file_name_of(t.name);
     const safetensors::TensorInfo* info = file_name.empty() ? nullptr : reader_->find(file_name);
     if (info == nullptr) {
-      if (required) {
-        throw ModelError(reader_->label() + ": missing tensor '" + (file_name.empty() ? hf : file_name) +
-                         "' (expected shape " + expected.str() + " from config.json)");
-      }
-      return Tensor();
+      throw ModelError(reader_->label() + ": missing tensor '" + (file_name.empty() ? t.name : file_name) +
+                       "' (expected shape " + t.shape.str() + " from config.json)");
     }
     const Shape got(std::span<const std::int64_t>(info->shape.data(), info->shape.size()));
-    if (info->shape.size() > 4 || got != expected) {
+    if (info->shape.size() > 4 || got != t.shape) {
       throw ModelError(reader_->label() + ": tensor '" + file_name + "' has shape " + shape_str(*info) +
-                       ", expected " + expected.str() + " from config.json (hidden_size " +
+                       ", expected " + t.shape.str() + " from config.json (hidden_size " +
                        std::to_string(cfg_.hidden_size) + ", intermediate_size " +
                        std::to_string(cfg_.intermediate_size) + ", vocab_size " +
                        std::to_string(cfg_.vocab_size) + ")");
     }
-    const bool train = opt_.trainable && opt_.trainable(hf);
-    Tensor t = reader_->load(*info, train ? DType::F32 : storage,
-                             train ? MemCategory::Trainable : MemCategory::BaseWeights);
+    Tensor out = reader_->load(*info, t.storage, t.category);
     reader_->release(*info);
     used_.insert(file_name);
-    t.set_name(hf);
-    if (train) t.set_requires_grad(true);
-    return t;
+    out.set_name(t.name);
+    if (t.trainable) out.set_requires_grad(true);
+    return out;
   }
 
-  // A freshly initialised tensor as Hugging Face's _init_weights makes it.
-  Tensor fresh(const std::string& hf, const Shape& shape, char kind) {
-    report_.initialised.push_back(hf);
-    const bool train = opt_.trainable && opt_.trainable(hf);
-    Tensor t = kind == 'n'   ? adapters::normal_param(shape, cfg_.initializer_range,
-                                                      opt_.seed + fresh_count_++, 0, train)
-               : kind == '1' ? adapters::ones_param(shape, train)
-                             : adapters::zeros_param(shape, train);
-    t.set_name(hf);
-    return t;
-  }
-
-  LinearLayer linear(const std::string& hf, std::int64_t n, std::int64_t k, DType storage) {
-    LinearLayer l;
-    l.weight = get(hf + ".weight", {n, k}, storage);
-    l.bias = get(hf + ".bias", {n}, DType::F32);
-    return l;
-  }
-
-  LayerNormLayer norm(const std::string& hf, std::int64_t c) {
-    return {get(hf + ".weight", {c}, DType::F32), get(hf + ".bias", {c}, DType::F32)};
+  // A fresh tensor as Hugging Face's _init_weights makes it, stored as `t.storage`: LayerNorm
+  // weights 1, biases 0, other weights normal(0, initializer_range); the padding token's
+  // embedding row 0.
+  Tensor fresh(const BertTensor& t) {
+    report_.initialised.push_back(t.name);
+    const bool is_norm_weight = t.name.ends_with("LayerNorm.weight");
+    const bool is_bias = t.name.ends_with(".bias");
+    const bool word_embeddings = t.name == "bert.embeddings.word_embeddings.weight";
+    if (is_quantized(t.storage)) {
+      // Drawn and quantized a row at a time: no float copy of the whole matrix.
+      const std::uint64_t seed = opt_.seed + fresh_count_++;
+      Tensor q = quantized_empty(t.shape[0], t.shape[1], t.storage, t.category);
+      std::vector<float> row(static_cast<size_t>(t.shape[1]));
+      for (std::int64_t r = 0; r < t.shape[0]; ++r) {
+        if (word_embeddings && r == cfg_.pad_token_id) {
+          std::fill(row.begin(), row.end(), 0.0f);
+        } else {
+          adapters::normal_values(row.data(), t.shape[1], cfg_.initializer_range, seed,
+                                  static_cast<std::uint64_t>(r * t.shape[1]));
+        }
+        quantize_row(q, r, row.data());
+      }
+      q.set_name(t.name);
+      return q;
+    }
+    Tensor out = is_norm_weight ? adapters::ones_param(t.shape, t.trainable)
+                 : is_bias      ? adapters::zeros_param(t.shape, t.trainable)
+                                : adapters::normal_param(t.shape, cfg_.initializer_range,
+                                                         opt_.seed + fresh_count_++, 0, t.trainable);
+    if (word_embeddings) {
+      float* row = out.data<float>() + cfg_.pad_token_id * cfg_.hidden_size;
+      std::fill_n(row, cfg_.hidden_size, 0.0f);
+    }
+    out.set_name(t.name);
+    return out;
   }
 
   bool has(const std::string& hf) const {
@@ -166,39 +187,6 @@ class Builder {
     return s + ")";
   }
 
-  // A fresh tensor of the model as Hugging Face's _init_weights makes it, stored as `storage`:
-  // LayerNorm weights 1, biases 0, other weights normal(0, initializer_range); the padding
-  // token's embedding row 0.
-  Tensor fresh_as(const std::string& hf, const Shape& shape, DType storage) {
-    const bool is_norm_weight = hf.ends_with("LayerNorm.weight");
-    const bool is_bias = hf.ends_with(".bias");
-    const bool train = opt_.trainable && opt_.trainable(hf);
-    if (is_quantized(storage) && !train && !is_norm_weight && !is_bias) {
-      // Drawn and quantized a row at a time: no float copy of the whole matrix.
-      report_.initialised.push_back(hf);
-      const std::uint64_t seed = opt_.seed + fresh_count_++;
-      Tensor q = quantized_empty(shape[0], shape[1], storage, MemCategory::BaseWeights);
-      std::vector<float> row(static_cast<size_t>(shape[1]));
-      for (std::int64_t r = 0; r < shape[0]; ++r) {
-        if (hf == "bert.embeddings.word_embeddings.weight" && r == cfg_.pad_token_id) {
-          std::fill(row.begin(), row.end(), 0.0f);
-        } else {
-          adapters::normal_values(row.data(), shape[1], cfg_.initializer_range, seed,
-                                  static_cast<std::uint64_t>(r * shape[1]));
-        }
-        quantize_row(q, r, row.data());
-      }
-      q.set_name(hf);
-      return q;
-    }
-    Tensor t = fresh(hf, shape, is_norm_weight ? '1' : is_bias ? '0' : 'n');
-    if (hf == "bert.embeddings.word_embeddings.weight") {
-      float* row = t.data<float>() + cfg_.pad_token_id * cfg_.hidden_size;
-      std::fill_n(row, cfg_.hidden_size, 0.0f);
-    }
-    return t;
-  }
-
   std::optional<safetensors::Reader> reader_;
   const LoadOptions& opt_;
   BertConfig& cfg_;
@@ -213,72 +201,36 @@ class Builder {
 
 namespace {
 
-// Fills m (whose config is set) from the builder; file_labels: the classifier rows in the file.
+// Fills m (laid out by bert_layout) from the builder, walking bert_tensors; file_labels: the
+// classifier rows in the file.
 void build(BertModel& m, Builder& b, const LoadOptions& opt, std::int64_t file_labels,
            LoadReport& report) {
-  BertConfig& cfg = m.config;
-  const std::int64_t c = cfg.hidden_size, f = cfg.intermediate_size;
-  const DType base = opt.base;
-  if (!(base == DType::F32 || is_quantized(base))) {
+  if (!(opt.base == DType::F32 || is_quantized(opt.base))) {
     throw std::invalid_argument("load_bert: base storage must be f32, q8 or q4");
   }
-
-  m.word_embeddings = b.get("bert.embeddings.word_embeddings.weight", {cfg.vocab_size, c},
-                            opt.quant_embeddings ? base : DType::F32);
-  m.position_embeddings =
-      b.get("bert.embeddings.position_embeddings.weight", {cfg.max_position_embeddings, c}, DType::F32);
-  m.token_type_embeddings =
-      b.get("bert.embeddings.token_type_embeddings.weight", {cfg.type_vocab_size, c}, DType::F32);
-  m.embeddings_norm = b.norm("bert.embeddings.LayerNorm", c);
-  for (std::int64_t i = 0; i < cfg.num_hidden_layers; ++i) {
-    const std::string p = "bert.encoder.layer." + std::to_string(i) + ".";
-    EncoderLayer l;
-    l.query = b.linear(p + "attention.self.query", c, c, base);
-    l.key = b.linear(p + "attention.self.key", c, c, base);
-    l.value = b.linear(p + "attention.self.value", c, c, base);
-    l.attention_output = b.linear(p + "attention.output.dense", c, c, base);
-    l.attention_norm = b.norm(p + "attention.output.LayerNorm", c);
-    l.intermediate = b.linear(p + "intermediate.dense", f, c, base);
-    l.output = b.linear(p + "output.dense", c, f, base);
-    l.output_norm = b.norm(p + "output.LayerNorm", c);
-    m.layers.push_back(std::move(l));
-  }
-  if (b.has("bert.pooler.dense.weight")) {
-    m.pooler = b.linear("bert.pooler.dense", c, c, base);
-  } else {
-    m.pooler.weight = b.fresh("bert.pooler.dense.weight", {c, c}, 'n');
-    m.pooler.bias = b.fresh("bert.pooler.dense.bias", {c}, '0');
-  }
-
-  const std::string layout_head = b.has("classifier.weight") ? "sequence-classification" : "";
-  const bool keep_classifier = b.has("classifier.weight") && cfg.num_labels == file_labels;
-  if (keep_classifier) {
-    m.classifier = b.linear("classifier", cfg.num_labels, c, DType::F32);
-  } else {
-    if (b.has("classifier.weight")) b.set_fresh_classifier();
-    m.classifier.weight = b.fresh("classifier.weight", {cfg.num_labels, c}, 'n');
-    m.classifier.bias = b.fresh("classifier.bias", {cfg.num_labels}, '0');
-  }
-  if (opt.with_mlm_head) {
-    MlmHead h;
-    if (b.has("cls.predictions.transform.dense.weight")) {
-      h.transform = b.linear("cls.predictions.transform.dense", c, c, DType::F32);
-      h.norm = b.norm("cls.predictions.transform.LayerNorm", c);
-      h.decoder_bias = b.get("cls.predictions.bias", {cfg.vocab_size}, DType::F32);
+  const bool has_pooler = b.has("bert.pooler.dense.weight");
+  const bool has_classifier = b.has("classifier.weight");
+  const bool keep_classifier = has_classifier && m.config.num_labels == file_labels;
+  if (has_classifier && !keep_classifier) b.set_fresh_classifier();
+  const bool has_mlm_head = b.has("cls.predictions.transform.dense.weight");
+  for (BertTensor& t : bert_tensors(m, opt)) {
+    const bool missing = (t.name.starts_with("bert.pooler.") && !has_pooler) ||
+                         (t.name.starts_with("classifier.") && !keep_classifier) ||
+                         (t.name.starts_with("cls.") && !has_mlm_head);
+    if (missing) {
+      // A head the file lacks (or a classifier for other labels) is initialised float32 whatever
+      // the base storage.
+      t.storage = DType::F32;
+      *t.slot = b.fresh(t);
     } else {
-      h.transform.weight = b.fresh("cls.predictions.transform.dense.weight", {c, c}, 'n');
-      h.transform.bias = b.fresh("cls.predictions.transform.dense.bias", {c}, '0');
-      h.norm.weight = b.fresh("cls.predictions.transform.LayerNorm.weight", {c}, '1');
-      h.norm.bias = b.fresh("cls.predictions.transform.LayerNorm.bias", {c}, '0');
-      h.decoder_bias = b.fresh("cls.predictions.bias", {cfg.vocab_size}, '0');
+      *t.slot = b.get(t);
     }
-    m.mlm = std::move(h);
   }
   b.check_leftovers();
   if (b.prefix().empty()) {
     report.layout = "bare";
-  } else if (!layout_head.empty()) {
-    report.layout = layout_head;
+  } else if (has_classifier) {
+    report.layout = "sequence-classification";
   } else if (b.file_has("cls.predictions.bias")) {
     report.layout = "masked-lm";
   } else {
@@ -297,15 +249,15 @@ void apply_labels(BertConfig& cfg, const LoadOptions& opt) {
 
 BertModel load_bert(const fs::path& dir, const LoadOptions& opt, LoadReport* report_out) {
   LoadReport report;
-  BertModel m;
-  m.config = load_config(dir);
-  const std::int64_t file_labels = m.config.num_labels;
-  apply_labels(m.config, opt);
+  BertConfig config = load_config(dir);
+  const std::int64_t file_labels = config.num_labels;
+  apply_labels(config, opt);
   std::error_code ec;
   if (!fs::exists(dir / "model.safetensors", ec)) {
     throw ModelError((dir / "model.safetensors").string() +
                      ": missing (expected the model's weights in safetensors format)");
   }
+  BertModel m = bert_layout(config, opt.with_mlm_head);
   Builder b(dir, opt, m.config, report);
   build(m, b, opt, file_labels, report);
   if (report_out) *report_out = std::move(report);
@@ -314,10 +266,10 @@ BertModel load_bert(const fs::path& dir, const LoadOptions& opt, LoadReport* rep
 
 BertModel init_bert(const BertConfig& config, const LoadOptions& opt) {
   LoadReport report;
-  BertModel m;
-  m.config = config;
-  apply_labels(m.config, opt);
-  m.config.validate("config");
+  BertConfig labelled = config;
+  apply_labels(labelled, opt);
+  labelled.validate("config");
+  BertModel m = bert_layout(labelled, opt.with_mlm_head);
   Builder b(opt, m.config, report);
   build(m, b, opt, m.config.num_labels, report);
   return m;

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "edgetune/engine/pretrain.h"
 #include "edgetune/engine/trainer.h"
 
 namespace edgetune {
@@ -13,40 +14,18 @@ namespace {
 
 constexpr std::size_t kF = 4;  // bytes of a float32
 
-// The accountant hands out 64-byte blocks.
-std::size_t block(std::size_t bytes) { return (bytes + 63) / 64 * 64; }
-
-std::size_t storage(std::int64_t n, std::int64_t k, DType t) {
-  const auto N = static_cast<std::size_t>(n), K = static_cast<std::size_t>(k);
-  switch (t) {
-    case DType::Q8: return block(N * K) + block(4 * N);
-    case DType::Q4: return block(N * ((K + 1) / 2)) + block(4 * N * ((K + 31) / 32));
-    default: return block(kF * N * K);
-  }
-}
+// The accountant's count for a float32 block of `n` values.
+std::size_t f32(std::size_t n) { return accounted_bytes(kF * n); }
 
 std::size_t& at(MemoryEstimate& e, MemCategory c) { return e.bytes[static_cast<int>(c)]; }
 
-// Adds one model tensor: base storage, or trainable float32 with its gradient and optimizer state.
-struct Counter {
-  MemoryEstimate& e;
-  const PlanRequest& r;
-  int state_copies;  // optimizer moments per trainable tensor
-
-  void tensor(const std::string& name, std::int64_t n, std::int64_t k, DType frozen_storage) {
-    if (trains_under(name, r.method)) {
-      trainable(n, k);
-    } else {
-      at(e, MemCategory::BaseWeights) += storage(n, k, frozen_storage);
-    }
-  }
-  void trainable(std::int64_t n, std::int64_t k) {
-    const std::size_t b = block(kF * static_cast<std::size_t>(n * k));
-    at(e, MemCategory::Trainable) += b;
-    at(e, MemCategory::Grads) += b;
-    at(e, MemCategory::OptimizerState) += static_cast<std::size_t>(state_copies) * b;
-  }
-};
+// Adds a trainable float32 tensor with its gradient and optimizer state.
+void add_trainable(MemoryEstimate& e, const Shape& shape, int state_copies) {
+  const std::size_t b = accounted_tensor_bytes(shape, DType::F32);
+  at(e, MemCategory::Trainable) += b;
+  at(e, MemCategory::Grads) += b;
+  at(e, MemCategory::OptimizerState) += static_cast<std::size_t>(state_copies) * b;
+}
 
 }  // namespace
 
@@ -68,42 +47,24 @@ std::string MemoryEstimate::summary() const {
 MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t micro) {
   MemoryEstimate e;
   const BertConfig& c = r.config;
-  const bool full = r.method.method == Method::Full;
-  const DType base = full ? DType::F32 : r.base;
   const int copies = r.optimizer == optim::OptimizerKind::Sgd ? (r.momentum > 0 ? 1 : 0) : 2;
-  Counter n{e, r, copies};
   const std::int64_t C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
-  const std::int64_t K = c.num_labels, L = c.num_hidden_layers, H = c.num_attention_heads;
+  const std::int64_t L = c.num_hidden_layers, H = c.num_attention_heads;
 
-  // ---- weights, trainable parameters, gradients, optimizer state
-  n.tensor("bert.embeddings.word_embeddings.weight", V, C,
-           r.quant_embeddings && !full ? base : DType::F32);
-  n.tensor("bert.embeddings.position_embeddings.weight", c.max_position_embeddings, C, DType::F32);
-  n.tensor("bert.embeddings.token_type_embeddings.weight", c.type_vocab_size, C, DType::F32);
-  n.tensor("bert.embeddings.LayerNorm.weight", 1, C, DType::F32);
-  n.tensor("bert.embeddings.LayerNorm.bias", 1, C, DType::F32);
-  std::int64_t lora_inputs_c = 0, lora_inputs_f = 0, lora_targets = 0;
-  for (std::int64_t i = 0; i < L; ++i) {
-    const std::string p = "bert.encoder.layer." + std::to_string(i) + ".";
-    auto linear = [&](const std::string& m, std::int64_t out, std::int64_t in) {
-      n.tensor(p + m + ".weight", out, in, base);
-      n.tensor(p + m + ".bias", 1, out, DType::F32);
-    };
-    linear("attention.self.query", C, C);
-    linear("attention.self.key", C, C);
-    linear("attention.self.value", C, C);
-    linear("attention.output.dense", C, C);
-    n.tensor(p + "attention.output.LayerNorm.weight", 1, C, DType::F32);
-    n.tensor(p + "attention.output.LayerNorm.bias", 1, C, DType::F32);
-    linear("intermediate.dense", F, C);
-    linear("output.dense", C, F);
-    n.tensor(p + "output.LayerNorm.weight", 1, C, DType::F32);
-    n.tensor(p + "output.LayerNorm.bias", 1, C, DType::F32);
+  // ---- weights, trainable parameters, gradients, optimizer state: the tensors the loader makes
+  // (with the masked-LM head for pretraining)
+  BertModel layout = bert_layout(c, r.mlm_probability > 0);
+  LoadOptions lo = load_options_for(r.method, r.base, r.quant_embeddings);
+  // Pretraining trains what a BertForMaskedLM checkpoint holds: not the pooler, not the classifier.
+  if (r.mlm_probability > 0) lo.trainable = in_masked_lm_checkpoint;
+  for (const BertTensor& t : bert_tensors(layout, lo)) {
+    if (t.trainable) {
+      add_trainable(e, t.shape, copies);
+    } else {
+      at(e, t.category) += accounted_tensor_bytes(t.shape, t.storage);
+    }
   }
-  n.tensor("bert.pooler.dense.weight", C, C, base);
-  n.tensor("bert.pooler.dense.bias", 1, C, DType::F32);
-  n.tensor("classifier.weight", K, C, DType::F32);
-  n.tensor("classifier.bias", 1, K, DType::F32);
+  std::int64_t lora_inputs_c = 0, lora_inputs_f = 0, lora_targets = 0;
   const MethodOptions& m = r.method;
   if (m.method == Method::Lora) {
     const std::int64_t rank = m.lora.rank;
@@ -112,11 +73,11 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
       const std::int64_t in = t == "output" ? F : C, out = t == "intermediate" ? F : C;
       for (std::int64_t i = 0; i < L; ++i) {
         if (m.lora.freeze_a) {
-          at(e, MemCategory::Trainable) += block(kF * static_cast<std::size_t>(rank * in));
+          at(e, MemCategory::Trainable) += accounted_tensor_bytes({rank, in}, DType::F32);
         } else {
-          n.trainable(rank, in);
+          add_trainable(e, {rank, in}, copies);
         }
-        n.trainable(out, rank);
+        add_trainable(e, {out, rank}, copies);
       }
       ++lora_targets;
       if (t == "query" || t == "key" || t == "value") {
@@ -132,20 +93,20 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
     if (m.lora.freeze_a) lora_inputs_c = lora_inputs_f = 0;  // LoRA-FA keeps x A^T only
   } else if (m.method == Method::Adapter) {
     for (std::int64_t i = 0; i < 2 * L; ++i) {
-      n.trainable(m.adapter_size, C);
-      n.trainable(1, m.adapter_size);
-      n.trainable(C, m.adapter_size);
-      n.trainable(1, C);
+      add_trainable(e, {m.adapter_size, C}, copies);
+      add_trainable(e, {m.adapter_size}, copies);
+      add_trainable(e, {C, m.adapter_size}, copies);
+      add_trainable(e, {C}, copies);
     }
   }
 
   // ---- activations kept for backward, per encoder layer, for one micro-batch
   const auto B = static_cast<std::size_t>(micro), T = static_cast<std::size_t>(r.length);
   const std::size_t N = B * T;  // tokens
-  const std::size_t probs = block(kF * B * static_cast<std::size_t>(H) * T * T);
-  const std::size_t nc = block(kF * N * static_cast<std::size_t>(C));
-  const std::size_t nf = block(kF * N * static_cast<std::size_t>(F));
-  const std::size_t stats = 2 * block(kF * N);
+  const std::size_t probs = f32(B * static_cast<std::size_t>(H) * T * T);
+  const std::size_t nc = f32(N * static_cast<std::size_t>(C));
+  const std::size_t nf = f32(N * static_cast<std::size_t>(F));
+  const std::size_t stats = 2 * f32(N);
   const bool attn_dropout = r.training_dropout && c.attention_probs_dropout_prob > 0;
   const bool grads_in_encoder = m.method != Method::Head;
   const bool weights_train = m.method == Method::Full;  // linear nodes keep their inputs for dW
@@ -154,9 +115,9 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
   const std::size_t attention = 3 * nc + (attn_dropout ? 2 : 1) * probs;
   std::size_t rest = 2 * (nc + stats) + nf;  // the two LayerNorm inputs, the activation's input
   rest += static_cast<std::size_t>(lora_inputs_c) * nc + static_cast<std::size_t>(lora_inputs_f) * nf;
-  rest += static_cast<std::size_t>(lora_targets) * block(kF * N * static_cast<std::size_t>(m.lora.rank));
+  rest += static_cast<std::size_t>(lora_targets) * f32(N * static_cast<std::size_t>(m.lora.rank));
   if (m.method == Method::Adapter) {
-    const std::size_t nm = block(kF * N * static_cast<std::size_t>(m.adapter_size));
+    const std::size_t nm = f32(N * static_cast<std::size_t>(m.adapter_size));
     rest += 2 * (nc + 2 * nm);  // each adapter: its input, the activation's input, the up input
   }
   if (weights_train) rest += 3 * nc + nf;  // inputs of q/k/v, attention output, intermediate, output
@@ -169,7 +130,7 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
   const std::size_t first_layer = first_attention + rest;
   // Backward transients: the gradients of the feed-forward activation's input and output, or of
   // the attention scores and probabilities with those of q / k / v; plus a dequantization tile.
-  const std::size_t tile = block(kF * 128 * static_cast<std::size_t>(std::max(C, F)));
+  const std::size_t tile = f32(128 * static_cast<std::size_t>(std::max(C, F)));
   const std::size_t transient = std::max(2 * nf, 2 * probs + 2 * nc) + tile;
   std::size_t acts = 0;
   if (!grads_in_encoder) {
@@ -185,19 +146,14 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
   if (m.method == Method::Full || m.method == Method::BitFit) acts += nc + stats;  // embedding LayerNorm
   std::size_t mlm_workspace = 0;
   if (r.mlm_probability > 0) {
-    // The head: transform dense (C, C) + bias, its LayerNorm, the decoder's bias (V); the decoder
-    // is the word-embedding table. Activations: the gathered rows and the transform's (M, C)
-    // tensors, and the logits (M, V) kept by the cross-entropy; the logits' gradient is transient.
-    // M is the expected masked count plus one per row (a segment never goes without a target).
-    n.trainable(C, C);
-    n.trainable(1, C);
-    n.trainable(1, C);
-    n.trainable(1, C);
-    n.trainable(1, V);
+    // The head's tensors are in the table above; the decoder is the word-embedding table.
+    // Activations: the gathered rows and the transform's (M, C) tensors, and the logits (M, V)
+    // kept by the cross-entropy; the logits' gradient is transient. M is the expected masked
+    // count plus one per row (a segment never goes without a target).
     const auto M = static_cast<std::size_t>(std::ceil(r.mlm_probability * static_cast<double>(N))) + B;
-    const std::size_t mc = block(kF * M * static_cast<std::size_t>(C));
-    const std::size_t mv = block(kF * M * static_cast<std::size_t>(V));
-    acts += 4 * mc + 2 * block(kF * M) + mv;
+    const std::size_t mc = f32(M * static_cast<std::size_t>(C));
+    const std::size_t mv = f32(M * static_cast<std::size_t>(V));
+    acts += 4 * mc + 2 * f32(M) + mv;
     mlm_workspace = mv + mc;
   }
   at(e, MemCategory::Activations) = acts;

@@ -352,7 +352,6 @@ void Pretrainer::Impl::prepare() {
   if (cfg.corpus.empty()) throw std::invalid_argument("--corpus needs at least one text file");
   cfg.validate();
   kernels::set_num_threads(cfg.threads);
-  fs::create_directories(cfg.out);
   // A resumed run reads its model (with the MLM head) back from the run folder.
   const fs::path source = resuming ? cfg.out : cfg.model_dir;
 
@@ -411,6 +410,9 @@ void Pretrainer::Impl::prepare() {
 
   optimizer = optim::make_adamw(adam_options(cfg));
   manual_seed(cfg.seed);
+  // Nothing is written before the data, the plan and the model are known to be good: a run that
+  // fails to start leaves no folder behind.
+  fs::create_directories(cfg.out);
 
   std::int64_t n_params = 0, tokens = 0;
   for (const auto& p : params) n_params += p.tensor.numel();

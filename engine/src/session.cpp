@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 
-#include "edgetune/adapters/adapter_io.h"
 #include "edgetune/autograd/ops.h"
 #include "edgetune/data/error.h"
 #include "edgetune/data/labels.h"
@@ -134,20 +133,10 @@ Model open_model(const fs::path& model_dir, const fs::path& adapter_dir, DType b
   method.method = Method::Head;
   fs::path weights_dir = model_dir;
   if (!adapter_dir.empty()) {
-    std::error_code ec;
-    if (adapters::is_adapter_folder(adapter_dir)) {
-      method = read_adapter_method(adapter_dir);
-    } else if (fs::exists(adapter_dir / "model.safetensors", ec)) {
-      weights_dir = adapter_dir;  // a full fine-tune: the run folder is a whole model
-      method.method = Method::Full;
-    } else {
-      throw ModelError(adapter_dir.string() +
-                       ": not an adapter folder (expected adapter_config.json and "
-                       "adapter_model.safetensors, or a full model's model.safetensors)");
-    }
-    if (fs::exists(adapter_dir / "labels.json", ec)) {
-      lo.id2label = data::LabelMap::load(adapter_dir / "labels.json").id2label();
-    }
+    TrainedFolder trained = read_trained_folder(adapter_dir);
+    method = trained.method;
+    if (method.method == Method::Full) weights_dir = adapter_dir;  // the run folder is a whole model
+    lo.id2label = std::move(trained.labels);
   }
   Model m{load_bert(weights_dir, lo), data::load_tokenizer_from_model_dir(model_dir), method,
           model_dir};

@@ -20,8 +20,8 @@
 
 #include <nlohmann/json.hpp>
 
-#include "edgetune/adapters/adapter_io.h"
 #include "edgetune/autograd/safetensors.h"
+#include "edgetune/engine/adapter_folder.h"
 #include "edgetune/engine/finetune.h"
 #include "edgetune/engine/loader.h"
 #include "edgetune/engine/session.h"
@@ -146,7 +146,7 @@ TEST_CASE("peft: edgetune's LoRA has PEFT's keys and config, and PyTorch gets it
 
   // The layout PEFT's LoraModel / set_peft_model_state_dict expect.
   CHECK(file_keys(folder / "adapter_model.safetensors") == peft_lora_keys(config, 4));
-  const adapters::AdapterFolder f = adapters::load_adapter_folder(folder);
+  const AdapterFiles f = read_adapter_files(folder);
   CHECK(f.config.at("peft_type") == "LORA");
   CHECK(f.config.at("task_type") == "SEQ_CLS");
   CHECK(f.config.at("r") == 4);
@@ -164,7 +164,7 @@ TEST_CASE("peft: edgetune's LoRA has PEFT's keys and config, and PyTorch gets it
   test::TempDir tmp("peft_resave");
   save_trained(m.bert, m.method, tmp.path, tiny_dir());
   CHECK(file_keys(tmp.path / "adapter_model.safetensors") == peft_lora_keys(config, 4));
-  const adapters::AdapterFolder again = adapters::load_adapter_folder(tmp.path);
+  const AdapterFiles again = read_adapter_files(tmp.path);
   for (const auto& [key, t] : f.tensors) {
     const auto it = std::find_if(again.tensors.begin(), again.tensors.end(),
                                  [&](const auto& kv) { return kv.first == key; });
@@ -200,7 +200,7 @@ TEST_CASE("peft: a LoRA merged into the base gives a plain folder with the same 
     for (const auto& [key, shape] : file_keys(tiny_dir() / "model.safetensors"))
       base_names.insert(key);
     CHECK(merged_names == base_names);
-    CHECK(!adapters::is_adapter_folder(tmp.path));
+    CHECK(!is_adapter_folder(tmp.path));
 
     const Model merged = open_model(tmp.path, {}, DType::F32, false);
     require_same_logits(name + " merged", logits_of(merged.bert), name);

@@ -175,6 +175,9 @@ class Tensor {
 std::size_t storage_bytes(const Shape& shape, DType dtype);
 // Number of float scales of a quantized (N, K) tensor.
 std::int64_t scale_count(const Shape& shape, DType dtype);
+// Bytes the accountant counts for a tensor of this shape and dtype made by Tensor::empty: its
+// values or codes and, for q8 / q4, its scales, each block rounded as accounted_bytes() rounds it.
+std::size_t accounted_tensor_bytes(const Shape& shape, DType dtype);
 
 // Turns off recording of ops for its lifetime (inference, optimizer updates, checkpoint forward).
 class NoGradGuard {

@@ -119,6 +119,11 @@ class Accountant {
   std::map<std::size_t, std::vector<void*>> cache_;  // size -> free blocks
 };
 
+// The bytes the accountant counts for a block of `bytes`: 64-byte multiples below 256 KiB, whole
+// 4 KiB pages from there up (those blocks are mapped from the OS). 0 for 0. Every figure the
+// accountant reports is a sum of these, so an estimate built from it matches the count exactly.
+std::size_t accounted_bytes(std::size_t bytes);
+
 // Formats a byte count for people in binary units: "97.3 MiB", "512.0 KiB", "1.25 GiB".
 std::string format_bytes(std::size_t bytes);
 

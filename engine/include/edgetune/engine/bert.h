@@ -50,6 +50,22 @@ struct MlmHead {
   Tensor decoder_bias;         // cls.predictions.bias (V); decoder weight = word embeddings
 };
 
+// What a model tensor is, which decides how it is stored (LoadOptions in loader.h).
+enum class TensorKind {
+  WordEmbeddings,  // (V, C): float32, or the base storage with quantized embeddings
+  BaseMatrix,      // a Linear weight of the encoder or the pooler: the base storage
+  Float,           // every other tensor (position and type tables, biases, LayerNorm, heads)
+};
+
+// One tensor of a model: its Hugging Face name, the shape its config gives it, its kind, and the
+// field of the model that holds it.
+struct TensorSlot {
+  std::string name;
+  Shape shape;
+  TensorKind kind;
+  Tensor* tensor;
+};
+
 // A padded batch as the model takes it.
 struct BertInputs {
   Tensor input_ids;       // (B, T) I32
@@ -82,12 +98,19 @@ class BertModel {
   // Masked-LM logits for chosen rows of the hidden states.  rows (M, C) -> (M, V)
   Tensor mlm_logits(const Tensor& rows, const ForwardOptions& opt) const;
 
-  // Every tensor of the model under its Hugging Face name (BertForSequenceClassification names;
-  // cls.predictions.* when the MLM head is present). Adapters are not included.
+  // The one list of the model's tensors, walked by the loader, the savers, adapter loading and
+  // the memory planner (through bert_tensors in loader.h): every tensor under its Hugging Face
+  // name (BertForSequenceClassification names; cls.predictions.* when the MLM head is present), in
+  // the order of Hugging Face's state_dict, with the shape `config` gives it. Adapters are not
+  // included. Requires layers.size() == config.num_hidden_layers; slots may be undefined tensors.
+  std::vector<TensorSlot> tensor_slots();
+  // The defined tensors of tensor_slots() under their names.
   std::vector<std::pair<std::string, Tensor>> named_tensors() const;
-  // The same, as slots that can be replaced (loading adapters, merging).
-  std::vector<std::pair<std::string, Tensor*>> tensor_slots();
 };
+
+// A model laid out for `config` with every tensor undefined: L encoder layers, and the masked-LM
+// head when with_mlm_head. The loader fills it; the planner walks it without allocating.
+BertModel bert_layout(const BertConfig& config, bool with_mlm_head);
 
 // The additive attention mask of Hugging Face: (1 - mask) * lowest float.  (B, T) I32 -> (B, T) F32
 Tensor additive_attention_mask(const Tensor& attention_mask);

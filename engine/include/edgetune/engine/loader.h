@@ -39,6 +39,23 @@ struct LoadOptions {
   std::uint64_t seed = 0;
 };
 
+// One tensor of the model as it is held once loaded: what the loader reads or initialises, what
+// the savers write, and what the memory planner counts.
+struct BertTensor {
+  std::string name;      // Hugging Face name ("bert.encoder.layer.0.attention.self.query.weight")
+  Shape shape;           // from the config
+  DType storage;         // F32 when trainable; else per LoadOptions and the tensor's kind
+  bool trainable;        // LoadOptions::trainable says so: float32, requires_grad
+  MemCategory category;  // Trainable or BaseWeights
+  Tensor* slot;          // the model's field that holds it
+};
+
+// The tensors of `model` (BertModel::tensor_slots, so the model must be laid out: bert_layout)
+// with the storage `options` gives each: trainable ones float32 in Trainable; the others in
+// BaseWeights, the base storage for encoder / pooler Linear weights and, with quant_embeddings,
+// the word embeddings; float32 for the rest.
+std::vector<BertTensor> bert_tensors(BertModel& model, const LoadOptions& options);
+
 struct LoadReport {
   std::string layout;                  // "sequence-classification", "bare", "masked-lm", ...
   std::vector<std::string> initialised;  // tensors not in the file, freshly initialised

@@ -4,11 +4,16 @@
 // stays the effective batch: its micro-batches' gradients add up to the batch's, so results do
 // not change).
 //
-// The estimate mirrors what the tape keeps (see bert.cpp and the ops' nodes): per encoder layer
-// the LoRA input, the q / k / v head tensors, the attention probabilities (twice with attention
-// dropout), the LayerNorm inputs and the feed-forward activation input; with checkpointing, only
-// each layer's input plus one layer's worth during its recomputation. Transient backward buffers,
-// dequantization tiles and freed blocks held for reuse are the workspace.
+// Base weights, trainable parameters, gradients and optimizer state are exact: the planner walks
+// the loader's own tensor table (bert_tensors in loader.h) and the adapters' shapes, each counted
+// with the accountant's rounding (accounted_tensor_bytes). (A pooler the checkpoint lacks is
+// initialised float32 rather than in the base storage; the estimate counts the base storage.)
+// The activation estimate mirrors what the tape keeps (see bert.cpp and the ops' nodes): per
+// encoder layer the LoRA input, the q / k / v head tensors, the attention probabilities (twice
+// with attention dropout), the LayerNorm inputs and the feed-forward activation input; with
+// checkpointing, only each layer's input plus one layer's worth during its recomputation.
+// Transient backward buffers, dequantization tiles and freed blocks held for reuse are the
+// workspace.
 #pragma once
 
 #include <array>

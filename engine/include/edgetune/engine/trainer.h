@@ -41,10 +41,8 @@
 
 namespace edgetune {
 
-// Names of the enums of the settings, as JSON and the command line spell them.
-inline constexpr settings::Choice<Method> kMethodNames[] = {
-    {Method::Lora, "lora"}, {Method::Adapter, "adapter"}, {Method::BitFit, "bitfit"},
-    {Method::Head, "head"}, {Method::Full, "full"}};
+// Names of the enums of the settings, as JSON and the command line spell them (the methods'
+// are adapter_folder.h's kMethodNames, the storages session.h's kQuantNames).
 inline constexpr settings::Choice<optim::OptimizerKind> kOptimizerNames[] = {
     {optim::OptimizerKind::AdamW, "adamw"}, {optim::OptimizerKind::Adam, "adam"},
     {optim::OptimizerKind::Sgd, "sgd"}};
