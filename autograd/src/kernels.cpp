@@ -107,7 +107,15 @@ void set_num_threads(int n) {
 
 int num_threads() { return omp_get_max_threads(); }
 
-void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* b) {
+namespace {
+// The integer kernels apply to an f32 activation against a q8/q4 weight under Compute::Int8.
+bool use_int8(Compute compute, const Tensor& activation, const Tensor& w) {
+  return compute == Compute::Int8 && is_quantized(w.dtype()) && activation.dtype() == DType::F32;
+}
+}  // namespace
+
+void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* b,
+                    Compute compute) {
   require(is_float(x.dtype()) && x.rank() >= 1, "linear: input must be float, got " + describe(x));
   require(w.rank() == 2 && w.dim(1) == x.shape().last(),
           "linear: weight " + describe(w) + " does not fit input " + describe(x) +
@@ -117,10 +125,24 @@ void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* b
   require(b == nullptr || (b->dtype() == x.dtype() && b->numel() == w.dim(0)),
           "linear: bias " + (b ? describe(*b) : std::string()) + " does not fit weight " +
               describe(w));
+  if (use_int8(compute, x, w)) {
+    qgemm::linear_forward(y.data<float>(), x.data<float>(), x.shape().rows(), w,
+                          qgemm::selected_isa(), num_threads());
+    if (b != nullptr) {
+      MapMat<float>(y.data<float>(), x.shape().rows(), w.dim(0)).rowwise() +=
+          Eigen::Map<const Eigen::Matrix<float, 1, Eigen::Dynamic>>(b->data<float>(), w.dim(0));
+    }
+    return;
+  }
   dispatch_float(x.dtype(), [&]<class T>() { linear_forward_t<T>(y, x, w, b); });
 }
 
-void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w) {
+void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w, Compute compute) {
+  if (use_int8(compute, dy, w)) {
+    qgemm::linear_backward_input(dx.data<float>(), dy.data<float>(), dy.shape().rows(), w,
+                                 qgemm::selected_isa(), num_threads());
+    return;
+  }
   dispatch_float(dy.dtype(), [&]<class T>() { linear_backward_input_t<T>(dx, dy, w); });
 }
 

@@ -15,11 +15,12 @@ using namespace detail;
 namespace {
 class LinearNode : public Node {
  public:
-  LinearNode(Tensor w, Tensor x_if_dw) : w_(std::move(w)), x_(std::move(x_if_dw)) {}
+  LinearNode(Tensor w, Tensor x_if_dw, Compute compute)
+      : w_(std::move(w)), x_(std::move(x_if_dw)), compute_(compute) {}
   const char* name() const override { return "linear"; }
   // grads: 0 -> dx (..., K), 1 -> dW (N, K), 2 -> db (N)
   void backward(const Tensor& dy, GradSink& grads) override {
-    if (grads.needed(0)) kernels::linear_backward_input(grads.at(0), dy, w_);
+    if (grads.needed(0)) kernels::linear_backward_input(grads.at(0), dy, w_, compute_);
     if (grads.needed(1)) kernels::linear_backward_weight(grads.at(1), dy, x_);
     if (grads.needed(2)) kernels::bias_backward(grads.at(2), dy);
   }
@@ -31,19 +32,21 @@ class LinearNode : public Node {
  private:
   Tensor w_;  // (N, K), any storage: dx = dy W
   Tensor x_;  // (..., K), kept only when W requires grad: dW = dy^T x
+  Compute compute_;
 };
 }  // namespace
 
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b) {
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b, const LinearOptions& options) {
   profile::Scope profile_scope("linear");
   require_float("linear", x);
   require(w.defined() && w.rank() == 2, "linear: weight must be an (N, K) matrix");
   Shape out_shape = x.shape();
   out_shape[-1] = w.dim(0);
   Tensor y = new_output(out_shape, x.dtype());
-  kernels::linear_forward(y, x, w, b.defined() ? &b : nullptr);
+  kernels::linear_forward(y, x, w, b.defined() ? &b : nullptr, options.compute);
   if (should_record({&x, &w, &b})) {
-    record(y, std::make_shared<LinearNode>(w.detach(), w.requires_grad() ? x.detach() : Tensor()),
+    record(y, std::make_shared<LinearNode>(w.detach(), w.requires_grad() ? x.detach() : Tensor(),
+                                        options.compute),
            {&x, &w, &b});
   }
   return y;

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "bench.h"
+#include "kernels.h"
 #include "commands.h"
 #include "edgetune/core/file_io.h"
 #include "edgetune/core/memory.h"
@@ -22,7 +23,23 @@ struct BenchArgs {
   int steps = 3, warmup = 1, threads = 0;
   std::int64_t batch = 8, length = 128;
   bool no_torch = false, profile = false;
+  bool kernels = false;
 };
+
+// `--kernels`: the GEMM table at 1 thread and at --threads (all cores by default).
+int run_kernels(const BenchArgs& a) {
+  const int threads = a.threads > 0 ? a.threads : static_cast<int>(::sysconf(_SC_NPROCESSORS_ONLN));
+  std::vector<int> counts = {1};
+  if (threads > 1) counts.push_back(threads);
+  const std::vector<nlohmann::json> rows = bench::run_kernels(counts);
+  std::cout << "edgetune bench --kernels: linear layer GEMMs at BERT-base shapes\n\n"
+            << bench::kernels_table(rows);
+  if (!a.json_out.empty()) {
+    write_file_atomic(a.json_out, nlohmann::json({{"kernels", rows}}).dump(2) + "\n");
+    std::cout << "\nrows written to " << a.json_out << "\n";
+  }
+  return 0;
+}
 
 std::vector<std::string> split(const std::string& csv) {
   std::vector<std::string> out;
@@ -58,6 +75,7 @@ std::string self_exe() {
 }
 
 int run(const BenchArgs& a) {
+  if (a.kernels) return run_kernels(a);
   if (!a.one_case.empty()) {  // child mode: one configuration, in this process
     std::cout << bench::run_case(bench::Case::from_json(nlohmann::json::parse(a.one_case))).dump() << "\n";
     return 0;
@@ -164,6 +182,8 @@ const RegisterCommand kRegister{
           ->capture_default_str();
       app.add_flag("--profile", a->profile, "add a per-op profile of one step of the planned q4 row");
       app.add_flag("--no-torch", a->no_torch, "edgetune rows only");
+      app.add_flag("--kernels", a->kernels,
+                   "GFLOP/s of the linear GEMMs per storage, kernel implementation and threads");
       app.add_option("--python", a->python, "python with torch")->capture_default_str();
       app.add_option("--torch-script", a->script, "the PyTorch side (default: bench/torch_bench.py of the source tree)");
       app.add_option("--out", a->json_out, "write the rows here (JSON)")->capture_default_str();

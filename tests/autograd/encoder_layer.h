@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cmath>
+#include <functional>
 #include <string>
 #include <vector>
 
@@ -26,17 +27,24 @@ inline const std::vector<std::string>& encoder_param_names() {
   return names;
 }
 
+// How the layer applies a linear layer: lin(x, p, i) with weight p[i] and bias p[i + 1].
+using LinearFn = std::function<Tensor(const Tensor& x, const Tensor* p, int i)>;
+inline Tensor plain_linear(const Tensor& x, const Tensor* p, int i) {
+  return ops::linear(x, p[i], p[i + 1]);
+}
+
 // Multi-head self-attention context (before the output projection).
 // x (B, T, C); p[0..5] = Wq, bq, Wk, bk, Wv, bv; mask additive (B, T) -> (B, T, C).
-inline Tensor attention_context(const Tensor& x, const Tensor* p, const Tensor& mask, int heads) {
+inline Tensor attention_context(const Tensor& x, const Tensor* p, const Tensor& mask, int heads,
+                                const LinearFn& lin = plain_linear) {
   const std::int64_t b = x.dim(0), t = x.dim(1), c = x.dim(2), d = c / heads;
   static const std::array<int, 4> split{0, 2, 1, 3};
   auto heads_of = [&](const Tensor& y) {  // (B, T, C) -> (B, H, T, D)
     return ops::permute(ops::reshape(y, {b, t, heads, d}), split);
   };
-  Tensor q = heads_of(ops::linear(x, p[0], p[1]));
-  Tensor k = heads_of(ops::linear(x, p[2], p[3]));
-  Tensor v = heads_of(ops::linear(x, p[4], p[5]));
+  Tensor q = heads_of(lin(x, p, 0));
+  Tensor k = heads_of(lin(x, p, 2));
+  Tensor v = heads_of(lin(x, p, 4));
   Tensor scores = ops::scale(ops::matmul(q, k, false, true), 1.0 / std::sqrt(double(d)));
   Tensor probs = ops::softmax(scores, mask);
   Tensor ctx = ops::matmul(probs, v);                             // (B, H, T, D)
@@ -45,11 +53,11 @@ inline Tensor attention_context(const Tensor& x, const Tensor* p, const Tensor& 
 
 // One BertLayer. p: the 16 parameters in encoder_param_names() order.
 inline Tensor encoder_layer(const Tensor& x, const Tensor* p, const Tensor& mask, int heads,
-                            double eps) {
-  Tensor ctx = attention_context(x, p, mask, heads);
-  Tensor a = ops::layer_norm(ops::add(ops::linear(ctx, p[6], p[7]), x), p[8], p[9], eps);
-  Tensor i = ops::gelu(ops::linear(a, p[10], p[11]));
-  return ops::layer_norm(ops::add(ops::linear(i, p[12], p[13]), a), p[14], p[15], eps);
+                            double eps, const LinearFn& lin = plain_linear) {
+  Tensor ctx = attention_context(x, p, mask, heads, lin);
+  Tensor a = ops::layer_norm(ops::add(lin(ctx, p, 6), x), p[8], p[9], eps);
+  Tensor i = ops::gelu(lin(a, p, 10));
+  return ops::layer_norm(ops::add(lin(i, p, 12), a), p[14], p[15], eps);
 }
 
 }  // namespace edgetune::test

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 
+#include "edgetune/autograd/qgemm.h"
 #include "edgetune/autograd/tensor.h"
 
 namespace edgetune::kernels {
@@ -20,10 +21,13 @@ int num_threads();
 inline constexpr std::int64_t kQuantTileRows = 128;
 
 // y = x W^T (+ b).  x (M, K) float; W (N, K) f32/f64 (same dtype as x), q8 or q4; b (N) or null;
-// y (M, N), overwritten.
-void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* b);
-// dx += dy W.  dy (M, N); W (N, K) any storage; dx (M, K).
-void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w);
+// y (M, N), overwritten. Compute::Int8 with an f32 x and a q8/q4 W runs the integer kernels
+// (qgemm.h, implementation qgemm::selected_isa()); otherwise the float path.
+void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* b,
+                    Compute compute = Compute::F32);
+// dx += dy W.  dy (M, N); W (N, K) any storage; dx (M, K). compute as in linear_forward.
+void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w,
+                           Compute compute = Compute::F32);
 // dw += dy^T x.  dy (M, N); x (M, K); dw (N, K) float.
 void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x);
 // db += sum over rows of dy.  dy (M, N); db (N).

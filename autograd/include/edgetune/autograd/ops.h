@@ -10,14 +10,22 @@
 #include <span>
 
 #include "edgetune/autograd/autograd.h"
+#include "edgetune/autograd/qgemm.h"
 #include "edgetune/autograd/tensor.h"
 
 namespace edgetune::ops {
 
+// Settings of one linear call. compute = Compute::Int8 runs y and dx through the integer kernels
+// when W is q8/q4 and x is f32 (qgemm.h); the default Compute::F32 is the float path.
+struct LinearOptions {
+  Compute compute = Compute::F32;
+};
+
 // y = x W^T + b.  x (..., K); W (N, K) stored f32/f64/q8/q4; b (N) or undefined -> y (..., N).
 // A quantized or non-trainable W gets no gradient and its backward keeps nothing but W; x is kept
-// only when W requires grad (dW = dy^T x).
-Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor());
+// only when W requires grad (dW = dy^T x). The backward's dx uses the same options.compute.
+Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(),
+              const LinearOptions& options = {});
 
 // a + b, a * b.  b has a's shape or a suffix of it (broadcast over a's leading dimensions; its
 // gradient is summed over them).

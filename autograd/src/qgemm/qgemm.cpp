@@ -1,0 +1,429 @@
+// The integer GEMM driver (see qgemm.h): implementation choice, activation quantization, weight
+// packing, and the split of the work over threads. The arithmetic of a tile is in the per
+// instruction set files (tiles.h).
+#include "edgetune/autograd/qgemm.h"
+
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <stdexcept>
+
+#if defined(__x86_64__)
+#include <emmintrin.h>
+#endif
+
+#include "tiles.h"
+
+namespace edgetune::qgemm {
+
+namespace {
+
+constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni};
+
+bool cpu_supports(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar:
+      return true;
+#if defined(__x86_64__)
+    case Isa::Avx2:
+      return __builtin_cpu_supports("x86-64-v3");
+    case Isa::Avx512Vnni:
+      return __builtin_cpu_supports("x86-64-v4") && __builtin_cpu_supports("avx512vnni");
+#else
+    case Isa::Avx2:
+    case Isa::Avx512Vnni:
+      return false;
+#endif
+  }
+  return false;
+}
+
+Isa choose_isa() {
+  const char* forced = std::getenv("EDGETUNE_KERNELS");
+  if (forced != nullptr && *forced != '\0') {
+    Isa isa;
+    try {
+      isa = parse_isa(forced);
+    } catch (const std::invalid_argument& e) {
+      throw std::runtime_error(std::string("EDGETUNE_KERNELS: ") + e.what());
+    }
+    if (!isa_available(isa)) {
+      std::string names;
+      for (Isa a : available_isas()) names += std::string(names.empty() ? "" : ", ") + isa_name(a);
+      throw std::runtime_error(std::string("EDGETUNE_KERNELS=") + forced +
+                               ": this CPU does not support it (available: " + names + ")");
+    }
+    return isa;
+  }
+  return available_isas().back();
+}
+
+std::int64_t round_up(std::int64_t v, std::int64_t to) {
+  return (v + to - 1) / to * to;
+}
+
+// A workspace buffer of `bytes` bytes counted by the accountant.
+Tensor workspace_bytes(std::int64_t bytes) {
+  return Tensor::empty(Shape{std::max<std::int64_t>((bytes + 3) / 4, 1)}, DType::I32,
+                       MemCategory::Workspace);
+}
+
+// The bytes of a workspace_bytes buffer.
+std::uint8_t* bytes_of(const Tensor& t) {
+  return reinterpret_cast<std::uint8_t*>(t.data<std::int32_t>());
+}
+
+// Quantizes row `row` of src (len floats, times colscale[i] when given) into codes + 128
+// (r_len bytes, padded with 128) and one scale per block of 32.
+void quantize_row(const float* src, std::int64_t len, const float* colscale, std::uint8_t* codes,
+                  float* scales, std::int64_t blocks) {
+  for (std::int64_t blk = 0; blk < blocks; ++blk) {
+    const std::int64_t i0 = blk * kBlock;
+    const int n = static_cast<int>(std::min<std::int64_t>(kBlock, len - i0));
+    float v[kBlock];
+    for (int i = 0; i < n; ++i) v[i] = colscale ? src[i0 + i] * colscale[i0 + i] : src[i0 + i];
+    float amax = 0.0f;
+    for (int i = 0; i < n; ++i) amax = std::max(amax, std::fabs(v[i]));
+    const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+    scales[blk] = amax / 127.0f;
+    std::uint8_t* out = codes + i0;
+    for (int i = 0; i < n; ++i) {
+      const float q = std::clamp(std::nearbyint(v[i] * inv), -127.0f, 127.0f);
+      out[i] = static_cast<std::uint8_t>(static_cast<int>(q) + 128);
+    }
+    for (int i = n; i < kBlock; ++i) out[i] = 128;
+  }
+}
+
+// A quantized (N, K) weight's storage, read without the Tensor accessors' checks in the packing
+// loops.
+struct WeightView {
+  explicit WeightView(const Tensor& w)
+      : q8(w.dtype() == DType::Q8),
+        n(w.dim(0)),
+        k(w.dim(1)),
+        groups((w.dim(1) + kQ4Group - 1) / kQ4Group),
+        codes(q8 ? reinterpret_cast<const std::uint8_t*>(w.data<std::int8_t>())
+                 : w.data<std::uint8_t>()),
+        scales(w.scales()) {}
+
+  // Codes of row r, columns [k0, k0 + count) (inside the row; k0 even).
+  void row_codes(std::int64_t r, std::int64_t k0, std::int64_t count, std::int8_t* out) const {
+    if (q8) {
+      std::memcpy(out, codes + r * k + k0, static_cast<size_t>(count));
+      return;
+    }
+    const std::uint8_t* bytes = codes + r * ((k + 1) / 2) + k0 / 2;
+    const std::int64_t pairs = count / 2;
+    for (std::int64_t i = 0; i < pairs; ++i) {
+      out[2 * i] = static_cast<std::int8_t>((bytes[i] & 0x0F) - 8);
+      out[2 * i + 1] = static_cast<std::int8_t>((bytes[i] >> 4) - 8);
+    }
+    if (count % 2) out[count - 1] = static_cast<std::int8_t>((bytes[pairs] & 0x0F) - 8);
+  }
+  // The scale of row r: q8 its row scale, q4 that of its group g.
+  float scale(std::int64_t r, std::int64_t g) const {
+    return q8 ? scales[r] : scales[r * groups + g];
+  }
+
+  bool q8;
+  std::int64_t n, k, groups;
+  const std::uint8_t* codes;  // q8: int8 codes; q4: packed nibbles
+  const float* scales;
+};
+
+// Where one panel's packed weights go (layout in qgemm.h).
+struct PanelOut {
+  std::int8_t* b;
+  std::int32_t* bsum;
+  float* sb;
+};
+
+// Forward panel: output columns are rows [n0, n0 + 16) of w, reduction along K in kb blocks.
+// row is scratch of kb * 32 bytes.
+void pack_forward_panel(const WeightView& w, std::int64_t n0, std::int64_t kb, std::int8_t* row,
+                        PanelOut out) {
+  const std::int64_t n = w.n, k = w.k;
+  for (int j = 0; j < kPanel; ++j) {
+    const std::int64_t r = n0 + j;
+    std::fill_n(row + k, kb * kBlock - k, std::int8_t{0});
+    if (r < n) {
+      w.row_codes(r, 0, k, row);
+    } else {
+      std::fill_n(row, k, std::int8_t{0});
+    }
+    for (std::int64_t blk = 0; blk < kb; ++blk) {
+      std::int32_t sum = 0;
+      for (int i = 0; i < kBlock; ++i) sum += row[blk * kBlock + i];
+      out.bsum[blk * kPanel + j] = sum;
+      out.sb[blk * kPanel + j] = r >= n ? 0.0f : w.scale(r, blk);
+      std::int8_t* dst = out.b + blk * kBlock * kPanel + j * 4;
+      for (int r4 = 0; r4 < kBlock / 4; ++r4) {
+        std::memcpy(dst + r4 * kPanel * 4, row + blk * kBlock + r4 * 4, 4);
+      }
+    }
+  }
+}
+
+// Writes 4 rows of 16 codes, src[i][j], as dst[j][i] (the 64 bytes of one step of a panel).
+void interleave4x16(const std::int8_t (*src)[kPanel], std::int8_t* dst) {
+#if defined(__x86_64__)
+  const __m128i r0 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[0]));
+  const __m128i r1 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[1]));
+  const __m128i r2 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[2]));
+  const __m128i r3 = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src[3]));
+  const __m128i lo01 = _mm_unpacklo_epi8(r0, r1), hi01 = _mm_unpackhi_epi8(r0, r1);
+  const __m128i lo23 = _mm_unpacklo_epi8(r2, r3), hi23 = _mm_unpackhi_epi8(r2, r3);
+  __m128i* d = reinterpret_cast<__m128i*>(dst);
+  _mm_storeu_si128(d + 0, _mm_unpacklo_epi16(lo01, lo23));
+  _mm_storeu_si128(d + 1, _mm_unpackhi_epi16(lo01, lo23));
+  _mm_storeu_si128(d + 2, _mm_unpacklo_epi16(hi01, hi23));
+  _mm_storeu_si128(d + 3, _mm_unpackhi_epi16(hi01, hi23));
+#else
+  for (int j = 0; j < kPanel; ++j)
+    for (int i = 0; i < 4; ++i) dst[j * 4 + i] = src[i][j];
+#endif
+}
+
+// out[j] = round(q_j * f), half to even, for the 16 q4 codes q_j packed in bytes[0..8).
+void requantize16(const std::uint8_t* bytes, float f, std::int8_t* out) {
+#if defined(__x86_64__)
+  // SSE2 (the x86-64 base): nibbles -> int8 -> int32 -> float, times f, rounded by cvtps2dq
+  // (round to nearest even, the default mode) and packed back to int8.
+  const __m128i low4 = _mm_set1_epi8(0x0F);
+  const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(bytes));
+  const __m128i lo = _mm_and_si128(b, low4), hi = _mm_and_si128(_mm_srli_epi16(b, 4), low4);
+  const __m128i q = _mm_sub_epi8(_mm_unpacklo_epi8(lo, hi), _mm_set1_epi8(8));
+  const __m128i sign = _mm_cmpgt_epi8(_mm_setzero_si128(), q);
+  const __m128i q16[2] = {_mm_unpacklo_epi8(q, sign), _mm_unpackhi_epi8(q, sign)};
+  const __m128 scale = _mm_set1_ps(f);
+  __m128i r32[4];
+  for (int h = 0; h < 2; ++h) {
+    const __m128i q32lo = _mm_srai_epi32(_mm_unpacklo_epi16(q16[h], q16[h]), 16);
+    const __m128i q32hi = _mm_srai_epi32(_mm_unpackhi_epi16(q16[h], q16[h]), 16);
+    r32[2 * h] = _mm_cvtps_epi32(_mm_mul_ps(_mm_cvtepi32_ps(q32lo), scale));
+    r32[2 * h + 1] = _mm_cvtps_epi32(_mm_mul_ps(_mm_cvtepi32_ps(q32hi), scale));
+  }
+  const __m128i r16lo = _mm_packs_epi32(r32[0], r32[1]), r16hi = _mm_packs_epi32(r32[2], r32[3]);
+  _mm_storeu_si128(reinterpret_cast<__m128i*>(out), _mm_packs_epi16(r16lo, r16hi));
+#else
+  for (int i = 0; i < kPanel / 2; ++i) {
+    out[2 * i] =
+        static_cast<std::int8_t>(std::nearbyint(static_cast<float>((bytes[i] & 0x0F) - 8) * f));
+    out[2 * i + 1] =
+        static_cast<std::int8_t>(std::nearbyint(static_cast<float>((bytes[i] >> 4) - 8) * f));
+  }
+#endif
+}
+
+// Block blk (rows [32 blk, 32 blk + 32) of w) of a dX panel, whose output columns are columns
+// [k0, k0 + 16) of w. q8 keeps the codes (the row scales went into dY). q4 requantizes the block
+// to int8 with the scale t = 7 max_n s_n,g / 127 of its largest group scale: code
+// round(q s_n,g / t), |code| <= 7 s_n,g / t <= 127 (see qgemm.h).
+void pack_backward_block(const WeightView& w, std::int64_t k0, std::int64_t blk, PanelOut out) {
+  const std::int64_t cols = std::min<std::int64_t>(kPanel, w.k - k0);
+  const std::int64_t group = k0 / kQ4Group;  // a panel lies inside one group: 16 divides 32
+  const int rows = static_cast<int>(std::min<std::int64_t>(kBlock, w.n - blk * kBlock));
+  std::int8_t codes[kBlock][kPanel];
+  if (rows < kBlock || cols < kPanel || !w.q8) std::memset(codes, 0, sizeof codes);
+  float tile_scale = 1.0f;
+  if (w.q8) {
+    for (int r = 0; r < rows; ++r) w.row_codes(blk * kBlock + r, k0, cols, codes[r]);
+  } else {
+    float smax = 0.0f;
+    for (int r = 0; r < rows; ++r) smax = std::max(smax, w.scale(blk * kBlock + r, group));
+    tile_scale = smax * 7.0f / 127.0f;
+    for (int r = 0; r < rows && smax > 0.0f; ++r) {
+      const float f = w.scale(blk * kBlock + r, group) / tile_scale;
+      if (cols == kPanel) {
+        requantize16(w.codes + (blk * kBlock + r) * ((w.k + 1) / 2) + k0 / 2, f, codes[r]);
+      } else {
+        std::int8_t q4[kPanel];
+        w.row_codes(blk * kBlock + r, k0, cols, q4);
+        for (int j = 0; j < cols; ++j) {
+          codes[r][j] = static_cast<std::int8_t>(std::nearbyint(static_cast<float>(q4[j]) * f));
+        }
+      }
+    }
+  }
+  std::int32_t sum[kPanel] = {};
+  for (int r = 0; r < kBlock; ++r)
+    for (int j = 0; j < kPanel; ++j) sum[j] += codes[r][j];
+  for (int j = 0; j < kPanel; ++j) {
+    out.bsum[j] = sum[j];
+    out.sb[j] = tile_scale;
+  }
+  for (int r4 = 0; r4 < kBlock / 4; ++r4) interleave4x16(codes + r4 * 4, out.b + r4 * kPanel * 4);
+}
+
+// Rows per work item; a multiple of the register tiles' 6 and 4 rows.
+constexpr std::int64_t kTaskRows = 48;
+
+// c (M, cols) (+)= quantize(src) (M, len) x packed(w), packing kChunkColumns output columns at a
+// time. forward: src = x, len = K, cols = N; else src = dy, len = N, cols = K.
+void gemm(float* c, const float* src, const float* colscale, std::int64_t m, const Tensor& weight,
+          bool forward, Isa isa, int threads) {
+  if (m == 0) return;
+  const WeightView w(weight);
+  const std::int64_t len = forward ? w.k : w.n;
+  const std::int64_t cols = forward ? w.n : w.k;
+  const std::int64_t kb = (len + kBlock - 1) / kBlock, r_len = kb * kBlock;
+  const std::int64_t chunk = std::min(kChunkColumns, round_up(cols, kPanel));
+  const std::int64_t panel_bytes = kb * kBlock * kPanel;
+  const std::int64_t chunk_panels = chunk / kPanel;
+  Tensor a = workspace_bytes(m * r_len);
+  Tensor sa = Tensor::empty(Shape{m, kb}, DType::F32, MemCategory::Workspace);
+  Tensor b = workspace_bytes(chunk_panels * panel_bytes);
+  Tensor bsum = Tensor::empty(Shape{chunk_panels, kb, kPanel}, DType::I32, MemCategory::Workspace);
+  Tensor sb = Tensor::empty(Shape{chunk_panels, kb, kPanel}, DType::F32, MemCategory::Workspace);
+  Tensor rows_scratch = workspace_bytes(static_cast<std::int64_t>(threads) * r_len);
+
+  Operands o;
+  o.a = bytes_of(a);
+  o.lda = r_len;
+  o.sa = sa.data<float>();
+  o.ldsa = kb;
+  o.b = reinterpret_cast<std::int8_t*>(bytes_of(b));
+  o.bsum = bsum.data<std::int32_t>();
+  o.sb = sb.data<float>();
+  o.kb = kb;
+  o.ldc = cols;
+  o.accumulate = !forward;
+  o.column_scales = w.q8;
+
+  const std::int64_t task_rows = std::min(kTaskRows, m);
+  const std::int64_t row_tasks = (m + task_rows - 1) / task_rows;
+#pragma omp parallel num_threads(threads)
+  {
+    std::uint8_t* codes = bytes_of(a);
+#pragma omp for schedule(static)
+    for (std::int64_t i = 0; i < m; ++i) {
+      quantize_row(src + i * len, len, colscale, codes + i * r_len, sa.data<float>() + i * kb, kb);
+    }
+    std::int8_t* row =
+        reinterpret_cast<std::int8_t*>(bytes_of(rows_scratch)) + omp_get_thread_num() * r_len;
+    for (std::int64_t c0 = 0; c0 < cols; c0 += chunk) {
+      const std::int64_t width = std::min(chunk, cols - c0);
+      const std::int64_t panels = (width + kPanel - 1) / kPanel;
+      auto panel_out = [&](std::int64_t p, std::int64_t blk) {
+        return PanelOut{
+            reinterpret_cast<std::int8_t*>(bytes_of(b)) + p * panel_bytes + blk * kBlock * kPanel,
+            bsum.data<std::int32_t>() + (p * kb + blk) * kPanel,
+            sb.data<float>() + (p * kb + blk) * kPanel};
+      };
+      if (forward) {
+#pragma omp for schedule(static)
+        for (std::int64_t p = 0; p < panels; ++p) {
+          pack_forward_panel(w, c0 + p * kPanel, kb, row, panel_out(p, 0));
+        }
+      } else {
+        // Block-major, so the rows of w are read a chunk's width (whole cache lines) at a time.
+#pragma omp for schedule(static)
+        for (std::int64_t t = 0; t < kb * panels; ++t) {
+          const std::int64_t blk = t / panels, p = t % panels;
+          pack_backward_block(w, c0 + p * kPanel, blk, panel_out(p, blk));
+        }
+      }
+      Operands oc = o;
+      oc.c = c + c0;
+      oc.n = width;
+      const std::int64_t pair_tasks = (panels + 1) / 2;
+#pragma omp for schedule(dynamic, 1)
+      for (std::int64_t t = 0; t < row_tasks * pair_tasks; ++t) {
+        const std::int64_t m0 = (t / pair_tasks) * task_rows;
+        const std::int64_t p0 = (t % pair_tasks) * 2;
+        run_tiles(isa, oc, m0, std::min(m, m0 + task_rows), p0, std::min(panels, p0 + 2));
+      }
+    }
+  }
+}
+
+void require_quantized_weight(const Tensor& w, const char* what) {
+  if (!is_quantized(w.dtype()) || w.rank() != 2) {
+    throw std::invalid_argument(std::string(what) + ": weight '" + w.name() +
+                                "' must be a q8 or q4 (N, K) matrix, got " + dtype_name(w.dtype()) +
+                                " " + w.shape().str());
+  }
+}
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar:
+      return "scalar";
+    case Isa::Avx2:
+      return "avx2";
+    case Isa::Avx512Vnni:
+      return "avx512vnni";
+  }
+  return "?";
+}
+
+Isa parse_isa(const std::string& name) {
+  for (Isa isa : kAllIsas) {
+    if (name == isa_name(isa)) return isa;
+  }
+  throw std::invalid_argument("unknown kernel implementation '" + name +
+                              "' (expected scalar, avx2 or avx512vnni)");
+}
+
+bool isa_available(Isa isa) {
+  static const bool available[] = {cpu_supports(Isa::Scalar), cpu_supports(Isa::Avx2),
+                                   cpu_supports(Isa::Avx512Vnni)};
+  return available[static_cast<int>(isa)];
+}
+
+std::vector<Isa> available_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : kAllIsas) {
+    if (isa_available(isa)) out.push_back(isa);
+  }
+  return out;
+}
+
+Isa selected_isa() {
+  static const Isa isa = choose_isa();
+  return isa;
+}
+
+void run_tiles(Isa isa, const Operands& o, std::int64_t m0, std::int64_t m1, std::int64_t p0,
+               std::int64_t p1) {
+  switch (isa) {
+    case Isa::Scalar:
+      detail::tiles_scalar(o, m0, m1, p0, p1);
+      return;
+#if defined(__x86_64__)
+    case Isa::Avx2:
+      detail::tiles_avx2(o, m0, m1, p0, p1);
+      return;
+    case Isa::Avx512Vnni:
+      detail::tiles_avx512vnni(o, m0, m1, p0, p1);
+      return;
+#else
+    case Isa::Avx2:
+    case Isa::Avx512Vnni:
+      break;
+#endif
+  }
+  throw std::invalid_argument(std::string("qgemm: implementation ") + isa_name(isa) +
+                              " is not available in this build");
+}
+
+void linear_forward(float* y, const float* x, std::int64_t m, const Tensor& w, Isa isa,
+                    int threads) {
+  require_quantized_weight(w, "qgemm::linear_forward");
+  gemm(y, x, nullptr, m, w, true, isa, std::max(threads, 1));
+}
+
+void linear_backward_input(float* dx, const float* dy, std::int64_t m, const Tensor& w, Isa isa,
+                           int threads) {
+  require_quantized_weight(w, "qgemm::linear_backward_input");
+  gemm(dx, dy, w.dtype() == DType::Q8 ? w.scales() : nullptr, m, w, false, isa,
+       std::max(threads, 1));
+}
+
+}  // namespace edgetune::qgemm
