@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <fstream>
 #include <map>
-#include <regex>
 #include <set>
 #include <stdexcept>
 
@@ -72,9 +71,11 @@ nlohmann::json peft_target_modules(const std::vector<std::string>& targets) {
   }
   std::string alt;
   for (const std::string& t : targets) {
-    std::string p = lora_target(t).path;
-    p = std::regex_replace(p, std::regex("\\."), "\\.");
-    alt += (alt.empty() ? "" : "|") + p;
+    alt += alt.empty() ? "" : "|";
+    for (const char c : std::string_view(lora_target(t).path)) {
+      if (c == '.') alt += '\\';  // a literal dot in the pattern
+      alt += c;
+    }
   }
   return ".*\\.layer\\.\\d+\\.(" + alt + ")";
 }
