@@ -119,6 +119,11 @@ struct Runner<TrainConfig, TrainResult>::Impl : ModeState<TrainConfig> {
   bool stopped_early = false;
 
   void prepare(RunFolder& folder);
+  // The rows of the run: read, labelled, tokenized, split. Returns the label map.
+  data::LabelMap load_data(const BertConfig& base_cfg);
+  // The plan, the model with its adapters, the trainable parameters and the optimizer. Returns
+  // the base storage.
+  DType build_model(const BertConfig& base_cfg);
   void save_adapter() { save_trained(model, cfg.method, cfg.out, cfg.model_dir); }
 
   // RunTask
@@ -140,14 +145,30 @@ struct Runner<TrainConfig, TrainResult>::Impl : ModeState<TrainConfig> {
   void finish(TrainingRun& run, bool interrupted) override;
 };
 
+// Nothing is written to the run folder until the data, the plan and the model are known to be
+// good: a run that fails to start leaves no folder behind.
 void Trainer::Impl::prepare(RunFolder& folder) {
   if (cfg.out.empty()) throw std::invalid_argument("--out RUN_DIR is required");
   cfg.validate();
   kernels::set_num_threads(cfg.threads);
-
-  // Data: read, label, tokenize. Nothing is written to the run folder until the data, the plan
-  // and the model are known to be good: a run that fails to start leaves no folder behind.
   const BertConfig base_cfg = load_config(cfg.model_dir);
+  const data::LabelMap map = load_data(base_cfg);
+  const DType base = build_model(base_cfg);
+  folder.create();
+  if (!resuming) map.save(cfg.out / "labels.json");
+
+  std::int64_t trainable = 0;
+  for (const auto& p : params) trainable += p.tensor.numel();
+  std::ostringstream s;
+  s << "model " << cfg.model_dir.string() << ": " << model.config.num_hidden_layers << " layers, hidden "
+    << model.config.hidden_size << ", base " << dtype_name(base) << ", method "
+    << method_name(cfg.method.method) << ", " << trainable << " trainable parameters\n"
+    << "data: " << train_enc.size() << " training rows, " << eval_enc.size() << " evaluation rows, "
+    << labels.size() << " classes; ";
+  say(s.str());
+}
+
+data::LabelMap Trainer::Impl::load_data(const BertConfig& base_cfg) {
   if (cfg.data.max_length > base_cfg.max_position_embeddings) {
     // The default length gives way to a model with fewer positions; a length asked for does not.
     if (cfg.data.max_length == DataOptions::kDefaultMaxLength) {
@@ -209,8 +230,10 @@ void Trainer::Impl::prepare(RunFolder& folder) {
   }
   train_rows.resize(train_enc.size());
   for (std::size_t i = 0; i < train_rows.size(); ++i) train_rows[i] = i;
+  return map;
+}
 
-  // Model.
+DType Trainer::Impl::build_model(const BertConfig& base_cfg) {
   Accountant::global().set_budget(cfg.memory_budget);
   BertConfig model_cfg = base_cfg;
   if (cfg.dropout) {
@@ -262,19 +285,7 @@ void Trainer::Impl::prepare(RunFolder& folder) {
   so.weight_decay = cfg.weight_decay;
   optimizer = optim::make_optimizer(cfg.optimizer, adam_options(cfg), so);
   manual_seed(cfg.seed);
-
-  folder.create();
-  if (!resuming) map.save(cfg.out / "labels.json");
-
-  std::int64_t trainable = 0;
-  for (const auto& p : params) trainable += p.tensor.numel();
-  std::ostringstream s;
-  s << "model " << cfg.model_dir.string() << ": " << model.config.num_hidden_layers << " layers, hidden "
-    << model.config.hidden_size << ", base " << dtype_name(lo.base) << ", method "
-    << method_name(cfg.method.method) << ", " << trainable << " trainable parameters\n"
-    << "data: " << train_enc.size() << " training rows, " << eval_enc.size() << " evaluation rows, "
-    << labels.size() << " classes; ";
-  say(s.str());
+  return lo.base;
 }
 
 bool Trainer::Impl::after_epoch(TrainingRun& run) {
