@@ -37,10 +37,12 @@ void interrupted_pretraining_matches(int sig) {
   InterruptibleCommand pretrain;
   pretrain.command = "pretrain";
   // The model's dropout (0.1) stays on, so the resumed run must also restore the dropout
-  // generator; the steps cross an epoch boundary, and evaluations fall before and after the cut.
+  // generator; the steps cross epoch boundaries, and evaluations fall before and after the cut.
+  // 400 steps: a step of this model takes milliseconds, and the run must still be going when the
+  // signal comes (150 ms after its first checkpoint).
   pretrain.args = [&d](const fs::path& out) {
     return "--model " + q(d / "init") + " --corpus " + q(d / "corpus.txt") + " --out " + q(out) +
-           " --max-length 16 --batch-size 4 --max-steps 40 --eval-split 0.1 --eval-every 10"
+           " --max-length 16 --batch-size 4 --max-steps 400 --eval-split 0.1 --eval-every 50"
            " --save-every 1 --log-every 1000 --threads 1";
   };
   pretrain.same_files = {"model.safetensors", "config.json", "vocab.txt"};
