@@ -4,11 +4,13 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <optional>
 #include <stdexcept>
 
 #include "edgetune/autograd/autograd.h"
 #include "edgetune/autograd/kernels.h"
 #include "edgetune/autograd/profile.h"
+#include "edgetune/core/context.h"
 #include "edgetune/core/memory.h"
 #include "edgetune/engine/finetune.h"
 #include "edgetune/engine/loader.h"
@@ -69,7 +71,9 @@ std::int32_t synthetic_id(std::int64_t b, std::int64_t t, std::int64_t length, s
 }
 
 nlohmann::json run_case(const Case& c) {
-  kernels::set_num_threads(c.threads);
+  Context context;
+  context.threads = kernels::resolve_threads(c.threads);
+  const ContextScope scope(context);
   const ShapeSpec& s = shape_spec(c.shape);
   BertConfig cfg;
   cfg.vocab_size = kVocab;
@@ -91,7 +95,7 @@ nlohmann::json run_case(const Case& c) {
   tc.memory_budget = c.budget;
   const Plan plan = choose_plan(cfg, tc, c.length);
 
-  Accountant& acc = Accountant::global();
+  Accountant& acc = *context.accountant;
   acc.set_budget(c.budget);
   const auto t0 = std::chrono::steady_clock::now();
   LoadOptions lo = load_options_for(m, base, c.quant_embeddings);
@@ -123,16 +127,16 @@ nlohmann::json run_case(const Case& c) {
   nlohmann::json prof = nlohmann::json::array();
   for (int step = 0; step < c.warmup + c.steps; ++step) {
     const bool profiled = c.profile && step == c.warmup;
-    if (profiled) {
-      profile::reset();
-      profile::enable(true);
-    }
+    profile::Profiler profiler;
     const auto a = std::chrono::steady_clock::now();
-    loss = train_step(model, params, *opt, std::span<const TensorBatch>(&batch, 1), 5e-4, so).loss;
+    {
+      std::optional<profile::Recording> recording;
+      if (profiled) recording.emplace(profiler);
+      loss = train_step(model, params, *opt, std::span<const TensorBatch>(&batch, 1), 5e-4, so).loss;
+    }
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
     if (profiled) {
-      profile::enable(false);
-      for (const auto& e : profile::entries()) prof.push_back({{"op", e.name}, {"seconds", e.seconds}, {"calls", e.calls}});
+      for (const auto& e : profiler.entries()) prof.push_back({{"op", e.name}, {"seconds", e.seconds}, {"calls", e.calls}});
       prof.push_back({{"op", "step (wall)"}, {"seconds", dt}, {"calls", 1}});
     }
     if (step >= c.warmup) times.push_back(dt);

@@ -15,6 +15,7 @@
 #include "edgetune/autograd/kernels.h"
 #include "edgetune/autograd/qgemm.h"
 #include "edgetune/autograd/quant.h"
+#include "edgetune/core/context.h"
 
 namespace edgetune::bench {
 
@@ -156,7 +157,9 @@ std::vector<nlohmann::json> run_kernels(const std::vector<int>& thread_counts) {
         }
         for (const std::string& path : paths) {
           for (int threads : thread_counts) {
-            kernels::set_num_threads(threads);
+            Context context;
+            context.threads = threads;
+            const ContextScope scope(context);
             for (const char* direction : {"forward", "dx"}) {
               const bool fwd = std::string(direction) == "forward";
               double s;

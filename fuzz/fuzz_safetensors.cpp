@@ -18,18 +18,26 @@
 #include <vector>
 
 #include "edgetune/autograd/safetensors.h"
-#include "edgetune/core/memory.h"
+#include "edgetune/core/context.h"
 
-extern "C" int LLVMFuzzerInitialize(int*, char***) {
-  // Without the accountant's reuse cache every freed tensor goes back to the system allocator, so
-  // AddressSanitizer catches a use after free and memory does not pile up across inputs.
-  edgetune::Accountant::global().set_caching(false);
-  return 0;
+namespace {
+// The context every input's tensors are counted in. Without the accountant's reuse cache every
+// freed tensor goes back to the system allocator, so AddressSanitizer catches a use after free and
+// memory does not pile up across inputs.
+edgetune::Context& fuzz_context() {
+  static edgetune::Context* context = [] {
+    auto* c = new edgetune::Context();
+    c->accountant->set_caching(false);
+    return c;
+  }();
+  return *context;
 }
+}  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   using namespace edgetune;
   using namespace edgetune::safetensors;
+  const ContextScope scope(fuzz_context());
   try {
     const Reader r(std::span(reinterpret_cast<const std::byte*>(data), size), "fuzz.safetensors");
     for (const TensorInfo& t : r.tensors()) {

@@ -21,7 +21,6 @@ namespace {
 std::atomic<std::uint64_t> g_sequence{0};
 // Counts ops that saw an input requiring grad, recorded or not (checkpoint() reads it).
 thread_local std::uint64_t t_grad_uses = 0;
-thread_local RngState t_rng;
 
 MemCategory leaf_grad_category(const TensorImpl& leaf) {
   const MemCategory c = leaf.storage->category();
@@ -199,13 +198,13 @@ void backward(const Tensor& root, const Tensor& droot) {
     }
     {
       EngineSink sink(*n, buffers);
-      if (profile::enabled()) {
+      if (profile::Profiler* profiler = profile::active()) {
         const auto start = std::chrono::steady_clock::now();
         n->backward(dout, sink);
         const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         // The checkpoint node's time includes its recomputation and the nested backward, which
         // are counted op by op too.
-        profile::add(std::string(n->name()) + ".backward", dt);
+        profiler->add(std::string(n->name()) + ".backward", dt);
       } else {
         n->backward(dout, sink);
       }
@@ -298,9 +297,9 @@ Tensor checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs) {
   return result;
 }
 
-RngState& dropout_rng() { return t_rng; }
+RngState& dropout_rng() { return current_context().rng; }
 
-void manual_seed(std::uint64_t seed) { t_rng = RngState{seed, 0}; }
+void manual_seed(std::uint64_t seed) { dropout_rng() = RngState{seed, 0}; }
 
 
 }  // namespace edgetune

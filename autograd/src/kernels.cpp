@@ -9,6 +9,7 @@
 
 #include "checks.h"
 #include "edgetune/autograd/quant.h"
+#include "edgetune/core/context.h"
 
 namespace edgetune::kernels {
 
@@ -43,11 +44,43 @@ Tensor scratch_tile(std::int64_t rows, std::int64_t k) {
                        MemCategory::Workspace);
 }
 
+// A thread's share of a float product's output rows is a multiple of kRowGrain rows (the last
+// share takes the remainder too): whole column panels of Eigen's GEMM kernel (its column-major view
+// of a row-major output has our rows as columns), and never so few that Eigen would switch to its
+// matrix-vector or coefficient-wise product.
+constexpr std::int64_t kRowGrain = 16;
+// Multiply-adds below which a thread is not worth starting (Eigen's own minimum task size).
+constexpr double kMinWorkPerThread = 50000;
+
+// Calls f(r0, rows) over consecutive ranges of rows covering [0, m) of the output of an
+// (m, k) x (k, n) product, one range per thread of the current context when the product is large
+// enough. Eigen runs single-threaded in each range (EIGEN_DONT_PARALLELIZE) and blocks the
+// reduction by k alone, so every output element is summed in the order of one single-threaded
+// product over all rows: the result is the same bits at every thread count. The reduction is
+// never split.
+template <class F>
+void for_row_ranges(std::int64_t m, std::int64_t n, std::int64_t k, const F& f) {
+  const double work = static_cast<double>(m) * static_cast<double>(n) * static_cast<double>(k);
+  const std::int64_t grains = m / kRowGrain;
+  const std::int64_t threads = std::min<std::int64_t>(
+      {num_threads(), grains, static_cast<std::int64_t>(work / kMinWorkPerThread)});
+  if (threads <= 1 || n < kRowGrain) {
+    f(std::int64_t{0}, m);
+    return;
+  }
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (std::int64_t i = 0; i < threads; ++i) {
+    const std::int64_t r0 = grains * i / threads * kRowGrain;
+    const std::int64_t r1 = i + 1 == threads ? m : grains * (i + 1) / threads * kRowGrain;
+    f(r0, r1 - r0);
+  }
+}
+
 // Dequantizes rows [r0, r0 + rows) of w into tile, rows split over threads.
 template <class T>
 void dequantize_tile(const Tensor& w, std::int64_t r0, std::int64_t rows, T* tile) {
   const std::int64_t k = w.dim(1);
-#pragma omp parallel for schedule(static) if (rows * k > 32768)
+#pragma omp parallel for schedule(static) num_threads(num_threads()) if (rows * k > 32768)
   for (std::int64_t r = 0; r < rows; ++r) dequantize_rows(w, r0 + r, 1, tile + r * k);
 }
 
@@ -67,15 +100,20 @@ void for_each_tile(const Tensor& w, F&& f) {
 
 template <class T>
 void linear_forward_t(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* b) {
-  const std::int64_t m = x.shape().rows(), n = w.dim(0);
+  const std::int64_t m = x.shape().rows(), n = w.dim(0), k = w.dim(1);
   auto X = as_matrix<T>(x);
   MapMat<T> Y(y.data<T>(), m, n);
   if (is_quantized(w.dtype())) {
     for_each_tile<T>(w, [&](std::int64_t n0, const CMapMat<T>& W) {
-      Y.middleCols(n0, W.rows()).noalias() = X * W.transpose();
+      for_row_ranges(m, W.rows(), k, [&](std::int64_t r0, std::int64_t rows) {
+        Y.block(r0, n0, rows, W.rows()).noalias() = X.middleRows(r0, rows) * W.transpose();
+      });
     });
   } else {
-    Y.noalias() = X * as_matrix<T>(w).transpose();
+    const auto W = as_matrix<T>(w);
+    for_row_ranges(m, n, k, [&](std::int64_t r0, std::int64_t rows) {
+      Y.middleRows(r0, rows).noalias() = X.middleRows(r0, rows) * W.transpose();
+    });
   }
   if (b != nullptr) {
     Eigen::Map<const Eigen::Matrix<T, 1, Eigen::Dynamic>> bias(b->data<T>(), n);
@@ -85,27 +123,31 @@ void linear_forward_t(Tensor& y, const Tensor& x, const Tensor& w, const Tensor*
 
 template <class T>
 void linear_backward_input_t(Tensor& dx, const Tensor& dy, const Tensor& w) {
-  const std::int64_t m = dy.shape().rows(), k = w.dim(1);
+  const std::int64_t m = dy.shape().rows(), n = w.dim(0), k = w.dim(1);
   auto DY = as_matrix<T>(dy);
   MapMat<T> DX(dx.data<T>(), m, k);
   if (is_quantized(w.dtype())) {
     for_each_tile<T>(w, [&](std::int64_t n0, const CMapMat<T>& W) {
-      DX.noalias() += DY.middleCols(n0, W.rows()) * W;
+      for_row_ranges(m, k, W.rows(), [&](std::int64_t r0, std::int64_t rows) {
+        DX.middleRows(r0, rows).noalias() += DY.block(r0, n0, rows, W.rows()) * W;
+      });
     });
   } else {
-    DX.noalias() += DY * as_matrix<T>(w);
+    const auto W = as_matrix<T>(w);
+    for_row_ranges(m, k, n, [&](std::int64_t r0, std::int64_t rows) {
+      DX.middleRows(r0, rows).noalias() += DY.middleRows(r0, rows) * W;
+    });
   }
 }
 
 }  // namespace
 
-void set_num_threads(int n) {
-  if (n <= 0) n = omp_get_num_procs();
-  omp_set_num_threads(n);
-  Eigen::setNbThreads(n);
+int num_threads() {
+  const int n = current_context().threads;
+  return n > 0 ? n : omp_get_max_threads();
 }
 
-int num_threads() { return omp_get_max_threads(); }
+int resolve_threads(int setting) { return setting > 0 ? setting : omp_get_num_procs(); }
 
 namespace {
 // The integer kernels apply to an f32 activation against a q8/q4 weight under Compute::Int8.
@@ -149,7 +191,13 @@ void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w, Comput
 void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x) {
   require(is_float(dw.dtype()), "linear: no gradient for a frozen quantized weight");
   dispatch_float(dy.dtype(), [&]<class T>() {
-    as_mut_matrix<T>(dw).noalias() += as_matrix<T>(dy).transpose() * as_matrix<T>(x);
+    // Rows of dw are columns of dy: split over them, never over the reduction (rows of dy).
+    auto DW = as_mut_matrix<T>(dw);
+    const auto DY = as_matrix<T>(dy);
+    const auto X = as_matrix<T>(x);
+    for_row_ranges(DW.rows(), DW.cols(), DY.rows(), [&](std::int64_t r0, std::int64_t rows) {
+      DW.middleRows(r0, rows).noalias() += DY.middleCols(r0, rows).transpose() * X;
+    });
   });
 }
 
@@ -159,31 +207,45 @@ void bias_backward(Tensor& db, const Tensor& dy) {
   });
 }
 
+namespace {
+// Rows [r0, r0 + rows) of one matrix of batched_gemm.
+template <class T>
+void gemm_rows(T* c, const T* a, const T* b, std::int64_t m, std::int64_t n, std::int64_t k,
+               bool trans_a, bool trans_b, bool accumulate, std::int64_t r0, std::int64_t rows) {
+  auto C = MapMat<T>(c, m, n).middleRows(r0, rows);
+  auto run = [&](const auto& A, const auto& B) {
+    if (accumulate) {
+      C.noalias() += A.middleRows(r0, rows) * B;
+    } else {
+      C.noalias() = A.middleRows(r0, rows) * B;
+    }
+  };
+  if (!trans_a && !trans_b) {
+    run(CMapMat<T>(a, m, k), CMapMat<T>(b, k, n));
+  } else if (!trans_a && trans_b) {
+    run(CMapMat<T>(a, m, k), CMapMat<T>(b, n, k).transpose());
+  } else if (trans_a && !trans_b) {
+    run(CMapMat<T>(a, k, m).transpose(), CMapMat<T>(b, k, n));
+  } else {
+    run(CMapMat<T>(a, k, m).transpose(), CMapMat<T>(b, n, k).transpose());
+  }
+}
+}  // namespace
+
 template <class T>
 void batched_gemm(T* c, const T* a, const T* b, std::int64_t batch, std::int64_t m,
                   std::int64_t n, std::int64_t k, bool trans_a, bool trans_b, bool accumulate) {
-  // One matrix per thread; Eigen runs single-threaded inside the parallel region.
-#pragma omp parallel for schedule(static) if (batch > 1)
+  if (batch == 1) {
+    for_row_ranges(m, n, k, [&](std::int64_t r0, std::int64_t rows) {
+      gemm_rows(c, a, b, m, n, k, trans_a, trans_b, accumulate, r0, rows);
+    });
+    return;
+  }
+  // One matrix per thread, each a single-threaded product as in one call over it alone.
+#pragma omp parallel for schedule(static) num_threads(num_threads())
   for (std::int64_t i = 0; i < batch; ++i) {
-    MapMat<T> C(c + i * m * n, m, n);
-    const T* ai = a + i * m * k;
-    const T* bi = b + i * k * n;
-    auto run = [&](const auto& A, const auto& B) {
-      if (accumulate) {
-        C.noalias() += A * B;
-      } else {
-        C.noalias() = A * B;
-      }
-    };
-    if (!trans_a && !trans_b) {
-      run(CMapMat<T>(ai, m, k), CMapMat<T>(bi, k, n));
-    } else if (!trans_a && trans_b) {
-      run(CMapMat<T>(ai, m, k), CMapMat<T>(bi, n, k).transpose());
-    } else if (trans_a && !trans_b) {
-      run(CMapMat<T>(ai, k, m).transpose(), CMapMat<T>(bi, k, n));
-    } else {
-      run(CMapMat<T>(ai, k, m).transpose(), CMapMat<T>(bi, n, k).transpose());
-    }
+    gemm_rows(c + i * m * n, a + i * m * k, b + i * k * n, m, n, k, trans_a, trans_b, accumulate,
+              0, m);
   }
 }
 template void batched_gemm<float>(float*, const float*, const float*, std::int64_t, std::int64_t,
@@ -198,7 +260,7 @@ void add_into(Tensor& dst, const Tensor& src) {
   dispatch_float(dst.dtype(), [&]<class T>() {
     T* d = dst.data<T>();
     const T* s = src.data<T>();
-#pragma omp parallel for simd schedule(static) if (n > 65536)
+#pragma omp parallel for simd schedule(static) num_threads(num_threads()) if (n > 65536)
     for (std::int64_t i = 0; i < n; ++i) d[i] += s[i];
   });
 }

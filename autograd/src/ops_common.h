@@ -7,6 +7,7 @@
 
 #include "checks.h"
 #include "edgetune/autograd/autograd.h"
+#include "edgetune/autograd/kernels.h"
 #include "edgetune/autograd/tensor.h"
 
 namespace edgetune::ops::detail {

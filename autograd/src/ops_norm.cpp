@@ -35,7 +35,7 @@ class LayerNormNode : public Node {
       const T* rstd = rstd_.data<T>();
       if (grads.needed(0)) {
         T* dx = grads.at(0).data<T>();
-#pragma omp parallel for schedule(static) if (worth_threads(rows * c))
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (worth_threads(rows * c))
         for (std::int64_t r = 0; r < rows; ++r) {
           const T* xr = x + r * c;
           const T* gr = g + r * c;
@@ -59,7 +59,7 @@ class LayerNormNode : public Node {
       T* dgamma = grads.needed(1) ? grads.at(1).data<T>() : nullptr;
       T* dbeta = grads.needed(2) ? grads.at(2).data<T>() : nullptr;
       if (dgamma || dbeta) {
-#pragma omp parallel for schedule(static) if (worth_threads(rows * c))
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (worth_threads(rows * c))
         for (std::int64_t j = 0; j < c; ++j) {
           T sg = 0, sb = 0;
           for (std::int64_t r = 0; r < rows; ++r) {
@@ -108,7 +108,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
     T* py = y.data<T>();
     T* pm = mean.data<T>();
     T* ps = rstd.data<T>();
-#pragma omp parallel for schedule(static) if (worth_threads(rows * c))
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (worth_threads(rows * c))
     for (std::int64_t r = 0; r < rows; ++r) {
       const T* xr = px + r * c;
       T m = 0;
@@ -147,7 +147,7 @@ class SoftmaxNode : public Node {
       const T* y = y_.data<T>();
       const T* g = dy.data<T>();
       T* dx = grads.at(0).data<T>();
-#pragma omp parallel for schedule(static) if (worth_threads(rows * s))
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (worth_threads(rows * s))
       for (std::int64_t r = 0; r < rows; ++r) {
         const T* yr = y + r * s;
         const T* gr = g + r * s;
@@ -182,7 +182,7 @@ Tensor softmax(const Tensor& x, const Tensor& mask) {
     const T* px = x.data<T>();
     const T* pm = mask.defined() ? mask.data<T>() : nullptr;
     T* py = y.data<T>();
-#pragma omp parallel for schedule(static) if (worth_threads(rows * s))
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (worth_threads(rows * s))
     for (std::int64_t r = 0; r < rows; ++r) {
       const T* xr = px + r * s;
       const T* mr = pm ? pm + (r / rows_per_batch) * s : nullptr;

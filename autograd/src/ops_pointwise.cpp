@@ -58,7 +58,7 @@ class AddNode : public Node {
       const std::int64_t n = dy.numel();
       if (grads.needed(0)) {
         T* da = grads.at(0).data<T>();
-#pragma omp parallel for simd if (worth_threads(n))
+#pragma omp parallel for simd num_threads(kernels::num_threads()) if (worth_threads(n))
         for (std::int64_t i = 0; i < n; ++i) da[i] += g[i];
       }
       if (grads.needed(1)) {
@@ -83,7 +83,7 @@ Tensor broadcast_apply(const Tensor& a, const Tensor& b, std::int64_t inner, Op 
     const T* pb = b.data<T>();
     T* py = y.data<T>();
     const std::int64_t outer = a.numel() / std::max<std::int64_t>(inner, 1);
-#pragma omp parallel for schedule(static) if (worth_threads(a.numel()))
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (worth_threads(a.numel()))
     for (std::int64_t o = 0; o < outer; ++o) {
       const T* ra = pa + o * inner;
       T* ry = py + o * inner;
@@ -123,7 +123,7 @@ class MulNode : public Node {
         T* da = grads.at(0).data<T>();
         const T* pb = b_.data<T>();
         const std::int64_t outer = n / std::max<std::int64_t>(inner_, 1);
-#pragma omp parallel for schedule(static) if (worth_threads(n))
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (worth_threads(n))
         for (std::int64_t o = 0; o < outer; ++o) {
 #pragma omp simd
           for (std::int64_t j = 0; j < inner_; ++j) da[o * inner_ + j] += g[o * inner_ + j] * pb[j];
@@ -178,7 +178,7 @@ class ScaleNode : public Node {
       T* dx = grads.at(0).data<T>();
       const T s = static_cast<T>(s_);
       const std::int64_t n = dy.numel();
-#pragma omp parallel for simd if (worth_threads(n))
+#pragma omp parallel for simd num_threads(kernels::num_threads()) if (worth_threads(n))
       for (std::int64_t i = 0; i < n; ++i) dx[i] += s * g[i];
     });
   }
@@ -197,7 +197,7 @@ Tensor scale(const Tensor& x, double s) {
     T* py = y.data<T>();
     const T sc = static_cast<T>(s);
     const std::int64_t n = x.numel();
-#pragma omp parallel for simd if (worth_threads(n))
+#pragma omp parallel for simd num_threads(kernels::num_threads()) if (worth_threads(n))
     for (std::int64_t i = 0; i < n; ++i) py[i] = sc * px[i];
   });
   if (should_record({&x})) record(y, std::make_shared<ScaleNode>(s), {&x});
@@ -280,7 +280,7 @@ class UnaryNode : public Node {
       const T* k = kept_.data<T>();
       T* dx = grads.at(0).data<T>();
       const std::int64_t n = dy.numel();
-#pragma omp parallel for simd if (worth_threads(n))
+#pragma omp parallel for simd num_threads(kernels::num_threads()) if (worth_threads(n))
       for (std::int64_t i = 0; i < n; ++i) {
         dx[i] += g[i] * (F::kKeepsOutput ? F::derivative(T(0), k[i]) : F::derivative(k[i], T(0)));
       }
@@ -301,7 +301,7 @@ Tensor unary(const Tensor& x) {
     const T* px = x.data<T>();
     T* py = y.data<T>();
     const std::int64_t n = x.numel();
-#pragma omp parallel for simd if (worth_threads(n))
+#pragma omp parallel for simd num_threads(kernels::num_threads()) if (worth_threads(n))
     for (std::int64_t i = 0; i < n; ++i) py[i] = F::value(px[i]);
   });
   if (should_record({&x})) {
@@ -332,7 +332,7 @@ class DropoutNode : public Node {
       T* dx = grads.at(0).data<T>();
       const T keep_scale = static_cast<T>(1.0 / (1.0 - p_));
       const std::int64_t n = dy.numel();
-#pragma omp parallel for if (worth_threads(n))
+#pragma omp parallel for num_threads(kernels::num_threads()) if (worth_threads(n))
       for (std::int64_t i = 0; i < n; ++i) {
         if (counter_uniform(draw_.seed, draw_.counter + static_cast<std::uint64_t>(i)) >= p_) {
           dx[i] += g[i] * keep_scale;
@@ -361,7 +361,7 @@ Tensor dropout(const Tensor& x, double p, bool training) {
     T* py = y.data<T>();
     const T keep_scale = static_cast<T>(1.0 / (1.0 - p));
     const std::int64_t n = x.numel();
-#pragma omp parallel for if (worth_threads(n))
+#pragma omp parallel for num_threads(kernels::num_threads()) if (worth_threads(n))
     for (std::int64_t i = 0; i < n; ++i) {
       const bool keep = counter_uniform(draw.seed, draw.counter + static_cast<std::uint64_t>(i)) >= p;
       py[i] = keep ? px[i] * keep_scale : T(0);

@@ -79,7 +79,7 @@ void permute_rows(T* dst, const T* src, const Shape& in, const std::vector<std::
   }
   const std::int64_t inner = in[r - 1];
   const std::int64_t rows = in.numel() / std::max<std::int64_t>(inner, 1);
-#pragma omp parallel for schedule(static) if (worth_threads(in.numel()))
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (worth_threads(in.numel()))
   for (std::int64_t row = 0; row < rows; ++row) {
     // Output row index -> source offset, digit by digit over the leading output dimensions.
     std::int64_t rem = row, off = 0;
@@ -218,7 +218,7 @@ Tensor embedding(const Tensor& table, const Tensor& ids, std::int32_t padding_id
   const std::int64_t n = ids.numel();
   dispatch_float(out_dtype, [&]<class T>() {
     T* py = y.data<T>();
-#pragma omp parallel for schedule(static) if (worth_threads(n * c))
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (worth_threads(n * c))
     for (std::int64_t i = 0; i < n; ++i) {
       if (is_quantized(table.dtype())) {
         dequantize_rows(table, id[i], 1, py + i * c);

@@ -2,43 +2,33 @@
 #include "edgetune/autograd/profile.h"
 
 #include <algorithm>
-#include <atomic>
-#include <map>
-#include <mutex>
 
 namespace edgetune::profile {
 
 namespace {
-std::atomic<bool> g_on{false};
-std::mutex g_mu;
-std::map<std::string, Entry>& table() {
-  static std::map<std::string, Entry> t;
-  return t;
-}
+thread_local Profiler* t_active = nullptr;
 }  // namespace
 
-void enable(bool on) { g_on.store(on); }
-bool enabled() { return g_on.load(std::memory_order_relaxed); }
-
-void reset() {
-  std::lock_guard<std::mutex> lock(g_mu);
-  table().clear();
+void Profiler::add(std::string_view name, double seconds) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = table_.find(name);
+  if (it == table_.end()) it = table_.emplace(std::string(name), Entry{std::string(name), 0, 0}).first;
+  it->second.seconds += seconds;
+  ++it->second.calls;
 }
 
-void add(std::string_view name, double seconds) {
-  std::lock_guard<std::mutex> lock(g_mu);
-  Entry& e = table()[std::string(name)];
-  e.name = name;
-  e.seconds += seconds;
-  ++e.calls;
-}
-
-std::vector<Entry> entries() {
-  std::lock_guard<std::mutex> lock(g_mu);
+std::vector<Entry> Profiler::entries() const {
+  std::lock_guard<std::mutex> lock(mu_);
   std::vector<Entry> out;
-  for (auto& [k, v] : table()) out.push_back(v);
+  for (const auto& [name, e] : table_) out.push_back(e);
   std::sort(out.begin(), out.end(), [](const Entry& a, const Entry& b) { return a.seconds > b.seconds; });
   return out;
 }
+
+Profiler* active() { return t_active; }
+
+Recording::Recording(Profiler& profiler) : previous_(t_active) { t_active = &profiler; }
+
+Recording::~Recording() { t_active = previous_; }
 
 }  // namespace edgetune::profile

@@ -6,6 +6,7 @@
 #include <stdexcept>
 
 #include "checks.h"
+#include "edgetune/core/context.h"
 #include "edgetune/autograd/quant.h"
 
 namespace edgetune {
@@ -74,9 +75,12 @@ std::string Shape::str() const {
 }
 
 Storage::Storage(MemCategory category, std::size_t bytes)
-    : data_(Accountant::global().allocate(category, bytes)), bytes_(bytes), category_(category) {}
+    : accountant_(current_context().accountant),
+      data_(accountant_->allocate(category, bytes)),
+      bytes_(bytes),
+      category_(category) {}
 
-Storage::~Storage() { Accountant::global().release(category_, data_, bytes_); }
+Storage::~Storage() { accountant_->release(category_, data_, bytes_); }
 
 std::size_t storage_bytes(const Shape& shape, DType dtype) {
   const auto n = static_cast<std::size_t>(shape.numel());

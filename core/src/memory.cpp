@@ -71,12 +71,6 @@ std::size_t accounted_bytes(std::size_t bytes) {
 
 Accountant::~Accountant() { trim_locked(); }
 
-Accountant& Accountant::global() {
-  // Never destroyed: tensors held by static objects may be released after main returns.
-  static Accountant* g = new Accountant();
-  return *g;
-}
-
 void Accountant::evict_locked(std::size_t need, std::size_t limit) {
   while (live_total_ + cached_ + need > limit && !cache_.empty()) {
     auto it = std::prev(cache_.end());  // the largest size

@@ -1,17 +1,24 @@
 // The C++ API (see api.h).
 #include "edgetune/engine/api.h"
 
+#include <optional>
+
 #include "edgetune/autograd/kernels.h"
+#include "edgetune/core/context.h"
 #include "edgetune/data/labels.h"
 
 namespace edgetune {
 
 struct Classifier::Impl {
+  // The classifier's own accountant (its model and every call's tensors) and kernel threads,
+  // current on the calling thread during each call.
+  Context context;
   Model model;
   ClassifierOptions options;
   std::vector<std::string> labels;
 
-  std::vector<Prediction> run(const std::vector<std::string>& texts) const {
+  std::vector<Prediction> run(const std::vector<std::string>& texts) {
+    const ContextScope scope(context);
     std::vector<data::Encoding> enc;
     enc.reserve(texts.size());
     for (const std::string& t : texts) enc.push_back(model.tokenizer.encode(t, std::nullopt, options.max_length));
@@ -27,10 +34,16 @@ Classifier& Classifier::operator=(Classifier&&) noexcept = default;
 Classifier Classifier::open(const std::filesystem::path& model_dir,
                             const std::filesystem::path& adapter_dir,
                             const ClassifierOptions& options) {
-  if (options.threads > 0) kernels::set_num_threads(options.threads);
-  Model m = open_model(model_dir, adapter_dir, options.base, options.quant_embeddings);
-  std::vector<std::string> labels = m.labels();
-  return Classifier(std::unique_ptr<Impl>(new Impl{std::move(m), options, std::move(labels)}));
+  Context context;
+  context.threads = kernels::resolve_threads(options.threads);
+  std::optional<Model> m;
+  {
+    const ContextScope scope(context);
+    m = open_model(model_dir, adapter_dir, options.base, options.quant_embeddings);
+  }
+  std::vector<std::string> labels = m->labels();
+  return Classifier(
+      std::unique_ptr<Impl>(new Impl{std::move(context), std::move(*m), options, std::move(labels)}));
 }
 
 const std::vector<std::string>& Classifier::labels() const { return impl_->labels; }

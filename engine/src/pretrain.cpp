@@ -351,7 +351,7 @@ void Pretrainer::Impl::prepare() {
   if (cfg.out.empty()) throw std::invalid_argument("--out RUN_DIR is required");
   if (cfg.corpus.empty()) throw std::invalid_argument("--corpus needs at least one text file");
   cfg.validate();
-  kernels::set_num_threads(cfg.threads);
+  context.threads = kernels::resolve_threads(cfg.threads);
   // A resumed run reads its model (with the MLM head) back from the run folder.
   const fs::path source = resuming ? cfg.out : cfg.model_dir;
 
@@ -379,7 +379,7 @@ void Pretrainer::Impl::prepare() {
   }
 
   // The plan: every tensor trains (float32), with the masked-LM head's logits at the masked rows.
-  Accountant::global().set_budget(cfg.memory_budget);
+  context.accountant->set_budget(cfg.memory_budget);
   BertConfig model_cfg = base;
   if (cfg.dropout) {
     model_cfg.hidden_dropout_prob = *cfg.dropout;
@@ -473,6 +473,7 @@ MlmEval Pretrainer::Impl::evaluate() const {
 template <>
 PretrainResult Pretrainer::run(const RunHooks& hooks) {
   Impl& s = *impl_;
+  const ContextScope scope(s.context);
   s.prepare();
   RunFolder folder(s.cfg.out);
   LoopSettings ls = loop_settings(s.cfg, s.cfg.lr, s.plan.micro_batch, s.plan.checkpoint_layers);

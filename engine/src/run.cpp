@@ -8,6 +8,7 @@
 #include <stdexcept>
 
 #include "edgetune/autograd/autograd.h"
+#include "edgetune/core/context.h"
 #include "edgetune/core/file_io.h"
 #include "edgetune/autograd/ops.h"
 #include "edgetune/autograd/safetensors.h"
@@ -242,7 +243,7 @@ void TrainingRun::start(bool resuming, const nlohmann::json& settings) {
 }
 
 void TrainingRun::log_progress(double lr, double grad_norm, double epoch_pos, double items_per_second) {
-  const MemoryStats ms = Accountant::global().stats();
+  const MemoryStats ms = current_context().accountant->stats();
   Progress p;
   p.step = step_;
   p.total_steps = total_steps_;
@@ -378,7 +379,7 @@ RunResult TrainingRun::run() {
   result.steps = step_;
   result.epochs_run = epoch_;
   result.seconds = seconds();
-  result.accountant_peak = Accountant::global().stats().peak_total;
+  result.accountant_peak = current_context().accountant->stats().peak_total;
   result.peak_rss = process_peak_rss();
   return result;
 }

@@ -3,6 +3,7 @@
 // ModeState and ends with the explicit instantiation of its Runner.
 #pragma once
 
+#include "edgetune/core/context.h"
 #include "edgetune/engine/run.h"
 
 namespace edgetune {
@@ -13,6 +14,10 @@ struct ModeState : RunTask {
   Config cfg;
   std::ostream* log = nullptr;  // progress and reports for people (null: silent)
   bool resuming = false;
+  // The run's own accountant (with its budget), kernel threads and dropout generator: run()
+  // makes it current on the calling thread (ContextScope) for as long as it works, so two runs on
+  // two threads neither share nor change each other's.
+  Context context;
 
   void say(const std::string& s) const {
     if (log) *log << s << std::flush;

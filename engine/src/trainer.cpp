@@ -150,7 +150,7 @@ struct Runner<TrainConfig, TrainResult>::Impl : ModeState<TrainConfig> {
 void Trainer::Impl::prepare(RunFolder& folder) {
   if (cfg.out.empty()) throw std::invalid_argument("--out RUN_DIR is required");
   cfg.validate();
-  kernels::set_num_threads(cfg.threads);
+  context.threads = kernels::resolve_threads(cfg.threads);
   const BertConfig base_cfg = load_config(cfg.model_dir);
   const data::LabelMap map = load_data(base_cfg);
   const DType base = build_model(base_cfg);
@@ -234,7 +234,7 @@ data::LabelMap Trainer::Impl::load_data(const BertConfig& base_cfg) {
 }
 
 DType Trainer::Impl::build_model(const BertConfig& base_cfg) {
-  Accountant::global().set_budget(cfg.memory_budget);
+  context.accountant->set_budget(cfg.memory_budget);
   BertConfig model_cfg = base_cfg;
   if (cfg.dropout) {
     model_cfg.hidden_dropout_prob = *cfg.dropout;
@@ -334,6 +334,7 @@ void Trainer::Impl::finish(TrainingRun& run, bool interrupted) {
 template <>
 TrainResult Trainer::run(const RunHooks& hooks) {
   Impl& s = *impl_;
+  const ContextScope scope(s.context);
   RunFolder folder(s.cfg.out);
   s.prepare(folder);
   LoopSettings ls = loop_settings(s.cfg, s.cfg.effective_lr(), s.plan.micro_batch, s.plan.checkpoint_layers);

@@ -24,7 +24,8 @@ struct EvalArgs {
 
 int run_eval(const EvalArgs& a) {
   settings::check_ranges(a.data);
-  apply_threads(a.threads);
+  Context context = command_context(a.threads);
+  const ContextScope scope(context);
   Model m = open_model(a.model.model_dir, a.adapter, a.model.quant, a.model.quant_embeddings);
   const data::LabelMap map = eval_label_map(m.labels());
   data::Dataset ds = read_data(a.data_file, a.data, true, &map);
@@ -42,7 +43,8 @@ int run_eval(const EvalArgs& a) {
 
 int run_predict(const EvalArgs& a) {
   settings::check_ranges(a.data);
-  apply_threads(a.threads);
+  Context context = command_context(a.threads);
+  const ContextScope scope(context);
   Model m = open_model(a.model.model_dir, a.adapter, a.model.quant, a.model.quant_embeddings);
   data::Dataset ds = read_data(a.data_file, a.data, false);
   if (ds.bad_rows) std::cerr << "skipped " << ds.bad_rows << " bad rows (first: " << ds.bad_row_messages.front() << ")\n";

@@ -71,6 +71,10 @@ void add_threads_option(CLI::App& app, int& threads) {
   app.add_option("--threads", threads, "threads for the kernels (0: all cores)")->capture_default_str();
 }
 
-void apply_threads(int threads) { kernels::set_num_threads(threads); }
+Context command_context(int threads) {
+  Context context;
+  context.threads = kernels::resolve_threads(threads);
+  return context;
+}
 
 }  // namespace edgetune::cli

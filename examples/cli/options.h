@@ -7,6 +7,7 @@
 #include <string>
 
 #include "edgetune/autograd/tensor.h"
+#include "edgetune/core/context.h"
 #include "edgetune/engine/run.h"
 #include "edgetune/engine/session.h"
 
@@ -36,8 +37,10 @@ StopToken install_stop_signals();
 // (accountant 52.5 MiB), steps about 20 % slower.
 void limit_allocator_slack();
 
-// --threads N (0: all cores) applied to the kernels.
+// --threads N (0: all cores).
 void add_threads_option(CLI::App& app, int& threads);
-void apply_threads(int threads);
+// The context a command that uses the library outside a training run installs (ContextScope) for
+// its work: its own accountant, `threads` as --threads gives it.
+Context command_context(int threads);
 
 }  // namespace edgetune::cli

@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <vector>
 
+#include "edgetune/autograd/kernels.h"
+
 namespace edgetune::optim {
 namespace {
 
@@ -69,7 +71,7 @@ std::vector<Block> blocks_of(std::span<const Param> params, const char* who,
 double norm_of(const std::vector<Block>& blocks, std::int64_t elements) {
   std::vector<double> partial(blocks.size());
   const std::int64_t count = static_cast<std::int64_t>(blocks.size());
-#pragma omp parallel for schedule(static) if (elements >= kParallelGrain)
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (elements >= kParallelGrain)
   for (std::int64_t i = 0; i < count; ++i) {
     const Block& b = blocks[static_cast<std::size_t>(i)];
     partial[static_cast<std::size_t>(i)] =
@@ -106,7 +108,7 @@ void scale_blocks(const std::vector<Block>& blocks, std::int64_t elements, doubl
                   double total_norm) {
   if (max_norm == 0) return;
   const std::int64_t count = static_cast<std::int64_t>(blocks.size());
-#pragma omp parallel for schedule(static) if (elements >= kParallelGrain)
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (elements >= kParallelGrain)
   for (std::int64_t i = 0; i < count; ++i) {
     const Block& b = blocks[static_cast<std::size_t>(i)];
     if (b.grad.dtype() == DType::F32) {

@@ -16,6 +16,8 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "edgetune/autograd/kernels.h"
+
 namespace edgetune::optim {
 
 Optimizer::~Optimizer() = default;
@@ -49,7 +51,7 @@ void for_blocks(std::int64_t n, const F& f) {
     return;
   }
   const std::int64_t blocks = (n + kBlock - 1) / kBlock;
-#pragma omp parallel for schedule(static)
+#pragma omp parallel for schedule(static) num_threads(kernels::num_threads())
   for (std::int64_t b = 0; b < blocks; ++b) f(b * kBlock, std::min(n, (b + 1) * kBlock));
 }
 

@@ -69,7 +69,9 @@ TEST_CASE("ops on tensors that need no grad record nothing", "[tape]") {
 }
 
 TEST_CASE("linear over a frozen weight does not keep its input alive", "[tape][memory]") {
-  Accountant& acc = Accountant::global();
+  Context context;
+  const ContextScope scope(context);
+  Accountant& acc = *context.accountant;
   Tensor w_frozen = quantize(randn({64, 256}, 14, 0.1, DType::F32), DType::Q8);
   Tensor x = param({32, 256}, 15, 1.0, DType::F32);
   Tensor y;
@@ -127,7 +129,9 @@ TEST_CASE("a very deep graph that is never walked is freed without recursion", "
 }
 
 TEST_CASE("gradient of an intermediate is freed once its producer has run", "[tape][memory]") {
-  Accountant& acc = Accountant::global();
+  Context context;
+  const ContextScope scope(context);
+  Accountant& acc = *context.accountant;
   Tensor x = param({256, 256}, 21, 1.0, DType::F32);
   Tensor h = x;
   for (int i = 0; i < 8; ++i) h = ops::tanh(h);

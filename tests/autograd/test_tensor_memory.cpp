@@ -2,13 +2,16 @@
 #include <catch2/catch.hpp>
 
 #include "edgetune/autograd/tensor.h"
+#include "edgetune/core/context.h"
 #include "edgetune/core/memory.h"
 
 using namespace edgetune;
 
-TEST_CASE("tensor allocation goes through the global accountant and its budget",
+TEST_CASE("tensor allocation goes through the current context's accountant and its budget",
           "[memory][budget]") {
-  Accountant& acc = Accountant::global();
+  Context context;
+  const ContextScope scope(context);
+  Accountant& acc = *context.accountant;
   const std::size_t live = acc.live_total();
   {
     Tensor t = Tensor::zeros({256, 256}, DType::F32, MemCategory::OptimizerState);
@@ -17,5 +20,4 @@ TEST_CASE("tensor allocation goes through the global accountant and its budget",
   acc.set_budget(live + 1024 * 1024);
   REQUIRE_THROWS_AS(Tensor::empty({1024, 1024}, DType::F32), BudgetExceeded);
   REQUIRE_NOTHROW(Tensor::empty({64, 64}, DType::F32));
-  acc.set_budget(0);
 }

@@ -54,8 +54,8 @@ TensorBatch synthetic_batch(std::int64_t b, std::int64_t t, std::int64_t vocab) 
   return tb;
 }
 
-// The accountant's figures over model creation and two training steps with the plan, counted
-// from what was live before.
+// The accountant's figures over model creation and two training steps with the plan, in a
+// context of their own.
 struct Measured {
   std::size_t peak = 0;                                   // peak of live + cached
   std::array<std::size_t, kNumMemCategories> category{};  // peak of each category alone
@@ -64,10 +64,9 @@ struct Measured {
 };
 
 Measured measure(const PlanRequest& r, const Plan& plan) {
-  Accountant& acc = Accountant::global();
-  acc.trim();
-  acc.reset_peaks();
-  const MemoryStats before = acc.stats();
+  Context context;
+  const ContextScope scope(context);
+  const Accountant& acc = *context.accountant;
   Measured out;
   {
     MethodOptions m = r.method;
@@ -82,18 +81,15 @@ Measured measure(const PlanRequest& r, const Plan& plan) {
     manual_seed(1);
     for (int i = 0; i < 2; ++i) train_step(model, params, *opt, std::span<const TensorBatch>(&batch, 1), 1e-3, so);
     const MemoryStats s = acc.stats();
-    out.peak = s.peak_total - before.live_total - before.cached;
+    out.peak = s.peak_total;
     std::size_t live_at_peak = 0;
     for (int c = 0; c < kNumMemCategories; ++c) {
-      out.category[c] = s.peak[c] - before.live[c];
-      out.at_peak[c] = s.at_total_peak[c] - before.live[c];
+      out.category[c] = s.peak[c];
+      out.at_peak[c] = s.at_total_peak[c];
       live_at_peak += s.at_total_peak[c];
     }
-    out.cached_at_peak = s.peak_total - live_at_peak - before.cached;
+    out.cached_at_peak = s.peak_total - live_at_peak;
   }
-  // Later tests read the accountant's peak: leave it at what is live now.
-  acc.trim();
-  acc.reset_peaks();
   return out;
 }
 
@@ -175,8 +171,9 @@ TEST_CASE("planner: pretraining's weights and trainable tensors are the accounta
   r.quant_embeddings = false;
   r.mlm_probability = 0.15;
   const MemoryEstimate e = estimate_memory(r, false, 4);
-  Accountant& acc = Accountant::global();
-  acc.trim();
+  Context context;
+  const ContextScope scope(context);
+  const Accountant& acc = *context.accountant;
   const MemoryStats before = acc.stats();
   // The model as the pretrainer loads it: float32, the masked-LM head, everything but the pooler
   // and the classifier trains.
@@ -257,7 +254,6 @@ TEST_CASE("planner: a run that cannot fit leaves no run folder behind", "[planne
   c.memory_budget = 1024;
   Trainer t(c, nullptr);
   REQUIRE_THROWS_AS(t.run(), PlanError);
-  Accountant::global().set_budget(0);
   CHECK_FALSE(fs::exists(out));
 }
 
@@ -286,7 +282,6 @@ TEST_CASE("planner: training under a budget stays under it, and the plan is prin
   std::ostringstream log;
   Trainer t(c, &log);
   const TrainResult res = t.run();
-  Accountant::global().set_budget(0);
   REQUIRE(res.steps == 2);
   REQUIRE(log.str().find("plan: ") != std::string::npos);
   REQUIRE(res.accountant_peak <= c.memory_budget);
@@ -296,6 +291,9 @@ TEST_CASE("planner: training under a budget stays under it, and the plan is prin
 
 TEST_CASE("planner: the accountant stops a step that would pass the budget with BudgetExceeded",
           "[planner][memory]") {
+  Context context;
+  const ContextScope scope(context);
+  Accountant& acc = *context.accountant;
   const PlanRequest r = request(Method::Lora, DType::Q8, 8, 64);
   MethodOptions m = r.method;
   BertModel model = init_bert(r.config, load_options_for(m, r.base, r.quant_embeddings));
@@ -303,8 +301,6 @@ TEST_CASE("planner: the accountant stops a step that would pass the budget with 
   auto params = trainable_params(model);
   auto opt = optim::make_adamw({});
   const TensorBatch batch = synthetic_batch(8, 64, r.config.vocab_size);
-  Accountant& acc = Accountant::global();
-  acc.trim();
   // Room for a little more than the weights: the forward pass cannot fit.
   acc.set_budget(acc.live_total() + (1u << 20));
   REQUIRE_THROWS_AS(train_step(model, params, *opt, std::span<const TensorBatch>(&batch, 1), 1e-3, {}),

@@ -3,8 +3,6 @@
 // are torch's bits.)
 #include <catch2/catch.hpp>
 
-#include <omp.h>
-
 #include <cmath>
 
 #include "edgetune/autograd/autograd.h"
@@ -89,20 +87,20 @@ TEST_CASE("clip_grad_norm refuses a negative max_norm", "[clip][errors]") {
 
 TEST_CASE("the norm and the clipped grads do not depend on the number of threads",
           "[clip][threads]") {
-  const int saved = omp_get_max_threads();
   const std::int64_t n = 5 * 8192 + 77;  // several blocks, a ragged last one
   std::vector<double> big(static_cast<std::size_t>(n));
   for (std::size_t i = 0; i < big.size(); ++i) big[i] = 2 * counter_uniform(9, i) - 1;
   std::vector<double> norms;
   std::vector<std::vector<double>> clipped;
   for (const int threads : {1, 3}) {
-    omp_set_num_threads(threads);
+    Context context;
+    context.threads = threads;
+    const ContextScope scope(context);
     std::vector<Param> ps = {param_with_grad("w", big), param_with_grad("v", big, DType::F64),
                              param_with_grad("b", {0.5, -0.25})};
     norms.push_back(clip_grad_norm(ps, 1.0));
     clipped.push_back(ps[0].tensor.grad().to_vector());
   }
-  omp_set_num_threads(saved);
   REQUIRE(norms[0] == norms[1]);
   REQUIRE(clipped[0] == clipped[1]);
 }

@@ -4,8 +4,6 @@
 // of threads.
 #include <catch2/catch.hpp>
 
-#include <omp.h>
-
 #include <unistd.h>
 #include <cmath>
 #include <filesystem>
@@ -87,11 +85,6 @@ void run(Optimizer& opt, std::vector<Param>& ps, int from, int to) {
   }
 }
 
-// Restores the accountant's budget when a test ends.
-struct BudgetGuard {
-  ~BudgetGuard() { Accountant::global().set_budget(0); }
-};
-
 }  // namespace
 
 TEST_CASE("weight decay applies only to params whose decay flag is set", "[optim]") {
@@ -156,7 +149,9 @@ TEST_CASE("steps() counts step() calls, also when no param has a grad", "[optim]
 
 TEST_CASE("state is allocated lazily in OptimizerState, and SGD without momentum keeps none",
           "[optim][memory]") {
-  Accountant& acc = Accountant::global();
+  Context context;
+  const ContextScope scope(context);
+  Accountant& acc = *context.accountant;
   auto ps = make_params();
   // What one copy of the params takes in the accountant (blocks are 64-byte aligned).
   std::size_t param_bytes = 0;
@@ -188,8 +183,9 @@ TEST_CASE("state is allocated lazily in OptimizerState, and SGD without momentum
 }
 
 TEST_CASE("a step whose state does not fit the budget changes nothing", "[optim][memory]") {
-  Accountant& acc = Accountant::global();
-  BudgetGuard guard;
+  Context context;
+  const ContextScope scope(context);
+  Accountant& acc = *context.accountant;
   auto ps = make_params();
   auto opt = make_adam({});
   set_grads(ps, 0);
@@ -425,14 +421,15 @@ TEST_CASE("step refuses bad arguments before changing any param", "[optim][error
 }
 
 TEST_CASE("updates of large tensors do not depend on the number of threads", "[optim][threads]") {
-  const int saved = omp_get_max_threads();
   // Large enough to be split into blocks and run in parallel, with a ragged last block.
   const Shape shape{3 * 32768 + 123};
   for (const auto& [kind, make] : all_optimizers()) {
     INFO(kind);
     std::vector<std::vector<double>> results;
     for (const int threads : {1, 3}) {
-      omp_set_num_threads(threads);
+      Context context;
+      context.threads = threads;
+      const ContextScope scope(context);
       std::vector<Param> ps = {{"big", random_tensor(shape, 5), true}};
       ps[0].tensor.set_requires_grad(true);
       auto opt = make();
@@ -444,5 +441,4 @@ TEST_CASE("updates of large tensors do not depend on the number of threads", "[o
     }
     REQUIRE(results[0] == results[1]);
   }
-  omp_set_num_threads(saved);
 }

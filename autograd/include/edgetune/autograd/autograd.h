@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "edgetune/autograd/tensor.h"
+#include "edgetune/core/context.h"
 
 namespace edgetune {
 
@@ -78,19 +79,15 @@ void backward(const Tensor& root, const Tensor& droot = Tensor());
 // back-propagates through that, so gradients are identical to running fn directly. Parameters
 // that fn uses without receiving them in `inputs` (a layer's weights) get their gradients too.
 // fn must be deterministic given its inputs and the dropout generator. When backward returns or
-// throws (fn may throw in the re-run), this thread's dropout generator and grad mode are what they
-// were before backward.
+// throws (fn may throw in the re-run), the current context's dropout generator and this thread's
+// grad mode are what they were before backward.
 using CheckpointFn = std::function<Tensor(const std::vector<Tensor>&)>;
 Tensor checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs);
 
-// The dropout generator: counter-based, so any element's draw depends only on (seed, counter),
-// which makes masks independent of thread count and cheap to replay. Per thread.
-struct RngState {
-  std::uint64_t seed = 0;
-  std::uint64_t counter = 0;
-};
+// The dropout generator (RngState, context.h) of the current context: a session's own, so two
+// sessions on two threads each draw their own reproducible masks.
 RngState& dropout_rng();
-void manual_seed(std::uint64_t seed);  // sets this thread's dropout generator to (seed, 0)
+void manual_seed(std::uint64_t seed);  // sets the current context's dropout generator to (seed, 0)
 
 // A uniform draw in [0, 1) for (seed, index): the splitmix64 finalizer of seed + index * phi,
 // top 53 bits. Inline: dropout calls it once per element.

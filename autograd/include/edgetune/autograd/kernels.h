@@ -12,9 +12,14 @@
 
 namespace edgetune::kernels {
 
-// Threads used by kernels (OpenMP and Eigen). n <= 0 means all cores.
-void set_num_threads(int n);
+// Threads every parallel kernel uses: the current context's (context.h), or, when that is 0,
+// OpenMP's default for the calling thread. Kernels pass it to each parallel region; nothing sets
+// OpenMP's or Eigen's thread count (Eigen is built single-threaded, EIGEN_DONT_PARALLELIZE, and
+// the float GEMMs share out rows of the output themselves, bit-identically at any count).
 int num_threads();
+// The thread count a `threads` setting (TrainConfig, PretrainConfig, the CLI's --threads) stands
+// for: the setting itself when positive, else all cores.
+int resolve_threads(int setting);
 
 // Rows of a quantized weight dequantized at a time by the quantized GEMMs (a scratch tile of
 // kQuantTileRows x K floats, never a float copy of the whole matrix).

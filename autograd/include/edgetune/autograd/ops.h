@@ -59,8 +59,8 @@ Tensor embedding(const Tensor& table, const Tensor& ids, std::int32_t padding_id
 Tensor gather_rows(const Tensor& x, const Tensor& idx);
 
 // Inverted dropout: in training, each element is zeroed with probability p and the rest scaled by
-// 1/(1-p), drawing from this thread's dropout generator (autograd.h). Identity when p == 0 or not
-// training. The mask is not stored: backward redraws it from the generator's (seed, counter).
+// 1/(1-p), drawing from the current context's dropout generator (autograd.h). Identity when p == 0
+// or not training. The mask is not stored: backward redraws it from the generator's (seed, counter).
 Tensor dropout(const Tensor& x, double p, bool training);
 
 // Same data, another shape of the same numel.

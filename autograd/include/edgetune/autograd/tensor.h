@@ -66,7 +66,9 @@ class Shape {
   int rank_ = 0;
 };
 
-// A block of bytes owned through the accountant.
+// A block of bytes owned through the accountant of the context current when it is made
+// (current_context().accountant), which it keeps and gives the bytes back to when destroyed, on
+// any thread.
 class Storage {
  public:
   Storage(MemCategory category, std::size_t bytes);
@@ -78,6 +80,7 @@ class Storage {
   MemCategory category() const { return category_; }
 
  private:
+  std::shared_ptr<Accountant> accountant_;
   void* data_ = nullptr;
   std::size_t bytes_ = 0;
   MemCategory category_;

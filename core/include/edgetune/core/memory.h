@@ -72,9 +72,6 @@ class Accountant {
   Accountant& operator=(const Accountant&) = delete;
   ~Accountant();
 
-  // The process-wide accountant used by Tensor.
-  static Accountant& global();
-
   // Returns `bytes` of 64-byte aligned, uninitialised memory counted under `c`.
   // Throws BudgetExceeded if live + cached + bytes would exceed the budget even after the cache is
   // emptied. bytes == 0 returns nullptr.
