@@ -189,9 +189,9 @@ TEST_CASE("qgemm: the ARM64 implementations give the scalar reference's outputs 
         qgemm::run_tiles(Isa::Scalar, ops_.operands(ref.data(), accumulate), 0, s.m, 0,
                          ops_.panels);
         for (Isa isa : qgemm::available_isas()) {
-          INFO(qgemm::isa_name(isa) << " m " << s.m << " n " << s.n << " blocks " << s.kb
-                                    << " column scales " << column_scales << " accumulate "
-                                    << accumulate);
+          INFO(qgemm::isa_name(isa)
+               << " m " << s.m << " n " << s.n << " blocks " << s.kb << " column scales "
+               << column_scales << " accumulate " << accumulate);
           std::vector<float> c(s.m * s.n, 0.25f);
           qgemm::run_tiles(isa, ops_.operands(c.data(), accumulate), 0, s.m, 0, ops_.panels);
           CHECK(c == ref);

@@ -13,34 +13,20 @@ namespace {
 
 struct DotprodKernel {
   template <int MR>
-  static void tile(const Operands& o, std::int64_t m, std::int64_t p) {
-    const std::int8_t* b = o.b + p * o.kb * kBlock * kPanel;
-    const float* sb = o.sb + p * o.kb * kPanel;
-    const std::uint8_t* a = o.a + m * o.lda;
-    const float* sa = o.sa + m * o.ldsa;
-    float32x4_t acc[MR][4];
+  static void block(const Operands& o, std::int64_t m, std::int64_t blk, const std::int8_t* bb,
+                    int32x4_t sum[MR][4]) {
     for (int r = 0; r < MR; ++r)
-      for (int q = 0; q < 4; ++q) acc[r][q] = vdupq_n_f32(0.0f);
-    for (std::int64_t blk = 0; blk < o.kb; ++blk) {
-      int32x4_t sum[MR][4];
-      for (int r = 0; r < MR; ++r)
-        for (int q = 0; q < 4; ++q) sum[r][q] = vdupq_n_s32(0);
-      const std::int8_t* bb = b + blk * kBlock * kPanel;
-      const std::uint8_t* ab = a + blk * kBlock;
-      for (int r4 = 0; r4 < kBlock / 4; ++r4) {
-        int8x16_t w[4];
-        for (int q = 0; q < 4; ++q) w[q] = vld1q_s8(bb + r4 * 64 + 16 * q);
-        for (int r = 0; r < MR; ++r) {
-          const int8x8_t x = broadcast4_signed(ab + r * o.lda + 4 * r4);
-          const int8x16_t x2 = vcombine_s8(x, x);
-          for (int q = 0; q < 4; ++q) sum[r][q] = vdotq_s32(sum[r][q], w[q], x2);
-        }
-      }
+      for (int q = 0; q < 4; ++q) sum[r][q] = vdupq_n_s32(0);
+    const std::uint8_t* ab = o.a + m * o.lda + blk * kBlock;
+    for (int r4 = 0; r4 < kBlock / 4; ++r4) {
+      int8x16_t w[4];
+      for (int q = 0; q < 4; ++q) w[q] = vld1q_s8(bb + r4 * 64 + 16 * q);
       for (int r = 0; r < MR; ++r) {
-        scale_block(acc[r], sum[r], sb + blk * kPanel, sa[r * o.ldsa + blk]);
+        const int8x8_t x = broadcast4_signed(ab + r * o.lda + 4 * r4);
+        const int8x16_t x2 = vcombine_s8(x, x);
+        for (int q = 0; q < 4; ++q) sum[r][q] = vdotq_s32(sum[r][q], w[q], x2);
       }
     }
-    for (int r = 0; r < MR; ++r) store_row(o, m + r, p, acc[r]);
   }
 };
 

@@ -15,52 +15,39 @@ namespace {
 
 struct I8mmKernel {
   template <int MR>
-  static void tile(const Operands& o, std::int64_t m, std::int64_t p) {
+  static void block(const Operands& o, std::int64_t m, std::int64_t blk, const std::int8_t* bb,
+                    int32x4_t sum[MR][4]) {
     constexpr int kPairs = (MR + 1) / 2;
-    const std::int8_t* b = o.b + p * o.kb * kBlock * kPanel;
-    const float* sb = o.sb + p * o.kb * kPanel;
-    const float* sa = o.sa + m * o.ldsa;
     const std::uint8_t* rows[2 * kPairs];
-    for (int r = 0; r < 2 * kPairs; ++r) rows[r] = o.a + (m + (r < MR ? r : MR - 1)) * o.lda;
-    float32x4_t acc[MR][4];
-    for (int r = 0; r < MR; ++r)
-      for (int q = 0; q < 4; ++q) acc[r][q] = vdupq_n_f32(0.0f);
-    for (std::int64_t blk = 0; blk < o.kb; ++blk) {
-      // tile[h][c]: rows 2h, 2h + 1 by columns 2c, 2c + 1, as (r0 c0, r0 c1, r1 c0, r1 c1).
-      int32x4_t tile[kPairs][8];
-      for (int h = 0; h < kPairs; ++h)
-        for (int c = 0; c < 8; ++c) tile[h][c] = vdupq_n_s32(0);
-      const std::int8_t* bb = b + blk * kBlock * kPanel;
-      for (int r8 = 0; r8 < kBlock / 8; ++r8) {
-        int8x16_t w[8];
-        for (int q = 0; q < 4; ++q) {
-          const int32x4_t s0 = vreinterpretq_s32_s8(vld1q_s8(bb + 2 * r8 * 64 + 16 * q));
-          const int32x4_t s1 = vreinterpretq_s32_s8(vld1q_s8(bb + (2 * r8 + 1) * 64 + 16 * q));
-          w[2 * q] = vreinterpretq_s8_s32(vzip1q_s32(s0, s1));
-          w[2 * q + 1] = vreinterpretq_s8_s32(vzip2q_s32(s0, s1));
-        }
-        const std::int64_t off = blk * kBlock + 8 * r8;
-        for (int h = 0; h < kPairs; ++h) {
-          const int8x16_t x =
-              vcombine_s8(load8_signed(rows[2 * h] + off), load8_signed(rows[2 * h + 1] + off));
-          for (int c = 0; c < 8; ++c) tile[h][c] = vmmlaq_s32(tile[h][c], x, w[c]);
-        }
+    for (int r = 0; r < 2 * kPairs; ++r) {
+      rows[r] = o.a + (m + (r < MR ? r : MR - 1)) * o.lda + blk * kBlock;
+    }
+    // tile[h][c]: rows 2h, 2h + 1 by columns 2c, 2c + 1, as (r0 c0, r0 c1, r1 c0, r1 c1).
+    int32x4_t tile[kPairs][8];
+    for (int h = 0; h < kPairs; ++h)
+      for (int c = 0; c < 8; ++c) tile[h][c] = vdupq_n_s32(0);
+    for (int r8 = 0; r8 < kBlock / 8; ++r8) {
+      int8x16_t w[8];
+      for (int q = 0; q < 4; ++q) {
+        const int32x4_t s0 = vreinterpretq_s32_s8(vld1q_s8(bb + 2 * r8 * 64 + 16 * q));
+        const int32x4_t s1 = vreinterpretq_s32_s8(vld1q_s8(bb + (2 * r8 + 1) * 64 + 16 * q));
+        w[2 * q] = vreinterpretq_s8_s32(vzip1q_s32(s0, s1));
+        w[2 * q + 1] = vreinterpretq_s8_s32(vzip2q_s32(s0, s1));
       }
       for (int h = 0; h < kPairs; ++h) {
-        int32x4_t sum[2][4];
-        for (int q = 0; q < 4; ++q) {
-          const int64x2_t c0 = vreinterpretq_s64_s32(tile[h][2 * q]);
-          const int64x2_t c1 = vreinterpretq_s64_s32(tile[h][2 * q + 1]);
-          sum[0][q] = vreinterpretq_s32_s64(vzip1q_s64(c0, c1));
-          sum[1][q] = vreinterpretq_s32_s64(vzip2q_s64(c0, c1));
-        }
-        for (int i = 0; i < 2 && 2 * h + i < MR; ++i) {
-          const int r = 2 * h + i;
-          scale_block(acc[r], sum[i], sb + blk * kPanel, sa[r * o.ldsa + blk]);
-        }
+        const int8x16_t x =
+            vcombine_s8(load8_signed(rows[2 * h] + 8 * r8), load8_signed(rows[2 * h + 1] + 8 * r8));
+        for (int c = 0; c < 8; ++c) tile[h][c] = vmmlaq_s32(tile[h][c], x, w[c]);
       }
     }
-    for (int r = 0; r < MR; ++r) store_row(o, m + r, p, acc[r]);
+    for (int h = 0; h < kPairs; ++h) {
+      for (int q = 0; q < 4; ++q) {
+        const int64x2_t c0 = vreinterpretq_s64_s32(tile[h][2 * q]);
+        const int64x2_t c1 = vreinterpretq_s64_s32(tile[h][2 * q + 1]);
+        sum[2 * h][q] = vreinterpretq_s32_s64(vzip1q_s64(c0, c1));
+        if (2 * h + 1 < MR) sum[2 * h + 1][q] = vreinterpretq_s32_s64(vzip2q_s64(c0, c1));
+      }
+    }
   }
 };
 

@@ -1,13 +1,15 @@
 // What the three ARM64 tile kernels (neon.cpp, neon_dotprod.cpp, neon_i8mm.cpp) share: reading
-// activation codes as signed bytes, applying the block scales, storing an output row, and the walk
-// over register tiles. Each of those files is compiled for its own instruction set; everything
-// here has internal linkage (unnamed namespace), so each file gets its own copy built with its own
-// flags and the linker cannot hand one file's code to another.
+// activation codes as signed bytes, and a register tile's walk over the blocks, applying the
+// block scales and storing the rows; a kernel supplies only the int32 sums of one block. Each of
+// those files is compiled for its own instruction set; everything here has internal linkage
+// (unnamed namespace), so each file gets its own copy built with its own flags and the linker
+// cannot hand one file's code to another.
 //
 // Float arithmetic follows the scalar reference (scalar.cpp) operation for operation: per block,
-// t = float(sum) * (sa * sb) and acc = acc + t, two roundings (the build does not contract them
-// into a fused multiply-add), and c = c + acc when accumulating. The outputs therefore equal the
-// scalar reference's bit for bit, not only the int32 sums.
+// t = float(sum) * (sa * sb) and acc = acc + t, two roundings (on ARM64 these files and scalar.cpp
+// are built with -ffp-contract=off, so no compiler fuses them into a multiply-add), and
+// c = c + acc when accumulating. The outputs therefore equal the scalar reference's bit for bit,
+// not only the int32 sums.
 #pragma once
 
 #if defined(__aarch64__)
@@ -59,14 +61,34 @@ inline void store_row(const Operands& o, std::int64_t m, std::int64_t p, const f
   for (std::int64_t j = 0; j < cols; ++j) c[j] = o.accumulate ? c[j] + v[j] : v[j];
 }
 
+// Rows [m, m + MR) of panel p. Kernel::block<MR>(o, m, blk, bb, sum) gives the int32 sums of
+// block blk, sum[r][q] = columns [4q, 4q + 4) of row m + r, from the block's packed weights bb.
+template <class Kernel, int MR>
+void tile(const Operands& o, std::int64_t m, std::int64_t p) {
+  const std::int8_t* b = o.b + p * o.kb * kBlock * kPanel;
+  const float* sb = o.sb + p * o.kb * kPanel;
+  const float* sa = o.sa + m * o.ldsa;
+  float32x4_t acc[MR][4];
+  for (int r = 0; r < MR; ++r)
+    for (int q = 0; q < 4; ++q) acc[r][q] = vdupq_n_f32(0.0f);
+  for (std::int64_t blk = 0; blk < o.kb; ++blk) {
+    int32x4_t sum[MR][4];
+    Kernel::template block<MR>(o, m, blk, b + blk * kBlock * kPanel, sum);
+    for (int r = 0; r < MR; ++r) {
+      scale_block(acc[r], sum[r], sb + blk * kPanel, sa[r * o.ldsa + blk]);
+    }
+  }
+  for (int r = 0; r < MR; ++r) store_row(o, m + r, p, acc[r]);
+}
+
 // Rows [m, m1) of panel p in tiles of MR rows, then the remainder in smaller ones.
-// Kernel::tile<R>(o, m, p) computes rows [m, m + R) of panel p.
 template <class Kernel, int MR>
 void panel_rows(const Operands& o, std::int64_t m, std::int64_t m1, std::int64_t p) {
-  for (; m + MR <= m1; m += MR) Kernel::template tile<MR>(o, m, p);
+  for (; m + MR <= m1; m += MR) tile<Kernel, MR>(o, m, p);
   if constexpr (MR > 1) panel_rows<Kernel, MR - 1>(o, m, m1, p);
 }
 
+// Rows [m0, m1) of panels [p0, p1) (qgemm::run_tiles) in tiles of at most MR rows.
 template <class Kernel, int MR>
 void run_panels(const Operands& o, std::int64_t m0, std::int64_t m1, std::int64_t p0,
                 std::int64_t p1) {

@@ -33,6 +33,13 @@ constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2,    Isa::Avx512Vnni,
 constexpr unsigned long kHwcapAsimd = 1UL << 1;
 constexpr unsigned long kHwcapAsimdDp = 1UL << 20;
 constexpr unsigned long kHwcap2I8mm = 1UL << 13;
+
+bool hwcap(unsigned long bit) {
+  return (getauxval(AT_HWCAP) & bit) != 0;
+}
+bool hwcap2(unsigned long bit) {
+  return (getauxval(AT_HWCAP2) & bit) != 0;
+}
 #endif
 
 bool cpu_supports(Isa isa) {
@@ -51,11 +58,11 @@ bool cpu_supports(Isa isa) {
 #endif
 #if defined(__aarch64__) && defined(__linux__)
     case Isa::Neon:
-      return (getauxval(AT_HWCAP) & kHwcapAsimd) != 0;
+      return hwcap(kHwcapAsimd);
     case Isa::Dotprod:
-      return (getauxval(AT_HWCAP) & (kHwcapAsimd | kHwcapAsimdDp)) == (kHwcapAsimd | kHwcapAsimdDp);
+      return hwcap(kHwcapAsimd) && hwcap(kHwcapAsimdDp);
     case Isa::I8mm:
-      return (getauxval(AT_HWCAP) & kHwcapAsimd) != 0 && (getauxval(AT_HWCAP2) & kHwcap2I8mm) != 0;
+      return hwcap(kHwcapAsimd) && hwcap2(kHwcap2I8mm);
 #elif defined(__aarch64__)
     // Advanced SIMD is part of every ARM64 CPU; without getauxval the newer extensions are not
     // detected and not used.
@@ -411,7 +418,7 @@ Isa parse_isa(const std::string& name) {
 }
 
 bool isa_available(Isa isa) {
-  static const bool available[] = {cpu_supports(Isa::Scalar), cpu_supports(Isa::Avx2),
+  static const bool available[] = {cpu_supports(Isa::Scalar),     cpu_supports(Isa::Avx2),
                                    cpu_supports(Isa::Avx512Vnni), cpu_supports(Isa::Neon),
                                    cpu_supports(Isa::Dotprod),    cpu_supports(Isa::I8mm)};
   return available[static_cast<int>(isa)];
