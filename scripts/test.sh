@@ -30,13 +30,31 @@ if [ "$mode" = arm64 ]; then
   # Under qemu, the whole suite but for four kinds of test, each minutes or more under emulation:
   # the tests that run the CLI as a process (cli:...; the predict check, "cli: ...", does run), the
   # tests that compare thread counts, the integer kernels at 2 threads against the scalar reference
-  # (ARM64 has only the scalar implementation so far, and its own tests run), and the planner's
-  # estimate against measured peaks (training steps of every method and base). One OpenMP thread:
-  # under qemu, spin-waiting threads turn a one-sentence predict from one second into more than a
-  # minute.
+  # (their 1-thread run does run), and the planner's estimate against measured peaks (training
+  # steps of every method and base). One OpenMP thread: under qemu, spin-waiting threads turn a
+  # one-sentence predict from one second into more than a minute.
   export OMP_NUM_THREADS=1
   ctest --test-dir build/arm64 --output-on-failure -j "$jobs" \
-    -E '^cli:[^ ]|number of threads|planner: the estimate is within|linear forward and dx of every implementation'
+    -E '^cli:[^ ]|number of threads|planner: the estimate is within|the scalar one at 2 threads'
+  # The integer kernels again on two emulated CPUs (qemu's QEMU_CPU), each forcing one
+  # implementation, which the kernel tests then require to be available and the int8 linear op
+  # tests run through: a Cortex-A53 (ARMv8-A, NEON only) and qemu's "max" (dotprod and i8mm;
+  # the first run above chose i8mm there). On the Cortex-A53, asking for dotprod must fail.
+  kernel_tests='^autograd:(qgemm|int8)'
+  kernel_slow='2 threads'
+  QEMU_CPU=cortex-a53 EDGETUNE_KERNELS=neon ctest --test-dir build/arm64 --output-on-failure \
+    --no-tests=error -j "$jobs" -R "$kernel_tests" -E "$kernel_slow"
+  QEMU_CPU=max EDGETUNE_KERNELS=dotprod ctest --test-dir build/arm64 --output-on-failure \
+    --no-tests=error -j "$jobs" -R "$kernel_tests" -E "$kernel_slow"
+  refused=$(QEMU_CPU=cortex-a53 EDGETUNE_KERNELS=dotprod qemu-aarch64 -L /usr/aarch64-linux-gnu \
+    build/arm64/tests/test_autograd "qgemm: EDGETUNE_KERNELS names and availability" 2>&1 || true)
+  # Catch2 wraps the message at 80 columns: compare it with the line breaks made spaces.
+  expected="EDGETUNE_KERNELS=dotprod: this CPU does not support it (available: scalar, neon)"
+  if ! tr -s '\n ' '  ' <<<"$refused" | grep -qF "$expected"; then
+    echo "scripts/test.sh: on a Cortex-A53, EDGETUNE_KERNELS=dotprod was not refused:" >&2
+    echo "$refused" >&2
+    exit 1
+  fi
   exit 0
 fi
 if [ "$mode" = sanitize ]; then

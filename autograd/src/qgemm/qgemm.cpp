@@ -14,6 +14,9 @@
 #if defined(__x86_64__)
 #include <emmintrin.h>
 #endif
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#endif
 
 #include "tiles.h"
 
@@ -21,7 +24,23 @@ namespace edgetune::qgemm {
 
 namespace {
 
-constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512Vnni};
+constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2,    Isa::Avx512Vnni,
+                            Isa::Neon,   Isa::Dotprod, Isa::I8mm};
+
+#if defined(__aarch64__) && defined(__linux__)
+// The kernel's feature bits (linux/arch/arm64/include/uapi/asm/hwcap.h), stated here because
+// older C library headers lack the newer ones.
+constexpr unsigned long kHwcapAsimd = 1UL << 1;
+constexpr unsigned long kHwcapAsimdDp = 1UL << 20;
+constexpr unsigned long kHwcap2I8mm = 1UL << 13;
+
+bool hwcap(unsigned long bit) {
+  return (getauxval(AT_HWCAP) & bit) != 0;
+}
+bool hwcap2(unsigned long bit) {
+  return (getauxval(AT_HWCAP2) & bit) != 0;
+}
+#endif
 
 bool cpu_supports(Isa isa) {
   switch (isa) {
@@ -35,6 +54,27 @@ bool cpu_supports(Isa isa) {
 #else
     case Isa::Avx2:
     case Isa::Avx512Vnni:
+      return false;
+#endif
+#if defined(__aarch64__) && defined(__linux__)
+    case Isa::Neon:
+      return hwcap(kHwcapAsimd);
+    case Isa::Dotprod:
+      return hwcap(kHwcapAsimd) && hwcap(kHwcapAsimdDp);
+    case Isa::I8mm:
+      return hwcap(kHwcapAsimd) && hwcap2(kHwcap2I8mm);
+#elif defined(__aarch64__)
+    // Advanced SIMD is part of every ARM64 CPU; without getauxval the newer extensions are not
+    // detected and not used.
+    case Isa::Neon:
+      return true;
+    case Isa::Dotprod:
+    case Isa::I8mm:
+      return false;
+#else
+    case Isa::Neon:
+    case Isa::Dotprod:
+    case Isa::I8mm:
       return false;
 #endif
   }
@@ -359,6 +399,12 @@ const char* isa_name(Isa isa) {
       return "avx2";
     case Isa::Avx512Vnni:
       return "avx512vnni";
+    case Isa::Neon:
+      return "neon";
+    case Isa::Dotprod:
+      return "dotprod";
+    case Isa::I8mm:
+      return "i8mm";
   }
   return "?";
 }
@@ -368,12 +414,13 @@ Isa parse_isa(const std::string& name) {
     if (name == isa_name(isa)) return isa;
   }
   throw std::invalid_argument("unknown kernel implementation '" + name +
-                              "' (expected scalar, avx2 or avx512vnni)");
+                              "' (expected scalar, avx2, avx512vnni, neon, dotprod or i8mm)");
 }
 
 bool isa_available(Isa isa) {
-  static const bool available[] = {cpu_supports(Isa::Scalar), cpu_supports(Isa::Avx2),
-                                   cpu_supports(Isa::Avx512Vnni)};
+  static const bool available[] = {cpu_supports(Isa::Scalar),     cpu_supports(Isa::Avx2),
+                                   cpu_supports(Isa::Avx512Vnni), cpu_supports(Isa::Neon),
+                                   cpu_supports(Isa::Dotprod),    cpu_supports(Isa::I8mm)};
   return available[static_cast<int>(isa)];
 }
 
@@ -406,6 +453,22 @@ void run_tiles(Isa isa, const Operands& o, std::int64_t m0, std::int64_t m1, std
 #else
     case Isa::Avx2:
     case Isa::Avx512Vnni:
+      break;
+#endif
+#if defined(__aarch64__)
+    case Isa::Neon:
+      detail::tiles_neon(o, m0, m1, p0, p1);
+      return;
+    case Isa::Dotprod:
+      detail::tiles_dotprod(o, m0, m1, p0, p1);
+      return;
+    case Isa::I8mm:
+      detail::tiles_i8mm(o, m0, m1, p0, p1);
+      return;
+#else
+    case Isa::Neon:
+    case Isa::Dotprod:
+    case Isa::I8mm:
       break;
 #endif
   }

@@ -19,5 +19,13 @@ void tiles_avx2(const Operands& o, std::int64_t m0, std::int64_t m1, std::int64_
 void tiles_avx512vnni(const Operands& o, std::int64_t m0, std::int64_t m1, std::int64_t p0,
                       std::int64_t p1);
 #endif
+#if defined(__aarch64__)
+void tiles_neon(const Operands& o, std::int64_t m0, std::int64_t m1, std::int64_t p0,
+                std::int64_t p1);
+void tiles_dotprod(const Operands& o, std::int64_t m0, std::int64_t m1, std::int64_t p0,
+                   std::int64_t p1);
+void tiles_i8mm(const Operands& o, std::int64_t m0, std::int64_t m1, std::int64_t p0,
+                std::int64_t p1);
+#endif
 
 }  // namespace edgetune::qgemm::detail

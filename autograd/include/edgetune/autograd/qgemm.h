@@ -1,8 +1,8 @@
 // Integer GEMMs over the frozen quantized base: the linear layer's forward y = x W^T and its input
 // gradient dX = dY W with W stored q8 or q4, computed on int8 codes with int32 sums. One kernel
 // interface (Operands, run_tiles), several implementations chosen at run time (Isa): a portable
-// scalar reference, which is the specification, and x86 AVX2 and AVX-512 VNNI. ARM64 kernels are
-// not implemented. The float path (kernels.h, Compute::F32) is separate and unchanged.
+// scalar reference, which is the specification, x86 AVX2 and AVX-512 VNNI, and ARM64 NEON, NEON
+// dotprod and i8mm. The float path (kernels.h, Compute::F32) is separate and unchanged.
 //
 // Arithmetic. The reduction dimension (K in the forward, N in dX) runs in blocks of 32, aligned
 // with the q4 groups. The activation operand is quantized on the fly per row and per block,
@@ -41,12 +41,15 @@ enum class Compute { F32, Int8 };
 
 namespace qgemm {
 
-// Kernel implementations. Scalar is portable and always available.
-enum class Isa { Scalar, Avx2, Avx512Vnni };
+// Kernel implementations, slowest first on each architecture. Scalar is portable and always
+// available; Avx2 and Avx512Vnni are x86-64, Neon (ARMv8-A Advanced SIMD), Dotprod (ARMv8.2 sdot)
+// and I8mm (ARMv8.6 smmla) ARM64.
+enum class Isa { Scalar, Avx2, Avx512Vnni, Neon, Dotprod, I8mm };
 
-// "scalar", "avx2", "avx512vnni" (the names EDGETUNE_KERNELS takes).
+// "scalar", "avx2", "avx512vnni", "neon", "dotprod", "i8mm" (the names EDGETUNE_KERNELS takes).
 const char* isa_name(Isa isa);
-// Compiled into this build and supported by this CPU (cpuid).
+// Compiled into this build and supported by this CPU (x86: cpuid; ARM64 Linux and Android:
+// getauxval's AT_HWCAP and AT_HWCAP2; other ARM64 systems: Neon only).
 bool isa_available(Isa isa);
 // Every available implementation, scalar first.
 std::vector<Isa> available_isas();
