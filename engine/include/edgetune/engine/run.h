@@ -325,6 +325,9 @@ class Runner {
   // Continues the run in `run_dir` from its train_state.safetensors, with the settings of its
   // run.json (a key it lacks takes its default) and the overrides.
   static Runner resume(const std::filesystem::path& run_dir, std::ostream* log, ResumeOverrides overrides = {});
+  // Continues the run in config.out with settings the caller read from its run.json
+  // (RunFolder::open_for_resume) and completed, e.g. with training rows held in memory.
+  static Runner resume(Config config, std::ostream* log);
   ~Runner();
   Runner(Runner&&) noexcept;
 
