@@ -11,7 +11,9 @@
 //   cfg.memory_budget = 64 << 20;
 //   edgetune::TrainResult r = edgetune::fine_tune(cfg, examples);
 //
-//   auto s = edgetune::TuningSession::open("models/edgetune-mini-uncased", {.memory_budget = 32 << 20});
+//   edgetune::SessionOptions o;
+//   o.memory_budget = 32 << 20;
+//   auto s = edgetune::TuningSession::open("models/edgetune-mini-uncased", o);
 //   s->add_example({"what a lovely day", "positive"});  // ... more examples
 //   s->train({{"epochs", 3}}, "runs/mine", [](const edgetune::Progress& p) { return false; });
 //   xt::xtensor<float, 2> q = s->predict_proba({"lovely"});  // with the adapter just trained
