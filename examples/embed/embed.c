@@ -219,7 +219,7 @@ int main(int argc, char** argv) {
   if (pthread_create(&canceller, NULL, cancel_halfway, &ca) != 0) return fail(&s, "pthread_create");
   char train_options[128];
   snprintf(train_options, sizeof train_options,
-           "{\"epochs\": %d, \"batch_size\": 8, \"lr\": 0.001, \"log_every\": 1}", epochs);
+           "{\"epochs\": %d, \"batch_size\": 8, \"lr\": 0.005, \"log_every\": 1}", epochs);
   int rc = edgetune_session_train(s, train_options, out, on_progress, &t);
   pthread_mutex_lock(&t.lock);
   t.done = 1;
