@@ -159,7 +159,8 @@ class TuningSession {
   // Class probabilities of each text: (N, K).
   xt::xtensor<float, 2> predict_proba(const std::vector<std::string>& texts) const;
   // Queues the texts and returns at once; `done` is called on the session's worker thread, in the
-  // order of the requests, after which the request is dropped.
+  // order of the requests, after which the request is dropped. `done` must not throw, nor destroy
+  // the session (the destructor joins that thread).
   void predict_async(std::vector<std::string> texts, PredictFn done);
   // Accuracy, loss and the other figures on the examples given, or on the added ones when
   // `examples` is empty. A label the model does not have is an error naming it.
