@@ -37,9 +37,19 @@ Runner<Config, Result> Runner<Config, Result>::resume(const std::filesystem::pat
   c.out = run_dir;
   if (overrides.threads) c.threads = *overrides.threads;
   if (overrides.memory_budget) c.memory_budget = *overrides.memory_budget;
-  Runner r(std::move(c), log);
+  return resume(std::move(c), log);
+}
+
+template <class Config, class Result>
+Runner<Config, Result> Runner<Config, Result>::resume(Config config, std::ostream* log) {
+  Runner r(std::move(config), log);
   r.impl_->resuming = true;
   return r;
+}
+
+template <class Config, class Result>
+std::shared_ptr<const Accountant> Runner<Config, Result>::accountant() const {
+  return impl_->context.accountant;
 }
 
 template <class Config, class Result>

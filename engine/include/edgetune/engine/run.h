@@ -325,12 +325,19 @@ class Runner {
   // Continues the run in `run_dir` from its train_state.safetensors, with the settings of its
   // run.json (a key it lacks takes its default) and the overrides.
   static Runner resume(const std::filesystem::path& run_dir, std::ostream* log, ResumeOverrides overrides = {});
+  // Continues the run in config.out with settings the caller read from its run.json
+  // (RunFolder::open_for_resume) and completed, e.g. with training rows held in memory.
+  static Runner resume(Config config, std::ostream* log);
   ~Runner();
   Runner(Runner&&) noexcept;
 
   // hooks.should_stop is asked after every optimizer step: when it returns true the run saves a
   // checkpoint and returns with the result's `interrupted` set.
   Result run(const RunHooks& hooks = {});
+
+  // The run's own accountant (its budget, live bytes and peaks). It is thread-safe: any thread may
+  // read its figures while the run works.
+  std::shared_ptr<const Accountant> accountant() const;
 
  private:
   struct Impl;
