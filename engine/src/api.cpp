@@ -15,7 +15,8 @@ struct Classifier::Impl {
     std::vector<data::Encoding> enc;
     enc.reserve(texts.size());
     for (const std::string& t : texts) enc.push_back(model.tokenizer.encode(t, std::nullopt, options.max_length));
-    return edgetune::predict(model.bert, enc, model.tokenizer.pad_id(), options.batch_size);
+    return edgetune::predict(model.bert, enc, model.tokenizer.pad_id(), options.batch_size,
+                            options.compute);
   }
 };
 

@@ -92,6 +92,7 @@ TrainConfig non_default_train(std::size_t i) {
   c.method.adapter_act = kBottleneckActNames[i % std::size(kBottleneckActNames)].value;
   c.quant = kQuantNames[i % std::size(kQuantNames)].value;
   c.quant_embeddings = true;
+  c.compute = kComputeNames[i % std::size(kComputeNames)].value;
   c.epochs = 5;
   c.batch_size = 8;
   c.lr = 2e-4;
@@ -174,9 +175,12 @@ TEST_CASE("settings: a run.json without a newer field reads with that field's de
   nlohmann::json j = non_default_train(1).to_json();
   j.erase("eval_batch_size");
   j.erase("checkpoint_layers");
+  REQUIRE(j.at("compute") == "f32");
+  j.erase("compute");
   const TrainConfig c = TrainConfig::from_json(j, "run.json");
   CHECK(c.eval_batch_size == TrainConfig{}.eval_batch_size);
   CHECK_FALSE(c.checkpoint_layers.has_value());
+  CHECK(c.compute == Compute::Int8);  // quantized bases compute on the integer kernels
   // The keys that are there still apply.
   CHECK(c.epochs == 5);
   CHECK(c.method.method == Method::Adapter);

@@ -31,6 +31,7 @@ namespace edgetune {
 struct ClassifierOptions {
   DType base = DType::Q8;         // storage of the frozen base weights: F32, Q8 or Q4
   bool quant_embeddings = false;  // the word-embedding table as `base` too
+  Compute compute = Compute::Int8;  // linear layers over a q8/q4 base (f32 base: always f32)
   int max_length = 128;           // tokens per text, [CLS] and [SEP] included
   int batch_size = 32;
   int threads = 0;                // 0: all cores
