@@ -352,7 +352,7 @@ TEST_CASE("settings: out-of-range values are rejected with one line before the r
   require_one_line_naming(error_of([&] { p.validate(); }), "max_length");
 }
 
-TEST_CASE("settings: C ABI: an unknown quant is an error naming it, nothing is trained",
+TEST_CASE("settings: C ABI: an unknown quant or compute is an error naming it, nothing is trained",
           "[settings][api][c]") {
   test::TempDir dir("settings-cabi");
   const fs::path train = two_class_file(dir.path);
@@ -364,6 +364,11 @@ TEST_CASE("settings: C ABI: an unknown quant is an error naming it, nothing is t
   require_one_line_naming(err, "quant", {"q5", "f32, q8 or q4"});
   CHECK_FALSE(fs::exists(out));
   opts["quant"] = "q4";
+  opts["compute"] = "int4";
+  REQUIRE(edgetune_train(opts.dump().c_str(), err, sizeof err) == EDGETUNE_ERROR);
+  require_one_line_naming(err, "compute", {"int4", "int8 or f32"});
+  CHECK_FALSE(fs::exists(out));
+  opts["compute"] = "f32";
   opts["epochs"] = "1";
   REQUIRE(edgetune_train(opts.dump().c_str(), err, sizeof err) == EDGETUNE_ERROR);
   require_one_line_naming(err, "epochs", {"an integer"});
