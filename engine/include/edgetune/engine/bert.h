@@ -84,7 +84,6 @@ struct BertInputs {
   Tensor attention_mask;  // (B, T) I32: 1 for tokens, 0 for padding
 };
 
-
 class BertModel {
  public:
   BertConfig config;
