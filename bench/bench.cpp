@@ -39,7 +39,8 @@ const ShapeSpec& shape_spec(const std::string& name) {
 }
 
 nlohmann::json Case::to_json() const {
-  return {{"shape", shape}, {"method", method}, {"quant", quant}, {"quant_embeddings", quant_embeddings},
+  return {{"shape", shape}, {"method", method}, {"quant", quant}, {"compute", compute},
+          {"quant_embeddings", quant_embeddings},
           {"batch", batch}, {"length", length}, {"threads", threads}, {"steps", steps},
           {"warmup", warmup}, {"budget", budget}, {"profile", profile}};
 }
@@ -49,6 +50,7 @@ Case Case::from_json(const nlohmann::json& j) {
   c.shape = j.at("shape");
   c.method = j.at("method");
   c.quant = j.at("quant");
+  c.compute = j.at("compute");
   c.quant_embeddings = j.at("quant_embeddings");
   c.batch = j.at("batch");
   c.length = j.at("length");
@@ -62,6 +64,7 @@ Case Case::from_json(const nlohmann::json& j) {
 
 std::string Case::label() const {
   std::string s = method + " " + quant + (quant_embeddings ? "+emb" : "");
+  if (quant != "f32") s += " " + compute;
   if (budget) s += " budget " + format_bytes(budget);
   return s;
 }
@@ -82,8 +85,10 @@ nlohmann::json run_case(const Case& c) {
   cfg.num_attention_heads = s.heads;
   cfg.intermediate_size = s.intermediate;
   cfg.num_labels = 2;
+  const bool predict = c.method == "predict";
+  const Compute compute = settings::parse_choice<Compute>(kComputeNames, "compute", c.compute);
   MethodOptions m;
-  m.method = parse_method(c.method);
+  m.method = parse_method(predict ? "lora" : c.method);
   m.lora.rank = 8;
   m.lora.alpha = 16;
   const DType base = c.quant == "q4" ? DType::Q4 : c.quant == "q8" ? DType::Q8 : DType::F32;
@@ -91,6 +96,7 @@ nlohmann::json run_case(const Case& c) {
   tc.method = m;
   tc.quant = base;
   tc.quant_embeddings = c.quant_embeddings;
+  tc.compute = compute;
   tc.batch_size = static_cast<int>(c.batch);
   tc.memory_budget = c.budget;
   const Plan plan = choose_plan(cfg, tc, c.length);
@@ -121,6 +127,9 @@ nlohmann::json run_case(const Case& c) {
   so.max_grad_norm = 1.0;
   so.micro_batch = plan.micro_batch;
   so.checkpoint_layers = plan.checkpoint_layers;
+  so.compute = compute;
+  ForwardOptions inference;
+  inference.compute = compute;
   manual_seed(0);
   std::vector<double> times;
   double loss = 0;
@@ -132,7 +141,12 @@ nlohmann::json run_case(const Case& c) {
     {
       std::optional<profile::Recording> recording;
       if (profiled) recording.emplace(profiler);
-      loss = train_step(model, params, *opt, std::span<const TensorBatch>(&batch, 1), 5e-4, so).loss;
+      if (predict) {
+        NoGradGuard no_grad;
+        model.classify(batch.inputs, inference);
+      } else {
+        loss = train_step(model, params, *opt, std::span<const TensorBatch>(&batch, 1), 5e-4, so).loss;
+      }
     }
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - a).count();
     if (profiled) {
@@ -157,7 +171,7 @@ nlohmann::json run_case(const Case& c) {
   r["estimate"] = plan.estimate.total();
   r["init_seconds"] = init_seconds;
   r["trainable_parameters"] = trainable;
-  r["loss"] = loss;
+  if (!predict) r["loss"] = loss;
   r["profile"] = c.profile ? prof : nlohmann::json(nullptr);
   return r;
 }

@@ -22,8 +22,11 @@ const ShapeSpec& shape_spec(const std::string& name);  // throws std::invalid_ar
 
 struct Case {
   std::string shape = "base";
-  std::string method = "lora";  // lora (r8 on query,value) or full
+  // lora (r8 on query,value) or full: training steps; predict: forward passes of the classifier
+  // with LoRA r8 on query,value, without recording (batch rows of length tokens each).
+  std::string method = "lora";
   std::string quant = "q4";     // f32, q8, q4 (full is f32)
+  std::string compute = "int8";  // int8 or f32: linear layers over a q8/q4 base
   bool quant_embeddings = false;
   std::int64_t batch = 8, length = 128;
   int threads = 1, steps = 3, warmup = 1;
@@ -32,12 +35,13 @@ struct Case {
 
   nlohmann::json to_json() const;
   static Case from_json(const nlohmann::json& j);
-  std::string label() const;  // "lora q4+emb budget 160.0 MiB"
+  std::string label() const;  // "lora q4+emb int8 budget 160.0 MiB"
 };
 
 // Runs the case in this process (fresh random model, synthetic batch, AdamW) and returns a JSON
 // object: median_step_seconds, step_seconds, tokens_per_second, accountant_peak, peak_rss,
-// plan, estimate, init_seconds, trainable_parameters, loss, and profile when asked.
+// plan, estimate, init_seconds, trainable_parameters, loss, and profile when asked. For method
+// predict a step is one forward pass (median_step_seconds its latency) and there is no loss.
 nlohmann::json run_case(const Case& c);
 
 // The synthetic batch both sides use: token id of row b, position t:

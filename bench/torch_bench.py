@@ -9,8 +9,9 @@ the frozen base: y = x W^T + b + (alpha / r) * B(A(x)), A Kaiming-uniform(a=sqrt
 fine-tuning trains every weight. Prints one JSON line: median step time, tokens/s, VmHWM.
 
 Run with Debian's python3-torch (1.13): /usr/bin/python3 bench/torch_bench.py --shape base ...
-Threads: torch.set_num_threads(--threads); the caller also sets OMP_NUM_THREADS and
-OPENBLAS_NUM_THREADS to the same value for OpenBLAS (libopenblas0-pthread) under torch's matmuls.
+Threads: torch.set_num_threads(--threads); the caller sets OMP_NUM_THREADS to the same value and
+OPENBLAS_NUM_THREADS for OpenBLAS (libopenblas0-pthread) under torch's matmuls, so that torch's
+threads times OpenBLAS's stay within the cores (edgetune bench runs both splits).
 """
 import argparse
 import json

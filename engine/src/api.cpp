@@ -23,7 +23,7 @@ std::vector<data::Encoding> encode(const Model& model, const std::vector<std::st
 std::vector<Prediction> run_model(const Model& model, const ClassifierOptions& options,
                                   const std::vector<std::string>& texts) {
   return edgetune::predict(model.bert, encode(model, texts, options.max_length), model.tokenizer.pad_id(),
-                           options.batch_size);
+                           options.batch_size, options.compute);
 }
 
 }  // namespace
@@ -185,6 +185,7 @@ TrainResult TuningSession::train(const nlohmann::json& options, const std::files
   base.out = out;
   base.quant = options_.base;
   base.quant_embeddings = options_.quant_embeddings;
+  base.compute = options_.compute;
   base.memory_budget = options_.memory_budget;
   base.threads = options_.threads;
   base.data.max_length = options_.max_length;
@@ -302,7 +303,7 @@ EvalReport TuningSession::evaluate(const std::vector<LabelledText>& given) const
     ids.push_back(*id);
   }
   return edgetune::evaluate(m.bert, encode(m, texts, options_.max_length), ids, m.tokenizer.pad_id(),
-                            options_.batch_size);
+                            options_.batch_size, options_.compute);
 }
 
 void TuningSession::save_adapter(const std::filesystem::path& dir) const {

@@ -14,9 +14,9 @@
 
 namespace edgetune {
 
-Tensor LinearLayer::forward(const Tensor& x, bool training) const {
-  Tensor y = ops::linear(x, weight, bias);
-  if (lora) y = ops::add(y, lora->delta(x, training));
+Tensor LinearLayer::forward(const Tensor& x, const ForwardOptions& opt) const {
+  Tensor y = ops::linear(x, weight, bias, ops::LinearOptions{opt.compute});
+  if (lora) y = ops::add(y, lora->delta(x, opt.training));
   return y;
 }
 
@@ -46,30 +46,31 @@ Tensor activation(Activation act, const Tensor& x) {
 
 // One encoder layer. x (B, T, C); mask additive (B, T).
 Tensor encoder_layer(const BertConfig& cfg, const EncoderLayer& layer, const Tensor& x,
-                     const Tensor& mask, bool training) {
+                     const Tensor& mask, const ForwardOptions& opt) {
+  const bool training = opt.training;
   const std::int64_t b = x.dim(0), t = x.dim(1), c = x.dim(2);
   const std::int64_t h = cfg.num_attention_heads, d = cfg.head_size();
   static const std::array<int, 4> split{0, 2, 1, 3};
   auto heads = [&](const Tensor& y) {  // (B, T, C) -> (B, H, T, D)
     return ops::permute(ops::reshape(y, {b, t, h, d}), split);
   };
-  const Tensor q = heads(layer.query.forward(x, training));
-  const Tensor k = heads(layer.key.forward(x, training));
-  const Tensor v = heads(layer.value.forward(x, training));
+  const Tensor q = heads(layer.query.forward(x, opt));
+  const Tensor k = heads(layer.key.forward(x, opt));
+  const Tensor v = heads(layer.value.forward(x, opt));
   Tensor scores = ops::scale(ops::matmul(q, k, false, true), 1.0 / std::sqrt(double(d)));
   Tensor probs = ops::dropout(ops::softmax(scores, mask), cfg.attention_probs_dropout_prob, training);
   scores = Tensor();
   Tensor ctx = ops::reshape(ops::permute(ops::matmul(probs, v), split), {b, t, c});
   probs = Tensor();
 
-  Tensor a = ops::dropout(layer.attention_output.forward(ctx, training), cfg.hidden_dropout_prob,
+  Tensor a = ops::dropout(layer.attention_output.forward(ctx, opt), cfg.hidden_dropout_prob,
                           training);
   ctx = Tensor();
   if (layer.attention_adapter) a = layer.attention_adapter->forward(a);
   a = layer.attention_norm.forward(ops::add(a, x), cfg.layer_norm_eps);
 
-  Tensor i = activation(cfg.hidden_act, layer.intermediate.forward(a, training));
-  Tensor o = ops::dropout(layer.output.forward(i, training), cfg.hidden_dropout_prob, training);
+  Tensor i = activation(cfg.hidden_act, layer.intermediate.forward(a, opt));
+  Tensor o = ops::dropout(layer.output.forward(i, opt), cfg.hidden_dropout_prob, training);
   i = Tensor();
   if (layer.output_adapter) o = layer.output_adapter->forward(o);
   return layer.output_norm.forward(ops::add(o, a), cfg.layer_norm_eps);
@@ -102,14 +103,13 @@ Tensor BertModel::encode(const BertInputs& in, const ForwardOptions& opt) const 
     if (opt.checkpoint_layers) {
       // The recomputation runs during backward, after encode() returned: capture by value
       // (the layer lives in the model).
-      const bool training = opt.training;
       h = checkpoint(
-          [this, &layer, mask, training](const std::vector<Tensor>& xs) {
-            return encoder_layer(config, layer, xs[0], mask, training);
+          [this, &layer, mask, opt](const std::vector<Tensor>& xs) {
+            return encoder_layer(config, layer, xs[0], mask, opt);
           },
           {h});
     } else {
-      h = encoder_layer(config, layer, h, mask, opt.training);
+      h = encoder_layer(config, layer, h, mask, opt);
     }
   }
   return h;
@@ -121,16 +121,16 @@ Tensor BertModel::classify(const BertInputs& in, const ForwardOptions& opt) cons
   Tensor first = Tensor::empty({b}, DType::I32, MemCategory::Activations);
   for (std::int64_t i = 0; i < b; ++i) first.data<std::int32_t>()[i] = static_cast<std::int32_t>(i * t);
   const Tensor cls = ops::gather_rows(ops::reshape(h, {b * t, c}), first);  // h[:, 0]  (B, C)
-  const Tensor pooled = ops::tanh(pooler.forward(cls, opt.training));
+  const Tensor pooled = ops::tanh(pooler.forward(cls, opt));
   return classifier.forward(ops::dropout(pooled, config.classifier_dropout_prob(), opt.training),
-                            opt.training);
+                            opt);
 }
 
 Tensor BertModel::mlm_logits(const Tensor& rows, const ForwardOptions& opt) const {
   if (!mlm) throw std::logic_error("mlm_logits: the model has no masked-LM head");
-  Tensor z = activation(config.hidden_act, mlm->transform.forward(rows, opt.training));
+  Tensor z = activation(config.hidden_act, mlm->transform.forward(rows, opt));
   z = mlm->norm.forward(z, config.layer_norm_eps);
-  return ops::linear(z, word_embeddings, mlm->decoder_bias);  // decoder tied to the embeddings
+  return ops::linear(z, word_embeddings, mlm->decoder_bias, ops::LinearOptions{opt.compute});  // decoder tied to the embeddings
 }
 
 std::vector<TensorSlot> BertModel::tensor_slots() {

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "edgetune/autograd/kernels.h"
 #include "edgetune/engine/pretrain.h"
 #include "edgetune/engine/trainer.h"
 
@@ -18,6 +19,18 @@ constexpr std::size_t kF = 4;  // bytes of a float32
 std::size_t f32(std::size_t n) { return accounted_bytes(kF * n); }
 
 std::size_t& at(MemoryEstimate& e, MemCategory c) { return e.bytes[static_cast<int>(c)]; }
+
+// The accountant's count of the workspace of one integer-kernel call (qgemm.h) with M = m rows,
+// reduction length len and cols output columns: the activation codes (M, R) and scales (M, R/32),
+// one chunk of packed weight panels (chunk, R) with its sums and scales, and a row of R bytes per
+// thread.
+std::size_t int8_gemm_workspace(std::size_t m, std::size_t len, std::size_t cols, std::size_t threads) {
+  const auto block = static_cast<std::size_t>(qgemm::kBlock), panel = static_cast<std::size_t>(qgemm::kPanel);
+  const std::size_t kb = (len + block - 1) / block, r = kb * block;
+  const std::size_t chunk = std::min(static_cast<std::size_t>(qgemm::kChunkColumns), (cols + panel - 1) / panel * panel);
+  return accounted_bytes(m * r) + f32(m * kb) + accounted_bytes(chunk * r) + 2 * f32(chunk * kb) +
+         accounted_bytes(threads * r);
+}
 
 // Adds a trainable float32 tensor with its gradient and optimizer state.
 void add_trainable(MemoryEstimate& e, const Shape& shape, int state_copies) {
@@ -130,7 +143,14 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
   const std::size_t first_layer = first_attention + rest;
   // Backward transients: the gradients of the feed-forward activation's input and output, or of
   // the attention scores and probabilities with those of q / k / v; plus a dequantization tile.
-  const std::size_t tile = f32(128 * static_cast<std::size_t>(std::max(C, F)));
+  std::size_t tile = f32(128 * static_cast<std::size_t>(std::max(C, F)));
+  if (r.compute == Compute::Int8 && is_quantized(r.base)) {
+    // The integer kernels take no dequantization tile; their largest call has F on one side.
+    const auto cw = static_cast<std::size_t>(C), fw = static_cast<std::size_t>(F);
+    const auto threads = static_cast<std::size_t>(kernels::num_threads());
+    tile = std::max({int8_gemm_workspace(N, cw, cw, threads), int8_gemm_workspace(N, cw, fw, threads),
+                     int8_gemm_workspace(N, fw, cw, threads)});
+  }
   const std::size_t transient = std::max(2 * nf, 2 * probs + 2 * nc) + tile;
   std::size_t acts = 0;
   if (!grads_in_encoder) {
@@ -227,6 +247,7 @@ PlanRequest plan_request(const BertConfig& config, const TrainConfig& t, std::in
   r.method = t.method;
   r.base = t.quant;
   r.quant_embeddings = t.quant_embeddings;
+  r.compute = t.compute;
   r.batch = t.batch_size;
   r.length = length;
   r.optimizer = t.optimizer;

@@ -71,6 +71,7 @@ StepResult train_step(std::span<const StepBatch* const> batches, std::span<optim
   ForwardOptions fo;
   fo.training = true;
   fo.checkpoint_layers = o.checkpoint_layers;
+  fo.compute = o.compute;
   StepResult r;
   for (const StepBatch* batch : batches) {
     const std::size_t rows = batch->rows();

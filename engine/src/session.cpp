@@ -165,11 +165,13 @@ void for_each_batch(const std::vector<data::Encoding>& encodings, std::int32_t p
 }  // namespace
 
 std::vector<Prediction> predict(const BertModel& model, const std::vector<data::Encoding>& encodings,
-                                std::int32_t pad_id, int batch_size) {
+                                std::int32_t pad_id, int batch_size, Compute compute) {
   NoGradGuard no_grad;
+  ForwardOptions fo;
+  fo.compute = compute;
   std::vector<Prediction> out(encodings.size());
   for_each_batch(encodings, pad_id, batch_size, nullptr, [&](const TensorBatch& b) {
-    const Tensor logits = model.classify(b.inputs, ForwardOptions{});
+    const Tensor logits = model.classify(b.inputs, fo);
     const std::int64_t k = logits.dim(1);
     const float* z = logits.data<float>();
     for (size_t r = 0; r < b.rows.size(); ++r) {
@@ -190,12 +192,15 @@ std::vector<Prediction> predict(const BertModel& model, const std::vector<data::
 }
 
 EvalReport evaluate(const BertModel& model, const std::vector<data::Encoding>& encodings,
-                    const std::vector<std::int32_t>& labels, std::int32_t pad_id, int batch_size) {
+                    const std::vector<std::int32_t>& labels, std::int32_t pad_id, int batch_size,
+                    Compute compute) {
   NoGradGuard no_grad;
+  ForwardOptions fo;
+  fo.compute = compute;
   std::vector<std::int32_t> predicted(encodings.size(), 0);
   double loss_sum = 0;
   for_each_batch(encodings, pad_id, batch_size, &labels, [&](const TensorBatch& b) {
-    const Tensor logits = model.classify(b.inputs, ForwardOptions{});
+    const Tensor logits = model.classify(b.inputs, fo);
     loss_sum += ops::cross_entropy(logits, b.labels).item() * static_cast<double>(b.rows.size());
     const std::int64_t k = logits.dim(1);
     const float* z = logits.data<float>();

@@ -290,7 +290,8 @@ DType Trainer::Impl::build_model(const BertConfig& base_cfg) {
 
 bool Trainer::Impl::after_epoch(TrainingRun& run) {
   if (eval_enc.empty()) return false;
-  const EvalReport r = evaluate(model, eval_enc, eval_labels, tokenizer->pad_id(), cfg.eval_batch_size);
+  const EvalReport r = evaluate(model, eval_enc, eval_labels, tokenizer->pad_id(), cfg.eval_batch_size,
+                                cfg.compute);
   say("eval after epoch " + std::to_string(run.epoch()) + " (step " + std::to_string(run.step()) + "):\n" +
       r.to_text());
   nlohmann::json j = r.to_json();
@@ -338,6 +339,7 @@ TrainResult Trainer::run(const RunHooks& hooks) {
   RunFolder folder(s.cfg.out);
   s.prepare(folder);
   LoopSettings ls = loop_settings(s.cfg, s.cfg.effective_lr(), s.plan.micro_batch, s.plan.checkpoint_layers);
+  ls.step.compute = s.cfg.compute;
   ls.grad_accum = s.cfg.grad_accum;
   ls.shuffle = s.cfg.shuffle;
   ls.schedule = s.cfg.schedule;

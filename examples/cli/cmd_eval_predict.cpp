@@ -32,7 +32,8 @@ int run_eval(const EvalArgs& a) {
   if (ds.bad_rows) std::cerr << "skipped " << ds.bad_rows << " bad rows (first: " << ds.bad_row_messages.front() << ")\n";
   const auto enc = data::encode_dataset(m.tokenizer, ds, a.data.max_length);
   std::cerr << invalid_utf8_note(enc, ds.source);
-  const EvalReport r = evaluate(m.bert, enc, data::label_ids(ds), m.tokenizer.pad_id(), a.batch_size);
+  const EvalReport r = evaluate(m.bert, enc, data::label_ids(ds), m.tokenizer.pad_id(), a.batch_size,
+                                a.model.compute);
   if (a.json) {
     std::cout << r.to_json().dump() << "\n";
   } else {
@@ -50,7 +51,7 @@ int run_predict(const EvalArgs& a) {
   if (ds.bad_rows) std::cerr << "skipped " << ds.bad_rows << " bad rows (first: " << ds.bad_row_messages.front() << ")\n";
   const auto enc = data::encode_dataset(m.tokenizer, ds, a.data.max_length);
   std::cerr << invalid_utf8_note(enc, ds.source);
-  const auto preds = predict(m.bert, enc, m.tokenizer.pad_id(), a.batch_size);
+  const auto preds = predict(m.bert, enc, m.tokenizer.pad_id(), a.batch_size, a.model.compute);
   const auto names = m.labels();
   std::string out;
   for (size_t i = 0; i < preds.size(); ++i) {

@@ -63,6 +63,7 @@ int run_inspect(const InspectArgs& a) {
     r.method.lora_targets = parse_lora_targets(a.lora_targets);
     r.base = a.model.quant;
     r.quant_embeddings = a.model.quant_embeddings;
+    r.compute = a.model.compute;
     r.batch = a.batch_size;
     r.length = a.max_length;
     r.optimizer = settings::parse_choice<optim::OptimizerKind>(kOptimizerNames, "--optimizer", a.optimizer);

@@ -13,11 +13,12 @@
 
 namespace edgetune::cli {
 
-// --model, --quant, --quant-embeddings (session.h's model_fields).
+// --model, --quant, --quant-embeddings, --compute (session.h's model_fields).
 struct ModelArgs {
   std::filesystem::path model_dir;
   DType quant = DType::Q8;
   bool quant_embeddings = false;
+  Compute compute = Compute::Int8;
 };
 void add_model_options(CLI::App& app, ModelArgs& a, bool required = true);
 

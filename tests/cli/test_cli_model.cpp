@@ -2,7 +2,9 @@
 // prints the model's figures, merge folds a LoRA so predict gives the same logits without it.
 #include <catch2/catch.hpp>
 
+#include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -60,6 +62,42 @@ TEST_CASE("predict reproduces the PyTorch golden logits of the tiny and small mo
     }
     REQUIRE(i == want.size());
   }
+}
+
+TEST_CASE("predict over a q8 base computes in int8 by default and in f32 with --compute f32",
+          "[cli][qgemm]") {
+  if (!cli_built()) return;
+  const fs::path dir = golden_dir() / "bert" / "tiny";
+  ScratchDir d("predict-compute");
+  std::ofstream(d / "rows.tsv") << "a lovely day at the beach\nthe service was slow and rude\nfine\n";
+  auto logits = [&](const std::string& flags) {
+    const RunResult r = run_cli("predict --quant q8 --model " + q(dir) + " --data " + q(d / "rows.tsv") +
+                                " --text-column 0 --header absent " + flags);
+    INFO(r.err);
+    REQUIRE(r.exit_code == 0);
+    std::vector<double> out;
+    std::istringstream lines(r.out);
+    std::string line;
+    while (std::getline(lines, line)) {
+      for (double v : nlohmann::json::parse(line).at("logits").get<std::vector<double>>()) out.push_back(v);
+    }
+    REQUIRE(out.size() == 6);
+    return out;
+  };
+  const std::vector<double> by_default = logits(""), int8 = logits("--compute int8"), f32 = logits("--compute f32");
+  CHECK(by_default == int8);
+  CHECK(int8 != f32);  // the integer kernels ran
+  // Sanity bound only: the error budgets of the integer path are the op-level ones of
+  // test_qgemm.cpp. Through a whole model the activation rounding (step max|a| / 127 per block
+  // of 32) stays a few percent of the logits' scale.
+  double scale = 0;
+  for (double v : f32) scale = std::max(scale, std::fabs(v));
+  for (size_t i = 0; i < f32.size(); ++i) CHECK(std::fabs(int8[i] - f32[i]) <= 0.05 * scale);
+
+  const RunResult bad = run_cli("predict --quant q8 --model " + q(dir) + " --data " + q(d / "rows.tsv") +
+                                " --text-column 0 --header absent --compute f16");
+  CHECK(bad.exit_code == 2);
+  CHECK(bad.err.find("--compute") != std::string::npos);
 }
 
 TEST_CASE("inspect prints config, parameter count, bytes per storage and tokenizer settings",

@@ -78,6 +78,7 @@ Measured measure(const PlanRequest& r, const Plan& plan) {
     StepOptions so;
     so.micro_batch = plan.micro_batch;
     so.checkpoint_layers = plan.checkpoint_layers;
+    so.compute = r.compute;
     manual_seed(1);
     for (int i = 0; i < 2; ++i) train_step(model, params, *opt, std::span<const TensorBatch>(&batch, 1), 1e-3, so);
     const MemoryStats s = acc.stats();
@@ -129,22 +130,28 @@ TEST_CASE("planner: per category, the estimate is the accountant's count", "[pla
     bool ckpt;
     std::int64_t micro;
     bool freeze_a;
+    Compute compute;
   };
-  const C cases[] = {{Method::Lora, DType::Q8, true, false, 8, false},
-                     {Method::Lora, DType::Q4, false, true, 4, true},
-                     {Method::Adapter, DType::Q4, true, false, 8, false},
-                     {Method::BitFit, DType::Q8, false, true, 8, false},
-                     {Method::Head, DType::Q4, true, false, 8, false},
-                     {Method::Full, DType::F32, false, false, 8, false}};
+  const C cases[] = {{Method::Lora, DType::Q8, true, false, 8, false, Compute::F32},
+                     {Method::Lora, DType::Q4, false, true, 4, true, Compute::F32},
+                     {Method::Adapter, DType::Q4, true, false, 8, false, Compute::F32},
+                     {Method::BitFit, DType::Q8, false, true, 8, false, Compute::F32},
+                     {Method::Head, DType::Q4, true, false, 8, false, Compute::F32},
+                     {Method::Full, DType::F32, false, false, 8, false, Compute::F32},
+                     {Method::Lora, DType::Q8, true, false, 8, false, Compute::Int8},
+                     {Method::Lora, DType::Q4, false, true, 4, true, Compute::Int8},
+                     {Method::Head, DType::Q4, true, false, 8, false, Compute::Int8}};
   for (const C& c : cases) {
     PlanRequest r = request(c.method, c.base, 8, 64);
     r.quant_embeddings = c.quant_embeddings;
+    r.compute = c.compute;
     r.method.lora.freeze_a = c.freeze_a;
     const Plan plan = choose_plan(r, 0, c.ckpt, c.micro);
     const Measured got = measure(r, plan);
     const auto& want = plan.estimate.bytes;
     auto cat = [](MemCategory m) { return static_cast<int>(m); };
-    INFO(method_name(c.method) << " " << dtype_name(c.base) << (c.quant_embeddings ? " +embeddings" : "")
+    INFO(method_name(c.method) << " " << dtype_name(c.base) << (c.compute == Compute::Int8 ? " int8" : "")
+                               << (c.quant_embeddings ? " +embeddings" : "")
                                << (c.freeze_a ? " lora-fa" : "") << ", " << plan.describe());
     // The tensors themselves: one walk of the model's tensor table, one rounding, no tolerance.
     CHECK(want[cat(MemCategory::BaseWeights)] == got.category[cat(MemCategory::BaseWeights)]);

@@ -92,6 +92,7 @@ TrainConfig non_default_train(std::size_t i) {
   c.method.adapter_act = kBottleneckActNames[i % std::size(kBottleneckActNames)].value;
   c.quant = kQuantNames[i % std::size(kQuantNames)].value;
   c.quant_embeddings = true;
+  c.compute = kComputeNames[i % std::size(kComputeNames)].value;
   c.epochs = 5;
   c.batch_size = 8;
   c.lr = 2e-4;
@@ -174,9 +175,12 @@ TEST_CASE("settings: a run.json without a newer field reads with that field's de
   nlohmann::json j = non_default_train(1).to_json();
   j.erase("eval_batch_size");
   j.erase("checkpoint_layers");
+  REQUIRE(j.at("compute") == "f32");
+  j.erase("compute");
   const TrainConfig c = TrainConfig::from_json(j, "run.json");
   CHECK(c.eval_batch_size == TrainConfig{}.eval_batch_size);
   CHECK_FALSE(c.checkpoint_layers.has_value());
+  CHECK(c.compute == Compute::Int8);  // quantized bases compute on the integer kernels
   // The keys that are there still apply.
   CHECK(c.epochs == 5);
   CHECK(c.method.method == Method::Adapter);
@@ -348,7 +352,7 @@ TEST_CASE("settings: out-of-range values are rejected with one line before the r
   require_one_line_naming(error_of([&] { p.validate(); }), "max_length");
 }
 
-TEST_CASE("settings: C ABI: an unknown quant is an error naming it, nothing is trained",
+TEST_CASE("settings: C ABI: an unknown quant or compute is an error naming it, nothing is trained",
           "[settings][api][c]") {
   test::TempDir dir("settings-cabi");
   const fs::path train = two_class_file(dir.path);
@@ -360,6 +364,11 @@ TEST_CASE("settings: C ABI: an unknown quant is an error naming it, nothing is t
   require_one_line_naming(err, "quant", {"q5", "f32, q8 or q4"});
   CHECK_FALSE(fs::exists(out));
   opts["quant"] = "q4";
+  opts["compute"] = "int4";
+  REQUIRE(edgetune_train(opts.dump().c_str(), err, sizeof err) == EDGETUNE_ERROR);
+  require_one_line_naming(err, "compute", {"int4", "int8 or f32"});
+  CHECK_FALSE(fs::exists(out));
+  opts["compute"] = "f32";
   opts["epochs"] = "1";
   REQUIRE(edgetune_train(opts.dump().c_str(), err, sizeof err) == EDGETUNE_ERROR);
   require_one_line_naming(err, "epochs", {"an integer"});

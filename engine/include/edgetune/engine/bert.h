@@ -14,17 +14,28 @@
 
 #include "edgetune/adapters/houlsby.h"
 #include "edgetune/adapters/lora.h"
+#include "edgetune/autograd/qgemm.h"
 #include "edgetune/autograd/tensor.h"
 #include "edgetune/engine/config.h"
 
 namespace edgetune {
+
+// Forward-pass settings that are not part of the model.
+struct ForwardOptions {
+  bool training = false;          // dropout on
+  bool checkpoint_layers = false; // recompute each encoder layer in backward
+  // How linear layers over a q8/q4 base compute (qgemm.h). F32 here, the reference the PyTorch
+  // goldens are checked against; the settings tables default to Int8 (kComputeNames, session.h).
+  Compute compute = Compute::F32;
+};
 
 // One nn.Linear: y = x W^T + b (+ LoRA).
 struct LinearLayer {
   Tensor weight;                          // (N, K): f32, q8 or q4
   Tensor bias;                            // (N) f32
   std::shared_ptr<adapters::Lora> lora;   // optional
-  Tensor forward(const Tensor& x, bool training) const;
+  // x (..., K) -> (..., N); dropout of the LoRA input with opt.training, W per opt.compute.
+  Tensor forward(const Tensor& x, const ForwardOptions& opt) const;
 };
 
 struct LayerNormLayer {
@@ -71,12 +82,6 @@ struct BertInputs {
   Tensor input_ids;       // (B, T) I32
   Tensor token_type_ids;  // (B, T) I32
   Tensor attention_mask;  // (B, T) I32: 1 for tokens, 0 for padding
-};
-
-// Forward-pass settings that are not part of the model.
-struct ForwardOptions {
-  bool training = false;          // dropout on
-  bool checkpoint_layers = false; // recompute each encoder layer in backward
 };
 
 class BertModel {

@@ -12,8 +12,8 @@
 // encoder layer the LoRA input, the q / k / v head tensors, the attention probabilities (twice
 // with attention dropout), the LayerNorm inputs and the feed-forward activation input; with
 // checkpointing, only each layer's input plus one layer's worth during its recomputation.
-// Transient backward buffers, dequantization tiles and freed blocks held for reuse are the
-// workspace.
+// Transient backward buffers, dequantization tiles (or, computing in int8, the integer kernels'
+// activation codes and packed weight chunk) and freed blocks held for reuse are the workspace.
 #pragma once
 
 #include <array>
@@ -22,6 +22,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "edgetune/autograd/qgemm.h"
 #include "edgetune/autograd/tensor.h"
 #include "edgetune/core/memory.h"
 #include "edgetune/engine/config.h"
@@ -36,6 +37,7 @@ struct PlanRequest {
   MethodOptions method;
   DType base = DType::Q8;
   bool quant_embeddings = false;
+  Compute compute = Compute::F32;  // Int8 over a q8/q4 base: the integer kernels' workspace
   std::int64_t batch = 16;    // effective batch B
   std::int64_t length = 128;  // tokens per row T (the longest row)
   optim::OptimizerKind optimizer = optim::OptimizerKind::AdamW;

@@ -21,14 +21,20 @@ namespace edgetune {
 
 inline constexpr settings::Choice<DType> kQuantNames[] = {
     {DType::F32, "f32"}, {DType::Q8, "q8"}, {DType::Q4, "q4"}};
+inline constexpr settings::Choice<Compute> kComputeNames[] = {{Compute::Int8, "int8"},
+                                                              {Compute::F32, "f32"}};
 
-// The settings that choose a model folder and the storage of its frozen base, in the table of any
-// settings struct with the members model_dir, quant and quant_embeddings.
+// The settings that choose a model folder, the storage of its frozen base and how linear layers
+// over that base compute, in the table of any settings struct with the members model_dir, quant,
+// quant_embeddings and compute.
 template <class Self, class V>
 void model_fields(Self& c, V& v) {
   v("model", c.model_dir, "Hugging Face BERT folder (config.json, model.safetensors, vocab.txt)");
   v("quant", c.quant, kQuantNames, "storage of the frozen base Linear weights: f32, q8 or q4");
   v("quant_embeddings", c.quant_embeddings, "store the word-embedding table as --quant too (frozen q8/q4 gather)");
+  v("compute", c.compute, kComputeNames,
+    "linear layers over a q8/q4 base: int8 (integer kernels) or f32 (dequantize, float GEMM); "
+    "an f32 base always computes in f32");
 }
 
 inline constexpr settings::Choice<data::Header> kHeaderNames[] = {
@@ -112,12 +118,15 @@ struct Prediction {
   std::vector<float> logits;
 };
 
-// Logits of every encoding, batch by batch, without recording. order: rows to run, in order.
+// Logits of every encoding, batch by batch, without recording; linear layers over a q8/q4 base
+// compute per `compute`.
 std::vector<Prediction> predict(const BertModel& model, const std::vector<data::Encoding>& encodings,
-                                std::int32_t pad_id, int batch_size);
+                                std::int32_t pad_id, int batch_size, Compute compute);
 
-// Accuracy, macro-F1, per-class figures, confusion matrix and mean loss on labelled encodings.
+// Accuracy, macro-F1, per-class figures, confusion matrix and mean loss on labelled encodings;
+// linear layers over a q8/q4 base compute per `compute`.
 EvalReport evaluate(const BertModel& model, const std::vector<data::Encoding>& encodings,
-                    const std::vector<std::int32_t>& labels, std::int32_t pad_id, int batch_size);
+                    const std::vector<std::int32_t>& labels, std::int32_t pad_id, int batch_size,
+                    Compute compute);
 
 }  // namespace edgetune
