@@ -77,7 +77,7 @@ struct Progress {
   double eta_seconds = 0;          // estimated time left
   std::size_t memory_live = 0;     // the accountant's live bytes (cached blocks included)
   std::size_t memory_peak = 0;     // the accountant's peak
-  std::size_t budget = 0;          // the accountant's budget (0: none)
+  std::size_t budget = 0;          // the run's memory budget, which bounds VmHWM (0: none)
   std::size_t rss = 0, peak_rss = 0;  // the process's resident set now and its peak (VmHWM)
 };
 
@@ -191,6 +191,7 @@ struct LoopSettings {
   double warmup_ratio = 0;
   optim::Schedule::Kind schedule = optim::Schedule::Kind::Linear;
   StepOptions step;              // clipping and the memory plan
+  std::size_t memory_budget = 0;  // the run's budget for the whole process (0: none)
   bool tokens_throughput = false;  // progress lines show tokens/s instead of examples/s
   const char* accuracy_key = nullptr;  // metrics key of the training accuracy window, if any
   std::string state_format;      // "format" in the state's metadata
@@ -279,7 +280,8 @@ struct MemorySettings {
 };
 
 // The loop settings that a mode's settings name alike (Config has batch_size, seed, epochs,
-// max_steps, log_every, save_every, warmup_ratio and max_grad_norm), with the peak lr and the plan.
+// max_steps, log_every, save_every, warmup_ratio, max_grad_norm and memory_budget), with the peak
+// lr and the plan.
 template <class Config>
 LoopSettings loop_settings(const Config& c, double lr, std::int64_t micro_batch, bool checkpoint_layers) {
   LoopSettings s;
@@ -292,6 +294,7 @@ LoopSettings loop_settings(const Config& c, double lr, std::int64_t micro_batch,
   s.lr = lr;
   s.warmup_ratio = c.warmup_ratio;
   s.step = StepOptions{c.max_grad_norm, micro_batch, checkpoint_layers};
+  s.memory_budget = c.memory_budget;
   return s;
 }
 
