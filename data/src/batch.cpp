@@ -14,6 +14,18 @@ Encoding encode_example(const WordPieceTokenizer& tokenizer, const Example& e, i
                      : tokenizer.encode(e.text, std::nullopt, max_length);
 }
 
+// A batch of rows.size() rows of t tokens, all padding, with its row indices.
+Batch padding(std::span<const size_t> rows, size_t t, int32_t pad_id) {
+  Batch b;
+  b.rows = static_cast<int32_t>(rows.size());
+  b.length = static_cast<int32_t>(t);
+  b.ids.assign(rows.size() * t, pad_id);
+  b.type_ids.assign(rows.size() * t, 0);
+  b.attention_mask.assign(rows.size() * t, 0);
+  b.indices.assign(rows.begin(), rows.end());
+  return b;
+}
+
 }  // namespace
 
 Batch make_batch(std::span<const Encoding> encodings, std::span<const size_t> rows, int32_t pad_id,
@@ -31,13 +43,7 @@ Batch make_batch(std::span<const Encoding> encodings, std::span<const size_t> ro
     }
     t = std::max(t, encodings[r].ids.size());
   }
-  Batch b;
-  b.rows = static_cast<int32_t>(rows.size());
-  b.length = static_cast<int32_t>(t);
-  b.ids.assign(rows.size() * t, pad_id);
-  b.type_ids.assign(rows.size() * t, 0);
-  b.attention_mask.assign(rows.size() * t, 0);
-  b.indices.assign(rows.begin(), rows.end());
+  Batch b = padding(rows, t, pad_id);
   for (size_t i = 0; i < rows.size(); ++i) {
     const Encoding& e = encodings[rows[i]];
     std::copy(e.ids.begin(), e.ids.end(), b.ids.begin() + static_cast<long>(i * t));
@@ -60,13 +66,7 @@ Batch make_batch(const TokenStore& store, std::span<const size_t> rows, int32_t 
     }
     t = std::max(t, store.ids(r).size());
   }
-  Batch b;
-  b.rows = static_cast<int32_t>(rows.size());
-  b.length = static_cast<int32_t>(t);
-  b.ids.assign(rows.size() * t, pad_id);
-  b.type_ids.assign(rows.size() * t, 0);
-  b.attention_mask.assign(rows.size() * t, 0);
-  b.indices.assign(rows.begin(), rows.end());
+  Batch b = padding(rows, t, pad_id);
   for (size_t i = 0; i < rows.size(); ++i) {
     const std::span<const int32_t> ids = store.ids(rows[i]);
     const auto row = static_cast<long>(i * t);

@@ -267,9 +267,4 @@ PlanRequest plan_request(const BertConfig& config, const TrainConfig& t, std::in
   return r;
 }
 
-Plan choose_plan(const BertConfig& config, const TrainConfig& t, std::int64_t length) {
-  return choose_plan(plan_request(config, t, length), t.memory_budget, t.checkpoint_layers,
-                     t.micro_batch);
-}
-
 }  // namespace edgetune

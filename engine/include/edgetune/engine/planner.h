@@ -130,7 +130,4 @@ Plan choose_plan(const PlanRequest& request, std::size_t budget,
 // The request for a training run (its config, batch and longest row).
 PlanRequest plan_request(const BertConfig& config, const TrainConfig& train, std::int64_t length);
 
-// choose_plan for a training run.
-Plan choose_plan(const BertConfig& config, const TrainConfig& train, std::int64_t length);
-
 }  // namespace edgetune
