@@ -236,6 +236,12 @@ DType Trainer::Impl::build_model(const BertConfig& base_cfg) {
     model_cfg.attention_probs_dropout_prob = *cfg.dropout;
     model_cfg.classifier_dropout = *cfg.dropout;
   }
+  // VmHWM never falls: a process that reading the data took past the budget cannot keep within it.
+  if (cfg.memory_budget > 0 && process_peak_rss() > cfg.memory_budget) {
+    throw PlanError("reading and packing the data took the process's peak resident set (VmHWM) to " +
+                    format_bytes(process_peak_rss()) + ", past the memory budget of " +
+                    format_bytes(cfg.memory_budget) + ": raise --memory-budget or train on fewer rows");
+  }
   const auto longest = std::max<std::int64_t>(2, static_cast<std::int64_t>(train_store.longest()));
   model_cfg.num_labels = static_cast<std::int64_t>(labels.size());
   PlanRequest request = plan_request(model_cfg, cfg, longest);
