@@ -261,19 +261,24 @@ TEST_CASE("planner: a run that cannot fit leaves no run folder behind", "[planne
   CHECK_FALSE(fs::exists(out));
 }
 
-TEST_CASE("planner: training under a budget stays under it, and the plan is printed", "[planner][memory]") {
-  const fs::path out = fs::temp_directory_path() / "edgetune-planner-run";
+// A run of the small golden model on `rows` labelled rows written to a file named after `tag`,
+// its run folder under the same name (both removed first).
+TrainConfig small_run(const std::string& tag, int rows) {
+  const fs::path out = fs::temp_directory_path() / ("edgetune-planner-" + tag);
   fs::remove_all(out);
-  const fs::path data = fs::temp_directory_path() / "edgetune-planner.tsv";
-  {
-    std::ofstream f(data);
-    f << "sentence\tlabel\n";
-    for (int i = 0; i < 32; ++i) f << (i % 2 ? "a good day number " : "a bad day number ") << i << "\t" << i % 2 << "\n";
-  }
+  const fs::path data = fs::temp_directory_path() / ("edgetune-planner-" + tag + ".tsv");
+  std::ofstream f(data);
+  f << "sentence\tlabel\n";
+  for (int i = 0; i < rows; ++i) f << (i % 2 ? "a good day number " : "a bad day number ") << i << "\t" << i % 2 << "\n";
   TrainConfig c;
   c.model_dir = test::golden_dir() / "bert" / "small";
   c.train_file = data;
   c.out = out;
+  return c;
+}
+
+TEST_CASE("planner: training under a budget stays under it, and the plan is printed", "[planner][memory]") {
+  TrainConfig c = small_run("run", 32);
   c.epochs = 1;
   c.batch_size = 16;
   c.quant = DType::Q4;
@@ -291,8 +296,8 @@ TEST_CASE("planner: training under a budget stays under it, and the plan is prin
   REQUIRE(res.steps == 2);
   REQUIRE(log.str().find("plan: ") != std::string::npos);
   REQUIRE(res.accountant_peak <= c.memory_budget);
-  fs::remove_all(out);
-  fs::remove(data);
+  fs::remove_all(c.out);
+  fs::remove(c.train_file);
 }
 
 TEST_CASE("planner: the accountant stops a step that would pass the budget with BudgetExceeded",
@@ -366,18 +371,7 @@ TEST_CASE("planner: the data set's bytes are their own category of the estimate"
 }
 
 TEST_CASE("planner: training counts the packed rows and the vocabulary as data, exactly", "[planner][data][vocab]") {
-  const fs::path out = fs::temp_directory_path() / "edgetune-planner-data";
-  fs::remove_all(out);
-  const fs::path data = fs::temp_directory_path() / "edgetune-planner-data.tsv";
-  {
-    std::ofstream f(data);
-    f << "sentence\tlabel\n";
-    for (int i = 0; i < 40; ++i) f << (i % 2 ? "a good day number " : "a bad day number ") << i << "\t" << i % 2 << "\n";
-  }
-  TrainConfig c;
-  c.model_dir = test::golden_dir() / "bert" / "small";
-  c.train_file = data;
-  c.out = out;
+  TrainConfig c = small_run("data", 40);
   c.max_steps = 1;
   c.batch_size = 4;
   c.threads = 1;
@@ -398,6 +392,6 @@ TEST_CASE("planner: training counts the packed rows and the vocabulary as data, 
   REQUIRE(data_live == 4 * block + tok.bytes());
   // The trainer gave all of it back.
   REQUIRE(Accountant::global().live(MemCategory::Data) == 0);
-  fs::remove_all(out);
-  fs::remove(data);
+  fs::remove_all(c.out);
+  fs::remove(c.train_file);
 }

@@ -75,7 +75,9 @@ Baseline measure_baseline();
 
 // What training adds to the resident set outside the accountant's blocks, whatever the plan: the
 // code and library pages the training path touches after start, the worker threads' heaps, the
-// graph nodes and batch vectors of a step. Measured on the shipped model (3.9 MiB), with margin.
+// graph nodes and batch vectors of a step. Set from runs of the shipped model (q4, LoRA, 32 MiB
+// budget), where VmHWM exceeded the accountant's peak plus the resident set at start by 7 MiB:
+// this, the heap slack below and the estimate's own margin over the measured peak cover it.
 inline constexpr std::size_t kAllocatorAllowance = std::size_t{4} << 20;
 // The heap's slack around the accountant's small blocks (below the 256 KiB it maps directly
 // from the OS): a freed block leaves a hole that only a block of its size fills. Measured at
