@@ -144,7 +144,7 @@ class Charge {
   std::size_t bytes_ = 0;
 };
 
-// The bytes the accountant counts for a block of `bytes`: 64-byte multiples below 256 KiB, whole
+// The bytes the accountant counts for a block of `bytes`: 64-byte multiples below 16 KiB, whole
 // 4 KiB pages from there up (those blocks are mapped from the OS). 0 for 0. Every figure the
 // accountant reports is a sum of these, so an estimate built from it matches the count exactly.
 std::size_t accounted_bytes(std::size_t bytes);
