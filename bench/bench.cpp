@@ -99,10 +99,13 @@ nlohmann::json run_case(const Case& c) {
   tc.compute = compute;
   tc.batch_size = static_cast<int>(c.batch);
   tc.memory_budget = c.budget;
-  const Plan plan = choose_plan(cfg, tc, c.length);
+  // Under a budget the process is what it bounds: the baseline is measured before the model exists.
+  PlanRequest request = plan_request(cfg, tc, c.length);
+  if (c.budget) request.baseline = measure_baseline().total();
+  const Plan plan = choose_plan(request, c.budget);
 
   Accountant& acc = *context.accountant;
-  acc.set_budget(c.budget);
+  acc.set_budget(plan.accountant_budget());
   const auto t0 = std::chrono::steady_clock::now();
   LoadOptions lo = load_options_for(m, base, c.quant_embeddings);
   BertModel model = init_bert(cfg, lo);

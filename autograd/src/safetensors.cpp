@@ -541,7 +541,17 @@ Tensor Reader::load(const TensorInfo& info, DType target, MemCategory category) 
       }
       Tensor q = quantized_empty(info.shape[0], info.shape[1], target, category);
       std::vector<float> row(static_cast<std::size_t>(info.shape[1]));
+      // The source pages already quantized leave the resident set every kDropEvery bytes, so a
+      // large float matrix (BERT-base's word embeddings are 90 MiB) is never resident whole.
+      const std::size_t row_bytes = static_cast<std::size_t>(info.shape[1]) * dtype_size(info.dtype);
+      const std::size_t first = static_cast<std::size_t>(data_ - file_) + info.begin;
+      std::size_t dropped = first;
       for (std::int64_t r = 0; r < info.shape[0]; ++r) {
+        const std::size_t consumed = first + static_cast<std::size_t>(r) * row_bytes;
+        if (consumed - dropped >= kDropEvery) {
+          drop_pages(dropped, consumed);
+          dropped = consumed;
+        }
         read_rows_f32(info, r, 1, row.data());
         // A scale cannot represent nan or inf (and a code cast from nan is undefined behaviour).
         for (std::size_t j = 0; j < row.size(); ++j) {
@@ -611,14 +621,19 @@ void Reader::read_rows_f32(const TensorInfo& info, std::int64_t row0, std::int64
 
 void Reader::release(const TensorInfo& info) const {
   check_own(info);
-  if (!mapped_ || info.nbytes() == 0) return;
-  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  if (info.nbytes() == 0) return;
   const std::size_t first = static_cast<std::size_t>(data_ - file_) + info.begin;
-  const std::size_t last = first + info.nbytes();  // one past the tensor's last byte
-  const std::size_t from = first / page * page;
-  const std::size_t to = (last + page - 1) / page * page;
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  drop_pages(first, (first + info.nbytes() + page - 1) / page * page);
+}
+
+void Reader::drop_pages(std::size_t from, std::size_t to) const {
+  if (!mapped_) return;
+  const auto page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
+  from = from / page * page;
+  to = to / page * page;
   // A hint only: failure leaves the pages resident, which is never wrong.
-  ::madvise(const_cast<std::byte*>(file_) + from, to - from, MADV_DONTNEED);
+  if (to > from) ::madvise(const_cast<std::byte*>(file_) + from, to - from, MADV_DONTNEED);
 }
 
 void Reader::release_all() const {

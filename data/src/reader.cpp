@@ -276,7 +276,10 @@ void read_tabular(std::vector<Record> records, Dataset& ds, const ReadOptions& o
 
   ds.examples.reserve(records.size() - first);
   for (size_t k = first; k < records.size(); ++k) {
-    const Record& r = records[k];  // copied out: two options may name one column
+    // Moved out, so each record's fields are freed as its example is made: the records and the
+    // examples never both hold every row. (Fields are copied from it: two options may name one
+    // column.)
+    const Record r = std::move(records[k]);
     if (!r.error.empty()) {
       bad.report(r.line, r.error);
       continue;

@@ -145,11 +145,8 @@ WordPieceTokenizer::WordPieceTokenizer(Vocab vocab, TokenizerOptions options)
     }
     *ids[i] = *id;
   }
-  const auto& tokens = vocab_.tokens();
-  for (size_t i = 0; i < tokens.size(); ++i) {
-    const std::string_view t = tokens[i];
-    const auto id = static_cast<int32_t>(i);
-    word_start_.insert(t, id);
+  for (int32_t id = 0; id < vocab_.size(); ++id) {
+    const std::string_view t = vocab_.token(id);
     if (t.size() > 2 && t.substr(0, 2) == "##") continuation_.insert(t.substr(2), id);
   }
 }
@@ -302,9 +299,8 @@ void WordPieceTokenizer::word_piece(std::string_view word, size_t chars,
     out.push_back(unk_id_);
     return;
   }
-  const int32_t whole = word_start_.find(word);
-  if (whole >= 0) {
-    out.push_back(whole);
+  if (const auto whole = vocab_.id(word)) {
+    out.push_back(*whole);
     return;
   }
   // Greedy longest match first: at each position take the longest vocabulary piece, "##"-prefixed
@@ -312,12 +308,13 @@ void WordPieceTokenizer::word_piece(std::string_view word, size_t chars,
   const size_t first = out.size();
   size_t start = 0;
   while (start < word.size()) {
-    const PieceTable& table = start == 0 ? word_start_ : continuation_;
-    size_t end = std::min(word.size(), start + table.max_key_bytes());
+    const size_t longest = start == 0 ? vocab_.max_token_bytes() : continuation_.max_key_bytes();
+    size_t end = std::min(word.size(), start + longest);
     while (end > start && end < word.size() && is_continuation_byte(word[end])) --end;
     int32_t id = -1;
     while (end > start) {
-      id = table.find(word.substr(start, end - start));
+      const std::string_view piece = word.substr(start, end - start);
+      id = start == 0 ? vocab_.id(piece).value_or(-1) : continuation_.find(piece);
       if (id >= 0) break;
       --end;
       while (end > start && is_continuation_byte(word[end])) --end;
@@ -373,7 +370,7 @@ std::vector<std::string> WordPieceTokenizer::tokenize(std::string_view text) con
   append_ids(text, ids, &invalid);
   std::vector<std::string> tokens;
   tokens.reserve(ids.size());
-  for (const int32_t id : ids) tokens.push_back(vocab_.token(id));
+  for (const int32_t id : ids) tokens.emplace_back(vocab_.token(id));
   return tokens;
 }
 

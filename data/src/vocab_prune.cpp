@@ -73,7 +73,7 @@ PrunedVocab prune_vocab(const Vocab& full, std::span<const std::int64_t> counts)
   }
   for (size_t i = 0; i < counts.size(); ++i) {
     if (special[i]) continue;
-    const std::string& token = full.tokens()[i];
+    const std::string_view token = full.token(static_cast<int32_t>(i));
     // A token written on two lines of the full vocabulary: Vocab::id maps it to the later line,
     // the only id a tokenizer can produce; keep that one line, so no token appears twice.
     if (full.id(token) != static_cast<std::int32_t>(i)) continue;
@@ -84,7 +84,7 @@ PrunedVocab prune_vocab(const Vocab& full, std::span<const std::int64_t> counts)
     } else {
       continue;
     }
-    out.tokens.push_back(token);
+    out.tokens.emplace_back(token);
   }
   return out;
 }

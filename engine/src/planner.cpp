@@ -177,8 +177,30 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
     mlm_workspace = mv + mc;
   }
   at(e, MemCategory::Activations) = acts;
+  at(e, MemCategory::Data) = r.data_bytes;
   at(e, MemCategory::Workspace) = (grads_in_encoder ? transient + (ckpt ? 2 * nc : 0) : tile) + mlm_workspace;
   return e;
+}
+
+std::string Baseline::describe() const {
+  return "baseline " + format_bytes(total()) + " (resident " + format_bytes(resident) + ", threads " +
+         format_bytes(threads) + ", allocator " + format_bytes(allocator) + ")";
+}
+
+Baseline measure_baseline() {
+  Baseline b;
+  b.resident = process_rss();
+  if (b.resident == 0) return b;
+  // One small product per thread starts the worker threads (their stacks, Eigen's per-thread
+  // state) as training will.
+  const std::int64_t n = kernels::num_threads();
+  constexpr std::int64_t kSide = 32;
+  std::vector<float> a(static_cast<std::size_t>(n * kSide * kSide), 1.0f), c(a.size());
+  kernels::batched_gemm(c.data(), a.data(), a.data(), n, kSide, kSide, kSide, false, false, false);
+  const std::size_t after = process_rss();
+  b.threads = after > b.resident ? after - b.resident : 0;
+  b.allocator = kAllocatorAllowance;
+  return b;
 }
 
 std::string Plan::describe() const {
@@ -186,9 +208,14 @@ std::string Plan::describe() const {
   const std::int64_t parts = micro_batch > 0 ? (batch + micro_batch - 1) / micro_batch : 1;
   std::snprintf(buf, sizeof buf, "plan: checkpointing %s, micro-batch %lld x %lld, estimated peak %s%s%s",
                 checkpoint_layers ? "on" : "off", static_cast<long long>(micro_batch),
-                static_cast<long long>(parts), format_bytes(estimate.total()).c_str(),
+                static_cast<long long>(parts), format_bytes(peak()).c_str(),
                 budget ? " of " : "", budget ? format_bytes(budget).c_str() : "");
-  return buf;
+  std::string out = buf;
+  if (baseline) {
+    out += " (accountant " + format_bytes(estimate.total()) + ", heap slack " + format_bytes(heap_slack()) +
+           ", baseline " + format_bytes(baseline) + ")";
+  }
+  return out;
 }
 
 Plan choose_plan(const PlanRequest& r, std::size_t budget, std::optional<bool> force_ckpt,
@@ -205,6 +232,7 @@ Plan choose_plan(const PlanRequest& r, std::size_t budget, std::optional<bool> f
       p.micro_batch = micro;
       p.batch = r.batch;
       p.budget = budget;
+      p.baseline = r.baseline;
       p.estimate = estimate_memory(r, ckpt, micro);
       // Recomputing the forward costs about a third of a step; each micro-batch adds fixed costs
       // (smaller GEMMs, per-op overheads) that matter most for tiny micro-batches.
@@ -218,14 +246,15 @@ Plan choose_plan(const PlanRequest& r, std::size_t budget, std::optional<bool> f
   const Plan* smallest = &candidates.front();
   for (const Plan& p : candidates) {
     if (p.estimate.total() < smallest->estimate.total()) smallest = &p;
-    if (budget && p.estimate.total() > budget) continue;
+    if (budget && p.peak() > budget) continue;
     if (!best || p.relative_cost < best->relative_cost) best = &p;
   }
   if (!best) {
     const MemoryEstimate& e = smallest->estimate;
     const std::size_t fixed = e.bytes[0] + e.bytes[1] + e.bytes[2] + e.bytes[3];
+    const std::size_t weights_data = r.baseline + fixed + e.bytes[static_cast<int>(MemCategory::Data)];
     std::string hint;
-    if (fixed > budget) {
+    if (weights_data > budget) {
       const bool all_q4 = r.base == DType::Q4 && r.quant_embeddings;
       hint = "the weights and optimizer state alone take " + format_bytes(fixed) + ": use " +
              (all_q4 ? std::string() : "--quant q4 (and --quant-embeddings), ") +
@@ -233,10 +262,13 @@ Plan choose_plan(const PlanRequest& r, std::size_t budget, std::optional<bool> f
     } else {
       hint = "lower --max-length (now " + std::to_string(r.length) + ") or use --lora-fa";
     }
+    const std::string baseline =
+        r.baseline ? "baseline " + format_bytes(r.baseline) + ", heap slack " + format_bytes(smallest->heap_slack()) + ", "
+                   : "";
     throw PlanError("no training plan fits the memory budget of " + format_bytes(budget) +
-                    ": the smallest estimated peak is " + format_bytes(e.total()) +
+                    ": the smallest estimated peak is " + format_bytes(smallest->peak()) +
                     " (checkpointing on, micro-batch " + std::to_string(smallest->micro_batch) + "; " +
-                    e.summary() + "); raise --memory-budget or " + hint);
+                    baseline + e.summary() + "); raise --memory-budget or " + hint);
   }
   return *best;
 }
@@ -253,11 +285,6 @@ PlanRequest plan_request(const BertConfig& config, const TrainConfig& t, std::in
   r.optimizer = t.optimizer;
   r.momentum = t.momentum;
   return r;
-}
-
-Plan choose_plan(const BertConfig& config, const TrainConfig& t, std::int64_t length) {
-  return choose_plan(plan_request(config, t, length), t.memory_budget, t.checkpoint_layers,
-                     t.micro_batch);
 }
 
 }  // namespace edgetune

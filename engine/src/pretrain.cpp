@@ -379,7 +379,8 @@ void Pretrainer::Impl::prepare() {
   }
 
   // The plan: every tensor trains (float32), with the masked-LM head's logits at the masked rows.
-  context.accountant->set_budget(cfg.memory_budget);
+  // Under a budget the baseline (planner.h) is measured now: the corpus's segments and the
+  // tokenizer are in the heap, outside the accountant, and it includes them.
   BertConfig model_cfg = base;
   if (cfg.dropout) {
     model_cfg.hidden_dropout_prob = *cfg.dropout;
@@ -394,7 +395,9 @@ void Pretrainer::Impl::prepare() {
   for (const size_t i : train_rows) longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(segments[i].size()));
   pr.length = longest;
   pr.mlm_probability = cfg.masking.probability;
+  if (cfg.memory_budget > 0 && cfg.budget_scope == BudgetScope::Process) pr.baseline = measure_baseline().total();
   plan = choose_plan(pr, cfg.memory_budget, cfg.checkpoint_layers, cfg.micro_batch);
+  context.accountant->set_budget(plan.accountant_budget());
   say(plan.describe() + "\n");
 
   // Model: every tensor but the pooler and the classifier trains (BertForMaskedLM has neither).

@@ -261,7 +261,7 @@ void TrainingRun::log_progress(double lr, double grad_norm, double epoch_pos, do
   }
   p.memory_live = ms.live_total + ms.cached;
   p.memory_peak = ms.peak_total;
-  p.budget = ms.budget;
+  p.budget = s_.memory_budget;
   p.rss = process_rss();
   p.peak_rss = process_peak_rss();
 
@@ -273,12 +273,12 @@ void TrainingRun::log_progress(double lr, double grad_norm, double epoch_pos, do
   char buf[512];
   std::snprintf(buf, sizeof buf,
                 "step %lld/%lld  epoch %.2f  loss %.4f%s  lr %.3g  grad-norm %.3g  %.1f %s  eta %s  "
-                "mem %s (peak %s%s)  rss %s (peak %s)\n",
+                "mem %s (peak %s)  rss %s (VmHWM %s%s)\n",
                 static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.epoch, p.loss,
                 acc_text, p.lr, p.grad_norm, items_per_second, s_.tokens_throughput ? "tokens/s" : "ex/s",
                 format_duration(p.eta_seconds).c_str(), format_bytes(p.memory_live).c_str(),
-                format_bytes(p.memory_peak).c_str(), budget.c_str(), format_bytes(p.rss).c_str(),
-                format_bytes(p.peak_rss).c_str());
+                format_bytes(p.memory_peak).c_str(), format_bytes(p.rss).c_str(),
+                format_bytes(p.peak_rss).c_str(), budget.c_str());
   say(buf);
   nlohmann::json j = {{"type", "train"},
                       {"step", p.step},

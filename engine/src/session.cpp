@@ -89,6 +89,10 @@ data::Dataset read_data(const fs::path& file, const DataOptions& options, bool l
 std::string invalid_utf8_note(const std::vector<data::Encoding>& encodings, const std::string& source) {
   std::size_t rows = 0;
   for (const auto& e : encodings) rows += e.invalid_utf8 > 0;
+  return invalid_utf8_note(rows, source);
+}
+
+std::string invalid_utf8_note(std::size_t rows, const std::string& source) {
   if (rows == 0) return "";
   return "note: " + std::to_string(rows) + " row" + (rows > 1 ? "s" : "") + " of " + source +
          " held invalid UTF-8 (each bad sequence was replaced and dropped)\n";
@@ -146,20 +150,50 @@ Model open_model(const fs::path& model_dir, const fs::path& adapter_dir, DType b
 
 namespace {
 
-// Rows in batches, sorted by length so padding stays small; results land at each row's index.
+// `n` rows in batches, sorted by length (length(i) tokens) so padding stays small; make(rows)
+// makes a batch, f(batch) runs it, and results land at each row's index.
+template <class Length, class Make, class F>
+void for_each_batch(std::size_t n, Length&& length, int batch_size, Make&& make, F&& f) {
+  std::vector<size_t> order(n);
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) { return length(a) < length(b); });
+  for (const auto& rows : data::batch_rows(order, static_cast<size_t>(std::max(batch_size, 1)))) {
+    f(to_tensors(make(rows)));
+  }
+}
+
 template <class F>
 void for_each_batch(const std::vector<data::Encoding>& encodings, std::int32_t pad_id,
                     int batch_size, const std::vector<std::int32_t>* labels, F&& f) {
-  std::vector<size_t> order(encodings.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
-    return encodings[a].ids.size() < encodings[b].ids.size();
+  for_each_batch(
+      encodings.size(), [&](size_t i) { return encodings[i].ids.size(); }, batch_size,
+      [&](const std::vector<size_t>& rows) {
+        return data::make_batch(encodings, rows, pad_id,
+                                labels ? std::span<const std::int32_t>(*labels) : std::span<const std::int32_t>());
+      },
+      std::forward<F>(f));
+}
+
+// Runs the batches for_each(f) hands to f, without recording; returns the mean cross-entropy over
+// the rows and puts each row's predicted class in `predicted` (one entry per row).
+template <class ForEach>
+double evaluate_batches(const BertModel& model, Compute compute, ForEach&& for_each,
+                        std::vector<std::int32_t>& predicted) {
+  NoGradGuard no_grad;
+  ForwardOptions fo;
+  fo.compute = compute;
+  double loss_sum = 0;
+  for_each([&](const TensorBatch& b) {
+    const Tensor logits = model.classify(b.inputs, fo);
+    loss_sum += ops::cross_entropy(logits, b.labels).item() * static_cast<double>(b.rows.size());
+    const std::int64_t k = logits.dim(1);
+    const float* z = logits.data<float>();
+    for (size_t r = 0; r < b.rows.size(); ++r) {
+      predicted[b.rows[r]] =
+          static_cast<std::int32_t>(std::max_element(z + r * k, z + (r + 1) * k) - (z + r * k));
+    }
   });
-  for (const auto& rows : data::batch_rows(order, static_cast<size_t>(std::max(batch_size, 1)))) {
-    f(to_tensors(data::make_batch(encodings, rows, pad_id,
-                                  labels ? std::span<const std::int32_t>(*labels)
-                                         : std::span<const std::int32_t>())));
-  }
+  return predicted.empty() ? 0.0 : loss_sum / static_cast<double>(predicted.size());
 }
 
 }  // namespace
@@ -194,22 +228,24 @@ std::vector<Prediction> predict(const BertModel& model, const std::vector<data::
 EvalReport evaluate(const BertModel& model, const std::vector<data::Encoding>& encodings,
                     const std::vector<std::int32_t>& labels, std::int32_t pad_id, int batch_size,
                     Compute compute) {
-  NoGradGuard no_grad;
-  ForwardOptions fo;
-  fo.compute = compute;
   std::vector<std::int32_t> predicted(encodings.size(), 0);
-  double loss_sum = 0;
-  for_each_batch(encodings, pad_id, batch_size, &labels, [&](const TensorBatch& b) {
-    const Tensor logits = model.classify(b.inputs, fo);
-    loss_sum += ops::cross_entropy(logits, b.labels).item() * static_cast<double>(b.rows.size());
-    const std::int64_t k = logits.dim(1);
-    const float* z = logits.data<float>();
-    for (size_t r = 0; r < b.rows.size(); ++r) {
-      predicted[b.rows[r]] =
-          static_cast<std::int32_t>(std::max_element(z + r * k, z + (r + 1) * k) - (z + r * k));
-    }
-  });
-  const double loss = encodings.empty() ? 0.0 : loss_sum / static_cast<double>(encodings.size());
+  const double loss = evaluate_batches(
+      model, compute, [&](auto&& f) { for_each_batch(encodings, pad_id, batch_size, &labels, f); }, predicted);
+  return make_report(labels, predicted, label_names(model.config), loss);
+}
+
+EvalReport evaluate(const BertModel& model, const data::TokenStore& store, std::int32_t pad_id,
+                    int batch_size, Compute compute) {
+  std::vector<std::int32_t> predicted(store.size(), 0), labels(store.size());
+  for (std::size_t i = 0; i < store.size(); ++i) labels[i] = store.label(i);
+  const double loss = evaluate_batches(
+      model, compute,
+      [&](auto&& f) {
+        for_each_batch(
+            store.size(), [&](size_t i) { return store.ids(i).size(); }, batch_size,
+            [&](const std::vector<size_t>& rows) { return data::make_batch(store, rows, pad_id, true); }, f);
+      },
+      predicted);
   return make_report(labels, predicted, label_names(model.config), loss);
 }
 

@@ -1,6 +1,8 @@
 // The trainer (see trainer.h).
 #include "edgetune/engine/trainer.h"
 
+#include <malloc.h>
+
 #include <algorithm>
 #include <sstream>
 
@@ -99,12 +101,17 @@ StepResult train_step(const BertModel& model, std::span<optim::Param> params,
 template <>
 struct Runner<TrainConfig, TrainResult>::Impl : ModeState<TrainConfig> {
 
-  // Data.
+  // The accountant of the run's tensors and data.
+  Accountant& accountant = *context.accountant;
+  // Under a budget: what the process holds outside the accountant (measured before loading).
+  Baseline baseline;
+
+  // Data: the rows packed, the tokenizer's tables charged to the accountant.
   std::optional<data::WordPieceTokenizer> tokenizer;
+  Charge tokenizer_bytes;
   std::vector<std::string> labels;
-  std::vector<data::Encoding> train_enc, eval_enc;
-  std::vector<std::int32_t> train_labels, eval_labels;
-  std::vector<std::size_t> train_rows;  // 0 .. train_enc.size() - 1
+  data::TokenStore train_store{accountant}, eval_store{accountant};
+  std::vector<std::size_t> train_rows;  // 0 .. train_store.size() - 1
 
   // Model and optimisation.
   BertModel model;
@@ -130,8 +137,7 @@ struct Runner<TrainConfig, TrainResult>::Impl : ModeState<TrainConfig> {
   const std::vector<std::size_t>& rows() const override { return train_rows; }
   std::unique_ptr<StepBatch> batch(std::span<const std::size_t> rows, std::int64_t) const override {
     return std::make_unique<ClassifierBatch>(
-        model, to_tensors(data::make_batch(train_enc, std::vector<std::size_t>(rows.begin(), rows.end()),
-                                           tokenizer->pad_id(), train_labels)));
+        model, to_tensors(data::make_batch(train_store, rows, tokenizer->pad_id(), true)));
   }
   bool after_epoch(TrainingRun& run) override;
   void save_counters(std::map<std::string, std::string>& meta) const override {
@@ -151,8 +157,15 @@ void Trainer::Impl::prepare(RunFolder& folder) {
   if (cfg.out.empty()) throw std::invalid_argument("--out RUN_DIR is required");
   cfg.validate();
   context.threads = kernels::resolve_threads(cfg.threads);
+  if (cfg.memory_budget > 0 && cfg.budget_scope == BudgetScope::Process) baseline = measure_baseline();
   const BertConfig base_cfg = load_config(cfg.model_dir);
   const data::LabelMap map = load_data(base_cfg);
+#if defined(__GLIBC__)
+  // The rows read from the file are freed by now, leaving holes in the heap that no tensor fills
+  // (the accountant maps its blocks from the OS): their pages go back to the OS rather than stay
+  // in the resident set for the whole run.
+  malloc_trim(0);
+#endif
   const DType base = build_model(base_cfg);
   folder.create();
   if (!resuming) map.save(cfg.out / "labels.json");
@@ -163,7 +176,7 @@ void Trainer::Impl::prepare(RunFolder& folder) {
   s << "model " << cfg.model_dir.string() << ": " << model.config.num_hidden_layers << " layers, hidden "
     << model.config.hidden_size << ", base " << dtype_name(base) << ", method "
     << method_name(cfg.method.method) << ", " << trainable << " trainable parameters\n"
-    << "data: " << train_enc.size() << " training rows, " << eval_enc.size() << " evaluation rows, "
+    << "data: " << train_store.size() << " training rows, " << eval_store.size() << " evaluation rows, "
     << labels.size() << " classes; ";
   say(s.str());
 }
@@ -201,51 +214,53 @@ data::LabelMap Trainer::Impl::load_data(const BertConfig& base_cfg) {
   labels = map.id2label();
 
   tokenizer.emplace(data::load_tokenizer_from_model_dir(cfg.model_dir));
-  std::vector<data::Encoding> enc = data::encode_dataset(*tokenizer, train, cfg.data.max_length);
-  say(invalid_utf8_note(enc, train.source));
-  std::vector<std::int32_t> ids = data::label_ids(train);
+  tokenizer_bytes = Charge(accountant, MemCategory::Data, tokenizer->bytes());
+  // Each row is encoded straight into the store of its side of the split.
+  const std::size_t n = train.examples.size();
+  const data::Split split = data::train_eval_split(n, cfg.eval_file.empty() ? cfg.eval_split : 0, cfg.seed);
+  data::encode_rows(*tokenizer, train, split.train, cfg.data.max_length, train_store);
+  data::encode_rows(*tokenizer, train, split.eval, cfg.data.max_length, eval_store);
+  say(invalid_utf8_note(train_store.rows_with_invalid_utf8() + eval_store.rows_with_invalid_utf8(),
+                        train.source));
   if (!cfg.eval_file.empty()) {
     data::Dataset ev = read_data(cfg.eval_file, cfg.data, true, &map);
-    eval_enc = data::encode_dataset(*tokenizer, ev, cfg.data.max_length);
-    say(invalid_utf8_note(eval_enc, ev.source));
-    eval_labels = data::label_ids(ev);
-    train_enc = std::move(enc);
-    train_labels = std::move(ids);
-  } else if (cfg.eval_split > 0) {
-    const data::Split split = data::train_eval_split(enc.size(), cfg.eval_split, cfg.seed);
-    for (size_t i : split.train) {
-      train_enc.push_back(enc[i]);
-      train_labels.push_back(ids[i]);
-    }
-    for (size_t i : split.eval) {
-      eval_enc.push_back(enc[i]);
-      eval_labels.push_back(ids[i]);
-    }
-  } else {
-    train_enc = std::move(enc);
-    train_labels = std::move(ids);
+    std::vector<std::size_t> all(ev.examples.size());
+    for (std::size_t i = 0; i < all.size(); ++i) all[i] = i;
+    data::encode_rows(*tokenizer, ev, all, cfg.data.max_length, eval_store);
+    say(invalid_utf8_note(eval_store.rows_with_invalid_utf8(), ev.source));
   }
-  if (cfg.early_stopping > 0 && eval_enc.empty()) {
+  if (cfg.early_stopping > 0 && eval_store.size() == 0) {
     throw std::invalid_argument("--early-stopping needs evaluation data: give --eval FILE or --eval-split");
   }
-  train_rows.resize(train_enc.size());
+  train_rows.resize(train_store.size());
   for (std::size_t i = 0; i < train_rows.size(); ++i) train_rows[i] = i;
   return map;
 }
 
 DType Trainer::Impl::build_model(const BertConfig& base_cfg) {
-  context.accountant->set_budget(cfg.memory_budget);
   BertConfig model_cfg = base_cfg;
   if (cfg.dropout) {
     model_cfg.hidden_dropout_prob = *cfg.dropout;
     model_cfg.attention_probs_dropout_prob = *cfg.dropout;
     model_cfg.classifier_dropout = *cfg.dropout;
   }
-  std::int64_t longest = 2;
-  for (const auto& e : train_enc) longest = std::max<std::int64_t>(longest, static_cast<std::int64_t>(e.ids.size()));
+  // VmHWM never falls: a process that reading the data took past the budget cannot keep within it.
+  if (cfg.memory_budget > 0 && cfg.budget_scope == BudgetScope::Process &&
+      process_peak_rss() > cfg.memory_budget) {
+    throw PlanError("reading and packing the data took the process's peak resident set (VmHWM) to " +
+                    format_bytes(process_peak_rss()) + ", past the memory budget of " +
+                    format_bytes(cfg.memory_budget) + ": raise --memory-budget or train on fewer rows");
+  }
+  const auto longest = std::max<std::int64_t>(2, static_cast<std::int64_t>(train_store.longest()));
   model_cfg.num_labels = static_cast<std::int64_t>(labels.size());
-  plan = choose_plan(model_cfg, cfg, longest);  // throws before loading if nothing fits
+  PlanRequest request = plan_request(model_cfg, cfg, longest);
+  request.data_bytes = accountant.live(MemCategory::Data);
+  request.baseline = baseline.total();
+  // Throws before loading if nothing fits.
+  plan = choose_plan(request, cfg.memory_budget, cfg.checkpoint_layers, cfg.micro_batch);
+  accountant.set_budget(plan.accountant_budget());
   say(plan.describe() + "\n");
+  if (cfg.memory_budget > 0 && cfg.budget_scope == BudgetScope::Process) say(baseline.describe() + "\n");
 
   cfg.method.seed = cfg.seed;
   LoadOptions lo = load_options_for(cfg.method, cfg.quant, cfg.quant_embeddings);
@@ -289,9 +304,13 @@ DType Trainer::Impl::build_model(const BertConfig& base_cfg) {
 }
 
 bool Trainer::Impl::after_epoch(TrainingRun& run) {
-  if (eval_enc.empty()) return false;
-  const EvalReport r = evaluate(model, eval_enc, eval_labels, tokenizer->pad_id(), cfg.eval_batch_size,
-                                cfg.compute);
+  if (eval_store.size() == 0) return false;
+  // Under a budget evaluation runs at most the training micro-batch at once: a forward pass
+  // without recording keeps less than the training pass the plan fits.
+  const int eval_rows = cfg.memory_budget > 0
+                            ? static_cast<int>(std::min<std::int64_t>(cfg.eval_batch_size, plan.micro_batch))
+                            : cfg.eval_batch_size;
+  const EvalReport r = evaluate(model, eval_store, tokenizer->pad_id(), eval_rows, cfg.compute);
   say("eval after epoch " + std::to_string(run.epoch()) + " (step " + std::to_string(run.step()) + "):\n" +
       r.to_text());
   nlohmann::json j = r.to_json();
@@ -360,6 +379,7 @@ TrainResult Trainer::run(const RunHooks& hooks) {
   result.final_eval = s.last_eval;
   result.accountant_peak = rr.accountant_peak;
   result.peak_rss = rr.peak_rss;
+  result.memory_budget = s.cfg.memory_budget;
   result.seconds = rr.seconds;
   result.examples_per_second = rr.seconds > 0 ? static_cast<double>(rr.examples) / rr.seconds : 0;
   return result;

@@ -12,7 +12,8 @@ namespace {
 void report(const TrainResult& r) {
   std::cerr << "done: " << r.steps << " steps in " << r.seconds << " s (" << r.examples_per_second
             << " examples/s); peak memory: accountant " << format_bytes(r.accountant_peak)
-            << ", process (VmHWM) " << format_bytes(r.peak_rss) << "\n";
+            << ", process (VmHWM) " << format_bytes(r.peak_rss)
+            << (r.memory_budget ? " of " + format_bytes(r.memory_budget) : std::string()) << "\n";
   if (r.final_eval) std::cerr << "evaluation of the kept adapter: accuracy " << r.final_eval->accuracy
                               << ", macro-F1 " << r.final_eval->macro_f1 << "\n";
 }

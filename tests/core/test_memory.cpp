@@ -101,3 +101,21 @@ TEST_CASE("the cache never raises the footprint above the live peak", "[memory]"
   REQUIRE(s.peak_live == 3u * ((1 << 20) + 4096));
   for (void* p : b) acc.release(MemCategory::Activations, p, (1 << 20) + 4096);
 }
+
+TEST_CASE("a charge counts bytes held elsewhere for its lifetime, against the budget", "[memory][budget]") {
+  Accountant acc;
+  acc.set_budget(10000);
+  {
+    Charge vocab(acc, MemCategory::Data, 6000);
+    REQUIRE(acc.live(MemCategory::Data) == 6000);  // exactly as given: no block rounding
+    REQUIRE(acc.stats().peak[static_cast<int>(MemCategory::Data)] == 6000);
+    REQUIRE_THROWS_AS(Charge(acc, MemCategory::Data, 5000), BudgetExceeded);
+    REQUIRE(acc.live_total() == 6000);
+    Charge moved = std::move(vocab);
+    REQUIRE(moved.bytes() == 6000);
+    REQUIRE(vocab.bytes() == 0);
+    REQUIRE(acc.live(MemCategory::Data) == 6000);
+  }
+  REQUIRE(acc.live_total() == 0);
+  REQUIRE(std::string(category_name(MemCategory::Data)) == "data");
+}

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "edgetune/autograd/autograd.h"
+#include "edgetune/core/context.h"
 #include "edgetune/core/memory.h"
 #include "edgetune/engine/loader.h"
 #include "edgetune/engine/planner.h"
@@ -264,36 +265,42 @@ TEST_CASE("planner: a run that cannot fit leaves no run folder behind", "[planne
   CHECK_FALSE(fs::exists(out));
 }
 
-TEST_CASE("planner: training under a budget stays under it, and the plan is printed", "[planner][memory]") {
-  const fs::path out = fs::temp_directory_path() / "edgetune-planner-run";
+// A run of the small golden model on `rows` labelled rows written to a file named after `tag`,
+// its run folder under the same name (both removed first).
+TrainConfig small_run(const std::string& tag, int rows) {
+  const fs::path out = fs::temp_directory_path() / ("edgetune-planner-" + tag);
   fs::remove_all(out);
-  const fs::path data = fs::temp_directory_path() / "edgetune-planner.tsv";
-  {
-    std::ofstream f(data);
-    f << "sentence\tlabel\n";
-    for (int i = 0; i < 32; ++i) f << (i % 2 ? "a good day number " : "a bad day number ") << i << "\t" << i % 2 << "\n";
-  }
+  const fs::path data = fs::temp_directory_path() / ("edgetune-planner-" + tag + ".tsv");
+  std::ofstream f(data);
+  f << "sentence\tlabel\n";
+  for (int i = 0; i < rows; ++i) f << (i % 2 ? "a good day number " : "a bad day number ") << i << "\t" << i % 2 << "\n";
   TrainConfig c;
   c.model_dir = test::golden_dir() / "bert" / "small";
   c.train_file = data;
   c.out = out;
+  return c;
+}
+
+TEST_CASE("planner: training under a budget stays under it, and the plan is printed", "[planner][memory]") {
+  TrainConfig c = small_run("run", 32);
   c.epochs = 1;
   c.batch_size = 16;
   c.quant = DType::Q4;
   c.threads = 1;
-  // Between the smallest plan and the unconstrained one: the planner has to choose.
+  // Between the smallest plan and the unconstrained one, above the process's baseline and the
+  // heap slack: the planner has to choose.
   PlanRequest r = plan_request(load_config(c.model_dir), c, 16);
   r.config.num_labels = 2;
   const std::size_t low = estimate_memory(r, true, 1).total(), high = estimate_memory(r, false, 16).total();
-  c.memory_budget = (low + high) / 2;
+  c.memory_budget = measure_baseline().total() + (low + high) / 2 + high / kHeapSlackDivisor;
   std::ostringstream log;
   Trainer t(c, &log);
   const TrainResult res = t.run();
   REQUIRE(res.steps == 2);
   REQUIRE(log.str().find("plan: ") != std::string::npos);
   REQUIRE(res.accountant_peak <= c.memory_budget);
-  fs::remove_all(out);
-  fs::remove(data);
+  fs::remove_all(c.out);
+  fs::remove(c.train_file);
 }
 
 TEST_CASE("planner: the accountant stops a step that would pass the budget with BudgetExceeded",
@@ -316,4 +323,82 @@ TEST_CASE("planner: the accountant stops a step that would pass the budget with 
   // Nothing leaked: the failed step's activations were freed, and a step now succeeds.
   optim::zero_grad(params);
   REQUIRE_NOTHROW(train_step(model, params, *opt, std::span<const TensorBatch>(&batch, 1), 1e-3, {}));
+}
+
+// ---- the process's share: baseline, heap slack, data, vocabulary
+
+TEST_CASE("planner: the baseline is measured, and the plan fits it beside the accountant's estimate",
+          "[planner][baseline]") {
+  const Baseline b = measure_baseline();
+  // This process maps its code and libraries: well over a MiB resident.
+  REQUIRE(b.resident > (std::size_t{1} << 20));
+  REQUIRE(b.resident <= process_rss());
+  REQUIRE(b.allocator == kAllocatorAllowance);
+  REQUIRE(b.total() == b.resident + b.threads + b.allocator);
+  REQUIRE_THAT(b.describe(), Catch::StartsWith("baseline " + format_bytes(b.total())));
+
+  PlanRequest r = request(Method::Lora, DType::Q4, 16, 128);
+  r.baseline = b.total();
+  const Plan free = choose_plan(r, 0);
+  REQUIRE(free.peak() == free.estimate.total() + free.estimate.total() / kHeapSlackDivisor + b.total());
+  // A budget that holds the unconstrained estimate but not the baseline beside it takes a
+  // smaller plan, whose peak (baseline included) fits; the accountant gets what is left.
+  const std::size_t budget = free.estimate.total() + b.total();
+  const Plan p = choose_plan(r, budget);
+  REQUIRE(p.peak() <= budget);
+  REQUIRE(p.estimate.total() < free.estimate.total());
+  REQUIRE(p.accountant_budget() == budget - b.total() - p.heap_slack());
+  REQUIRE_THAT(p.describe(), Catch::Contains("baseline " + format_bytes(b.total())) &&
+                                 Catch::Contains("heap slack " + format_bytes(p.heap_slack())));
+}
+
+TEST_CASE("planner: a budget the baseline fills fails before training, naming the baseline",
+          "[planner][baseline]") {
+  PlanRequest r = request(Method::Lora, DType::Q4, 8, 64);
+  r.baseline = std::size_t{40} << 20;
+  const MemoryEstimate smallest = estimate_memory(r, true, 1);
+  REQUIRE_THROWS_WITH(choose_plan(r, r.baseline + smallest.total() / 2),
+                      Catch::Contains("baseline 40.0 MiB") && Catch::Contains("raise --memory-budget"));
+}
+
+TEST_CASE("planner: the data set's bytes are their own category of the estimate", "[planner][data]") {
+  PlanRequest r = request(Method::Lora, DType::Q4, 8, 64);
+  const MemoryEstimate without = estimate_memory(r, false, 8);
+  REQUIRE(without.bytes[static_cast<int>(MemCategory::Data)] == 0);
+  r.data_bytes = 3 << 20;
+  const MemoryEstimate with = estimate_memory(r, false, 8);
+  REQUIRE(with.bytes[static_cast<int>(MemCategory::Data)] == r.data_bytes);
+  REQUIRE(with.total() == without.total() + r.data_bytes);
+  REQUIRE_THAT(with.summary(), Catch::Contains("data 3.0 MiB"));
+  // The data counts against the budget like the weights: a budget the data alone fills fails.
+  REQUIRE_THROWS_AS(choose_plan(r, r.data_bytes), PlanError);
+}
+
+TEST_CASE("planner: training counts the packed rows and the vocabulary as data, exactly", "[planner][data][vocab]") {
+  TrainConfig c = small_run("data", 40);
+  c.max_steps = 1;
+  c.batch_size = 4;
+  c.threads = 1;
+  c.eval_split = 0.25;
+  std::size_t data_live = 0;
+  RunHooks hooks;
+  // Progress is reported on the run's thread with the run's context current.
+  hooks.on_progress = [&](const Progress&) { data_live = current_context().accountant->live(MemCategory::Data); };
+  c.log_every = 1;
+  std::ostringstream log;
+  std::shared_ptr<const Accountant> accountant;
+  {
+    Trainer t(c, &log);
+    accountant = t.accountant();
+    t.run(hooks);
+  }
+  // Two stores (training and evaluation rows), each one block of ids and one of row facts, and
+  // the tokenizer's tables charged by their size.
+  const data::WordPieceTokenizer tok = data::load_tokenizer_from_model_dir(c.model_dir);
+  const std::size_t block = accounted_bytes(data::TokenStore::kBlockIds * sizeof(std::int32_t));
+  REQUIRE(data_live == 4 * block + tok.bytes());
+  // The trainer gave all of it back.
+  REQUIRE(accountant->live(MemCategory::Data) == 0);
+  fs::remove_all(c.out);
+  fs::remove(c.train_file);
 }

@@ -37,7 +37,8 @@ fs::path write_rows(const fs::path& path) {
 }
 
 // A LoRA run over the small fixture model with dropout on (so the generator matters), under
-// `budget`, at `threads` threads.
+// `budget` for the session's own memory (runs sharing a process: a process baseline would count
+// the other run), at `threads` threads.
 TrainConfig config(const fs::path& data, const fs::path& out, int threads, std::size_t budget) {
   TrainConfig c;
   c.model_dir = test::golden_dir() / "bert" / "small";
@@ -49,6 +50,7 @@ TrainConfig config(const fs::path& data, const fs::path& out, int threads, std::
   c.dropout = 0.1;
   c.threads = threads;
   c.memory_budget = budget;
+  c.budget_scope = BudgetScope::Session;
   return c;
 }
 

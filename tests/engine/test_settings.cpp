@@ -93,6 +93,7 @@ TrainConfig non_default_train(std::size_t i) {
   c.quant = kQuantNames[i % std::size(kQuantNames)].value;
   c.quant_embeddings = true;
   c.compute = kComputeNames[i % std::size(kComputeNames)].value;
+  c.budget_scope = kBudgetScopeNames[i % std::size(kBudgetScopeNames)].value;
   c.epochs = 5;
   c.batch_size = 8;
   c.lr = 2e-4;
@@ -152,6 +153,7 @@ PretrainConfig non_default_pretrain() {
   c.masking.mask_fraction = 0.7;
   c.masking.random_fraction = 0.2;
   c.memory_budget = 64u << 20;
+  c.budget_scope = BudgetScope::Session;
   c.micro_batch = 2;
   c.checkpoint_layers = false;
   return c;
@@ -294,6 +296,7 @@ TEST_CASE("settings: to_json -> from_json gives back the same settings, every en
     CHECK(back.checkpoint_layers == c.checkpoint_layers);
     CHECK(back.data.text_pair_column->index() == 2);
     CHECK(back.memory_budget == c.memory_budget);
+    CHECK(back.budget_scope == c.budget_scope);
   }
   require_every_field_set(written, defaults);
   // The defaults round-trip too (unset optionals stay unset).

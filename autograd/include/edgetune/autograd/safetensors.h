@@ -119,7 +119,8 @@ class Reader {
   // `category`:
   //   F16, BF16, F32, F64 -> F32 or F64 (F16/BF16 widen exactly; F64 -> F32 rounds to nearest)
   //                       -> Q8 or Q4 for a 2-D tensor: quantized a row at a time (quant.h),
-  //                          without a float copy of the whole matrix
+  //                          without a float copy of the whole matrix; from a mapped file the
+  //                          source pages already quantized are dropped (drop_pages) as it goes
   //   I64, I32            -> I32 (every I64 value must fit: an error names the first that does not)
   // Any other pairing, a dtype of the "listed only" kind, or a rank above 4 throws
   // SafetensorsError saying what would work. May throw BudgetExceeded from the accountant.
@@ -146,6 +147,12 @@ class Reader {
  private:
   void parse();
   void check_own(const TensorInfo& info) const;
+  // madvise(MADV_DONTNEED) of the whole pages between file offsets `from` (rounded down to a page)
+  // and `to` (rounded down): the bytes past `to` on its page stay resident. No effect on a Reader
+  // over memory.
+  void drop_pages(std::size_t from, std::size_t to) const;
+  // Source bytes quantized between two drop_pages() calls while loading a matrix as Q8 / Q4.
+  static constexpr std::size_t kDropEvery = 1 << 20;
   [[noreturn]] void fail(const std::string& what) const;
 
   std::string label_;

@@ -1,10 +1,11 @@
 // The memory accountant: every tensor byte in edgetune is allocated through it.
 //
 // It knows, at every moment, the live bytes and the peak per category (base weights, trainable
-// parameters, gradients, optimizer state, activations, workspace) and the peak of their sum, and
+// parameters, gradients, optimizer state, activations, workspace, data) and the peak of their sum, and
 // it can enforce a hard budget: an allocation that would take the total over the budget throws
 // edgetune::BudgetExceeded before anything is written. It is not a general-purpose allocator for
-// small objects (graph nodes, strings): only tensor storage goes through it.
+// small objects (graph nodes, strings): only tensor storage and the packed data set go through it,
+// and the few other long-lived tables (the tokenizer's vocabulary) are charged to it by size.
 //
 // Freed blocks are kept in a per-size cache and handed out again to the next request of the same
 // size, so a training step that repeats the same shapes stops calling the system allocator after
@@ -34,8 +35,9 @@ enum class MemCategory : int {
   OptimizerState = 3,  // optimizer moments
   Activations = 4,     // forward outputs and what backward nodes keep
   Workspace = 5,       // transient: gradients of activations during backward, scratch tiles
+  Data = 6,            // the data set's packed token ids and the tokenizer's vocabulary
 };
-inline constexpr int kNumMemCategories = 6;
+inline constexpr int kNumMemCategories = 7;
 
 // Lower-case name of a category ("base_weights", "activations", ...).
 const char* category_name(MemCategory c);
@@ -78,6 +80,10 @@ class Accountant {
   void* allocate(MemCategory c, std::size_t bytes);
   // Gives back a block from allocate() with the same category and size.
   void release(MemCategory c, void* p, std::size_t bytes) noexcept;
+  // Counts `bytes` held elsewhere (a table in the heap) under `c`, exactly as given, against the
+  // budget: throws BudgetExceeded as allocate() would. discharge() takes them back.
+  void charge(MemCategory c, std::size_t bytes);
+  void discharge(MemCategory c, std::size_t bytes) noexcept;
 
   // Budget in bytes; 0 removes it. Setting a budget below what is live is allowed (the next
   // allocation fails).
@@ -116,7 +122,26 @@ class Accountant {
   std::map<std::size_t, std::vector<void*>> cache_;  // size -> free blocks
 };
 
-// The bytes the accountant counts for a block of `bytes`: 64-byte multiples below 256 KiB, whole
+// Bytes held elsewhere, counted by an accountant for as long as this object lives (charge() on
+// construction, discharge() on destruction). Movable, not copyable.
+class Charge {
+ public:
+  Charge() = default;
+  Charge(Accountant& accountant, MemCategory category, std::size_t bytes);
+  Charge(Charge&& other) noexcept;
+  Charge& operator=(Charge&& other) noexcept;
+  Charge(const Charge&) = delete;
+  Charge& operator=(const Charge&) = delete;
+  ~Charge();
+  std::size_t bytes() const { return bytes_; }
+
+ private:
+  Accountant* accountant_ = nullptr;
+  MemCategory category_ = MemCategory::Data;
+  std::size_t bytes_ = 0;
+};
+
+// The bytes the accountant counts for a block of `bytes`: 64-byte multiples below 16 KiB, whole
 // 4 KiB pages from there up (those blocks are mapped from the OS). 0 for 0. Every figure the
 // accountant reports is a sum of these, so an estimate built from it matches the count exactly.
 std::size_t accounted_bytes(std::size_t bytes);

@@ -88,6 +88,8 @@ class WordPieceTokenizer {
   int32_t sep_id() const { return sep_id_; }
   int32_t mask_id() const { return mask_id_; }
   const Vocab& vocab() const { return vocab_; }
+  // Heap bytes of the vocabulary and the lookup tables, for the memory accountant.
+  size_t bytes() const { return vocab_.bytes() + continuation_.bytes(); }
   const TokenizerOptions& options() const { return options_; }
 
  private:
@@ -97,6 +99,7 @@ class WordPieceTokenizer {
     void insert(std::string_view key, int32_t id);
     int32_t find(std::string_view key) const;  // -1 when absent
     size_t max_key_bytes() const { return max_key_bytes_; }
+    size_t bytes() const { return slots_.capacity() * sizeof(Slot) + bytes_.capacity(); }
 
    private:
     struct Slot {
@@ -125,8 +128,9 @@ class WordPieceTokenizer {
   TokenizerOptions options_;
   bool strip_accents_;
   int32_t pad_id_, unk_id_, cls_id_, sep_id_, mask_id_;
-  PieceTable word_start_;    // every token, looked up at the start of a word
-  PieceTable continuation_;  // tokens "##x" under the key "x", looked up inside a word
+  // Tokens "##x" under the key "x", looked up inside a word (at the start of a word the
+  // vocabulary's own index is the table).
+  PieceTable continuation_;
 };
 
 // The tokenizer of a Hugging Face model folder: DIR/vocab.txt and, when present,

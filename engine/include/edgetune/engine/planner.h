@@ -14,8 +14,17 @@
 // checkpointing, only each layer's input plus one layer's worth during its recomputation.
 // Transient backward buffers, dequantization tiles (or, computing in int8, the integer kernels'
 // activation codes and packed weight chunk) and freed blocks held for reuse are the workspace.
+// The data set (its packed token ids) and the tokenizer's tables are the data, as measured once
+// loaded.
+//
+// A budget bounds the whole process (its peak resident set, VmHWM), so the planner also
+// subtracts a measured baseline: what the process holds that the accountant never sees (code,
+// libraries, the app's own memory, the worker threads' stacks and heaps, the allocator's floor),
+// and the heap's slack around the accountant's small blocks. What is left is the accountant's
+// hard budget for the run.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <optional>
@@ -46,7 +55,37 @@ struct PlanRequest {
   // Masked-LM pretraining (> 0: the fraction of tokens chosen): the MLM head trains, and its
   // logits (M, V) exist at the masked rows only.
   double mlm_probability = 0;
+  std::size_t data_bytes = 0;  // the data set and the tokenizer, counted as MemCategory::Data
+  std::size_t baseline = 0;    // measure_baseline(): resident bytes outside the accountant
 };
+
+// What the process holds outside the accountant, measured with the OS's figures.
+struct Baseline {
+  std::size_t resident = 0;  // VmRSS at the time of measuring: code, libraries, what is loaded
+  std::size_t threads = 0;   // what starting the kernels' worker threads added to it
+  std::size_t allocator = 0;  // the heap the run's small objects (graph nodes, batches) take
+  std::size_t total() const { return resident + threads + allocator; }
+  // "baseline 9.1 MiB (resident 7.4 MiB, threads 0.2 MiB, allocator 1.5 MiB)"
+  std::string describe() const;
+};
+
+// Measures the baseline now: VmRSS, then VmRSS again after a kernel call on the kernels' threads
+// (kernels::num_threads()) has started the worker threads, plus the allocator's allowance
+// (kAllocatorAllowance). Call it after setting the thread count and before loading the data set
+// and the model, whose bytes the accountant counts. All zero where /proc/self/status is
+// unreadable.
+Baseline measure_baseline();
+
+// What training adds to the resident set outside the accountant's blocks, whatever the plan: the
+// code and library pages the training path touches after start, the worker threads' heaps, the
+// graph nodes and batch vectors of a step. Set from runs of the shipped model (q4, LoRA, 32 MiB
+// budget), where VmHWM exceeded the accountant's peak plus the resident set at start by 7 MiB:
+// this, the heap slack below and the estimate's own margin over the measured peak cover it.
+inline constexpr std::size_t kAllocatorAllowance = std::size_t{4} << 20;
+// The heap's slack around the accountant's small blocks (below the 16 KiB it maps directly
+// from the OS): a freed block leaves a hole that only a block of its size fills. Measured at
+// about a tenth of the accountant's peak on the shipped model; the plan reserves an eighth.
+inline constexpr std::size_t kHeapSlackDivisor = 8;
 
 struct MemoryEstimate {
   std::array<std::size_t, kNumMemCategories> bytes{};
@@ -61,8 +100,19 @@ struct Plan {
   std::int64_t batch = 0;
   MemoryEstimate estimate;
   std::size_t budget = 0;  // 0: none
+  std::size_t baseline = 0;  // the request's baseline
   double relative_cost = 1;  // estimated step time relative to no checkpointing, one micro-batch
-  // "plan: checkpointing on, micro-batch 4 x 2, estimated peak 97.3 MiB of 128.0 MiB"
+  // The estimated peak of the process: the accountant's estimate, its heap slack and the baseline.
+  // Without a baseline (a budget of the session's own memory, budget_scope session) the peak is
+  // the accountant's estimate, as the accountant bounds it.
+  std::size_t heap_slack() const { return estimate.total() / kHeapSlackDivisor; }
+  std::size_t peak() const { return estimate.total() + outside_accountant(); }
+  // The accountant's share of the budget (budget - baseline - heap slack; 0 when there is no budget).
+  std::size_t accountant_budget() const { return budget ? budget - std::min(budget, outside_accountant()) : 0; }
+  std::size_t outside_accountant() const { return baseline ? baseline + heap_slack() : 0; }
+  // "plan: checkpointing on, micro-batch 4 x 2, estimated peak 97.3 MiB of 128.0 MiB
+  //  (accountant 80.1 MiB, heap slack 10.0 MiB, baseline 7.2 MiB)"; the part in parentheses only
+  //  with a baseline.
   std::string describe() const;
 };
 
@@ -76,7 +126,8 @@ class PlanError : public std::runtime_error {
 MemoryEstimate estimate_memory(const PlanRequest& request, bool checkpoint_layers,
                                std::int64_t micro_batch);
 
-// The fastest plan whose estimate fits `budget` (0: no budget: no checkpointing, whole batch).
+// The fastest plan whose estimated peak (with the request's baseline) fits `budget` (0: no
+// budget: no checkpointing, whole batch).
 // force_checkpoint / force_micro_batch (> 0) pin a choice. Throws PlanError when nothing fits.
 Plan choose_plan(const PlanRequest& request, std::size_t budget,
                  std::optional<bool> force_checkpoint = std::nullopt,
@@ -84,8 +135,5 @@ Plan choose_plan(const PlanRequest& request, std::size_t budget,
 
 // The request for a training run (its config, batch and longest row).
 PlanRequest plan_request(const BertConfig& config, const TrainConfig& train, std::int64_t length);
-
-// choose_plan for a training run.
-Plan choose_plan(const BertConfig& config, const TrainConfig& train, std::int64_t length);
 
 }  // namespace edgetune

@@ -77,7 +77,7 @@ struct Progress {
   double eta_seconds = 0;          // estimated time left
   std::size_t memory_live = 0;     // the accountant's live bytes (cached blocks included)
   std::size_t memory_peak = 0;     // the accountant's peak
-  std::size_t budget = 0;          // the accountant's budget (0: none)
+  std::size_t budget = 0;          // the run's memory budget, which bounds VmHWM (0: none)
   std::size_t rss = 0, peak_rss = 0;  // the process's resident set now and its peak (VmHWM)
 };
 
@@ -192,6 +192,7 @@ struct LoopSettings {
   double warmup_ratio = 0;
   optim::Schedule::Kind schedule = optim::Schedule::Kind::Linear;
   StepOptions step;              // clipping and the memory plan
+  std::size_t memory_budget = 0;  // the run's budget for the whole process (0: none)
   bool tokens_throughput = false;  // progress lines show tokens/s instead of examples/s
   const char* accuracy_key = nullptr;  // metrics key of the training accuracy window, if any
   std::string state_format;      // "format" in the state's metadata
@@ -261,8 +262,18 @@ class TrainingRun {
 
 // The memory settings of every mode: a budget in bytes (0: none), and the plan. micro_batch 0 and
 // checkpoint_layers unset let the planner choose under the budget; set them to force a plan.
+// What a memory budget bounds. Process: the process's peak resident set (VmHWM), so the planner
+// subtracts a baseline measured at the start (code, libraries, threads, whatever the process
+// already holds). Session: this run's own memory only (its accountant and the heap's slack around
+// it), for an app that runs several sessions in one process and shares its memory among them: a
+// baseline measured there would count the other sessions.
+enum class BudgetScope { Process, Session };
+inline constexpr settings::Choice<BudgetScope> kBudgetScopeNames[] = {{BudgetScope::Process, "process"},
+                                                                      {BudgetScope::Session, "session"}};
+
 struct MemorySettings {
   std::size_t memory_budget = 0;
+  BudgetScope budget_scope = BudgetScope::Process;
   int micro_batch = 0;
   std::optional<bool> checkpoint_layers;
 
@@ -273,6 +284,9 @@ struct MemorySettings {
       "hard memory limit, e.g. 128M: the planner picks checkpointing and micro-batches to fit, and "
       "an allocation beyond it is an error, not a kill",
       bytes());
+    v("budget_scope", c.budget_scope, kBudgetScopeNames,
+      "what --memory-budget bounds: process (the peak resident set, VmHWM) or session (this run's "
+      "own memory, for several sessions sharing one process)");
     v("micro_batch", c.micro_batch, "rows per forward/backward (0: the planner decides)", at_least(0));
     v("checkpoint_layers", c.checkpoint_layers, "encoder-layer checkpointing: auto, on, off",
       with_flag("--checkpointing"));
@@ -280,7 +294,8 @@ struct MemorySettings {
 };
 
 // The loop settings that a mode's settings name alike (Config has batch_size, seed, epochs,
-// max_steps, log_every, save_every, warmup_ratio and max_grad_norm), with the peak lr and the plan.
+// max_steps, log_every, save_every, warmup_ratio, max_grad_norm and memory_budget), with the peak
+// lr and the plan.
 template <class Config>
 LoopSettings loop_settings(const Config& c, double lr, std::int64_t micro_batch, bool checkpoint_layers) {
   LoopSettings s;
@@ -293,6 +308,7 @@ LoopSettings loop_settings(const Config& c, double lr, std::int64_t micro_batch,
   s.lr = lr;
   s.warmup_ratio = c.warmup_ratio;
   s.step = StepOptions{c.max_grad_norm, micro_batch, checkpoint_layers};
+  s.memory_budget = c.memory_budget;
   return s;
 }
 

@@ -83,6 +83,8 @@ data::Dataset read_data(const std::filesystem::path& file, const DataOptions& op
 // "note: 3 rows of train.tsv held invalid UTF-8 (each bad sequence was replaced and dropped)\n",
 // or "" when every row was valid.
 std::string invalid_utf8_note(const std::vector<data::Encoding>& encodings, const std::string& source);
+// The same from the count of such rows.
+std::string invalid_utf8_note(std::size_t rows, const std::string& source);
 
 // A batch as tensors.
 struct TensorBatch {
@@ -128,5 +130,8 @@ std::vector<Prediction> predict(const BertModel& model, const std::vector<data::
 EvalReport evaluate(const BertModel& model, const std::vector<data::Encoding>& encodings,
                     const std::vector<std::int32_t>& labels, std::int32_t pad_id, int batch_size,
                     Compute compute);
+// The same on the rows of a store, with the labels it holds.
+EvalReport evaluate(const BertModel& model, const data::TokenStore& rows, std::int32_t pad_id,
+                    int batch_size, Compute compute);
 
 }  // namespace edgetune

@@ -163,6 +163,7 @@ struct TrainResult {
   std::optional<EvalReport> final_eval;  // the kept adapter's evaluation
   std::size_t accountant_peak = 0;       // bytes
   std::size_t peak_rss = 0;              // VmHWM, bytes
+  std::size_t memory_budget = 0;         // the run's budget, bytes (0: none)
   double seconds = 0;
   double examples_per_second = 0;
 };
