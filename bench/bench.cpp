@@ -50,7 +50,7 @@ Case Case::from_json(const nlohmann::json& j) {
   c.shape = j.at("shape");
   c.method = j.at("method");
   c.quant = j.at("quant");
-  c.compute = j.at("compute");
+  c.compute = j.value("compute", c.compute);  // cases written before the compute setting: its default
   c.quant_embeddings = j.at("quant_embeddings");
   c.batch = j.at("batch");
   c.length = j.at("length");
