@@ -17,6 +17,12 @@ namespace edgetune::test {
 
 inline std::string q(const std::filesystem::path& p);
 
+// The --memory-budget of a test run that trains under a budget. A budget bounds the process
+// (VmHWM); in a sanitizer build ASan's shadow memory and quarantine are the process's and take it
+// past any phone-sized budget, so the same run gets 256M there: the planner, the accountant's share
+// and the VmHWM checks still run, against what the instrumented process needs.
+inline std::string process_budget(const std::string& budget) { return EDGETUNE_INSTRUMENTED ? "256M" : budget; }
+
 struct RunResult {
   int exit_code = -1;
   std::string out;

@@ -4,7 +4,7 @@
 # build (--help, and one short training of the model given).
 #   install_test.sh BUILD_DIR EMBED_SOURCE_DIR WORK_DIR MODEL_DIR [C_FLAGS]
 set -eu
-build=$1 embed=$2 work=$3 model=$4 flags=${5:-}
+build=$1 embed=$2 work=$3 model=$4 flags=${5:-} budget=${6:-32M}
 rm -rf "$work"
 prefix=$work/prefix
 cmake --install "$build" --prefix "$prefix" >/dev/null
@@ -23,14 +23,14 @@ for kind in shared static; do
   cmake --build "$work/build-$kind" >/dev/null
   "$work/build-$kind/edgetune_embed" --help | grep -q "C ABI"
 done
-"$work/build-static/edgetune_embed" --model "$model" --out "$work/run-static" --epochs 2 >/dev/null
+"$work/build-static/edgetune_embed" --model "$model" --out "$work/run-static" --epochs 2 --budget "$budget" >/dev/null
 
 export PKG_CONFIG_PATH="$prefix/lib/pkgconfig"
 # shellcheck disable=SC2046,SC2086
 cc $flags -std=c99 -o "$work/embed-pc" "$work/embed.c" $(pkg-config --cflags --libs edgetune) -lpthread \
    -Wl,-rpath,"$prefix/lib"
 "$work/embed-pc" --help | grep -q "C ABI"
-"$work/embed-pc" --model "$model" --out "$work/run-pc" --epochs 2 | tee "$work/embed-pc.log" | tail -n 8
+"$work/embed-pc" --model "$model" --out "$work/run-pc" --epochs 2 --budget "$budget" | tee "$work/embed-pc.log" | tail -n 8
 grep -q "cancelled at step" "$work/embed-pc.log"
 grep -q "^accuracy on the 60 messages" "$work/embed-pc.log"
 echo "install_test: find_package (shared, static) and pkg-config builds ran"

@@ -117,7 +117,7 @@ TEST_CASE("the reproduce command, short: prune-vocab, create-model, pretrain, th
   const RunResult train =
       run_cli("train --model " + q(d / "run") + " --train " + q(d / "reviews.tsv") +
               " --eval-split 0.25 --seed 1 --quant q4 --method lora --epochs 1 --batch-size 4"
-              " --max-length 16 --memory-budget 64M --threads 1 --out " +
+              " --max-length 16 --memory-budget " + process_budget("64M") + " --threads 1 --out " +
               q(d / "ft"));
   INFO(train.err);
   REQUIRE(train.exit_code == 0);

@@ -3,6 +3,7 @@
 #include <catch2/catch.hpp>
 
 #include <omp.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <filesystem>
@@ -23,7 +24,7 @@ namespace fs = std::filesystem;
 namespace {
 
 fs::path scratch(const std::string& tag) {
-  const fs::path p = fs::temp_directory_path() / ("edgetune-sessions-" + tag);
+  const fs::path p = fs::temp_directory_path() / ("edgetune-sessions-" + tag + "-" + std::to_string(getpid()));
   fs::remove_all(p);
   return p;
 }
