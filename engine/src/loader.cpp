@@ -35,8 +35,9 @@ std::vector<BertTensor> bert_tensors(BertModel& model, const LoadOptions& opt) {
   std::vector<BertTensor> out;
   for (const TensorSlot& s : model.tensor_slots()) {
     const bool trainable = opt.trainable && opt.trainable(s.name);
-    const bool base = s.kind == TensorKind::BaseMatrix ||
-                      (s.kind == TensorKind::WordEmbeddings && opt.quant_embeddings);
+    const bool embeddings =
+        s.kind == TensorKind::WordEmbeddings || s.kind == TensorKind::PositionEmbeddings;
+    const bool base = s.kind == TensorKind::BaseMatrix || (embeddings && opt.quant_embeddings);
     out.push_back({s.name, s.shape, trainable || !base ? DType::F32 : opt.base, trainable,
                    trainable ? MemCategory::Trainable : MemCategory::BaseWeights, s.tensor});
   }

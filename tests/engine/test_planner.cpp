@@ -292,7 +292,8 @@ TEST_CASE("planner: training under a budget stays under it, and the plan is prin
   PlanRequest r = plan_request(load_config(c.model_dir), c, 16);
   r.config.num_labels = 2;
   const std::size_t low = estimate_memory(r, true, 1).total(), high = estimate_memory(r, false, 16).total();
-  c.memory_budget = measure_baseline().total() + (low + high) / 2 + high / kHeapSlackDivisor;
+  c.memory_budget = measure_baseline().total() + (low + high) / 2 +
+                    estimate_memory(r, false, 16).heap_bytes / kHeapSlackDivisor;
   std::ostringstream log;
   Trainer t(c, &log);
   const TrainResult res = t.run();
@@ -340,7 +341,7 @@ TEST_CASE("planner: the baseline is measured, and the plan fits it beside the ac
   PlanRequest r = request(Method::Lora, DType::Q4, 16, 128);
   r.baseline = b.total();
   const Plan free = choose_plan(r, 0);
-  REQUIRE(free.peak() == free.estimate.total() + free.estimate.total() / kHeapSlackDivisor + b.total());
+  REQUIRE(free.peak() == free.estimate.total() + free.estimate.heap_bytes / kHeapSlackDivisor + b.total());
   // A budget that holds the unconstrained estimate but not the baseline beside it takes a
   // smaller plan, whose peak (baseline included) fits; the accountant gets what is left.
   const std::size_t budget = free.estimate.total() + b.total();
@@ -350,6 +351,42 @@ TEST_CASE("planner: the baseline is measured, and the plan fits it beside the ac
   REQUIRE(p.accountant_budget() == budget - b.total() - p.heap_slack());
   REQUIRE_THAT(p.describe(), Catch::Contains("baseline " + format_bytes(b.total())) &&
                                  Catch::Contains("heap slack " + format_bytes(p.heap_slack())));
+}
+
+TEST_CASE("planner: the heap slack is reserved for the blocks under the mapping threshold only",
+          "[planner][baseline]") {
+  // A model whose every tensor is under kMapThreshold: all of it is heap, but the data set.
+  PlanRequest tiny = request(Method::Lora, DType::Q8, 1, 4);
+  tiny.config.vocab_size = 50;
+  tiny.config.hidden_size = 16;
+  tiny.config.num_hidden_layers = 1;
+  tiny.config.num_attention_heads = 2;
+  tiny.config.intermediate_size = 16;  // the dequantization tile (128, F) stays under it too
+  tiny.config.max_position_embeddings = 16;
+  tiny.data_bytes = std::size_t{1} << 20;
+  const MemoryEstimate all_heap = estimate_memory(tiny, false, 1);
+  REQUIRE(all_heap.heap_bytes > 0);
+  REQUIRE(all_heap.heap_bytes == all_heap.total() - tiny.data_bytes);
+
+  // BERT-base, q4 base and embeddings, LoRA r8 on query,value, 8 x 128: the weights and the
+  // activations are mapped blocks; the heap holds the biases, LayerNorms, scales of narrow
+  // tables and the LoRA B matrices (C, 8) with their gradients and Adam state, well under a MiB.
+  PlanRequest base = request(Method::Lora, DType::Q4, 8, 128);
+  base.config.vocab_size = 30522;
+  base.config.hidden_size = 768;
+  base.config.num_hidden_layers = 12;
+  base.config.num_attention_heads = 12;
+  base.config.intermediate_size = 3072;
+  base.config.max_position_embeddings = 512;
+  base.method.lora.rank = 8;
+  base.method.lora_targets = {"query", "value"};
+  base.baseline = std::size_t{19} << 19;  // 9.5 MiB, as measured in the CLI
+  const Plan p = choose_plan(base, std::size_t{96} << 20);
+  REQUIRE(p.estimate.total() > (std::size_t{80} << 20));
+  REQUIRE(p.estimate.heap_bytes < (std::size_t{1} << 20));
+  REQUIRE(p.heap_slack() == p.estimate.heap_bytes / kHeapSlackDivisor);
+  REQUIRE(p.peak() == p.estimate.total() + p.heap_slack() + base.baseline);
+  REQUIRE(p.peak() <= (std::size_t{96} << 20));
 }
 
 TEST_CASE("planner: a budget the baseline fills fails before training, naming the baseline",

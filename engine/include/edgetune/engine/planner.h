@@ -89,6 +89,9 @@ inline constexpr std::size_t kHeapSlackDivisor = 8;
 
 struct MemoryEstimate {
   std::array<std::size_t, kNumMemCategories> bytes{};
+  // Of the tensors' bytes (all categories but the data), those in blocks under kMapThreshold:
+  // the heap's share, around which it leaves slack.
+  std::size_t heap_bytes = 0;
   std::size_t total() const;
   // "base_weights 53.1 MiB, trainable 1.2 MiB, ..."
   std::string summary() const;
@@ -105,7 +108,7 @@ struct Plan {
   // The estimated peak of the process: the accountant's estimate, its heap slack and the baseline.
   // Without a baseline (a budget of the session's own memory, budget_scope session) the peak is
   // the accountant's estimate, as the accountant bounds it.
-  std::size_t heap_slack() const { return estimate.total() / kHeapSlackDivisor; }
+  std::size_t heap_slack() const { return estimate.heap_bytes / kHeapSlackDivisor; }
   std::size_t peak() const { return estimate.total() + outside_accountant(); }
   // The accountant's share of the budget (budget - baseline - heap slack; 0 when there is no budget).
   std::size_t accountant_budget() const { return budget ? budget - std::min(budget, outside_accountant()) : 0; }
