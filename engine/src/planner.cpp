@@ -26,7 +26,9 @@ struct Blocks {
     return *this;
   }
   friend Blocks operator+(Blocks a, const Blocks& b) { return a += b; }
-  friend Blocks operator-(const Blocks& a, const Blocks& b) { return {a.bytes - b.bytes, a.heap - b.heap}; }
+  friend Blocks operator-(const Blocks& a, const Blocks& b) {
+    return {a.bytes - b.bytes, a.heap - b.heap};
+  }
   friend Blocks operator*(std::size_t k, const Blocks& b) { return {k * b.bytes, k * b.heap}; }
 };
 
@@ -62,7 +64,8 @@ Blocks int8_gemm_workspace(std::size_t m, std::size_t len, std::size_t cols, std
   const auto block = static_cast<std::size_t>(qgemm::kBlock), panel = static_cast<std::size_t>(qgemm::kPanel);
   const std::size_t kb = (len + block - 1) / block, r = kb * block;
   const std::size_t chunk = std::min(static_cast<std::size_t>(qgemm::kChunkColumns), (cols + panel - 1) / panel * panel);
-  return block_of(m * r) + f32(m * kb) + block_of(chunk * r) + 2 * f32(chunk * kb) + block_of(threads * r);
+  return block_of(m * r) + f32(m * kb) + block_of(chunk * r) + 2 * f32(chunk * kb) +
+         block_of(threads * r);
 }
 
 // Adds a trainable float32 tensor with its gradient and optimizer state.
@@ -181,7 +184,8 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
     // The integer kernels take no dequantization tile; their largest call has F on one side.
     const auto cw = static_cast<std::size_t>(C), fw = static_cast<std::size_t>(F);
     const auto threads = static_cast<std::size_t>(kernels::num_threads());
-    tile = larger(larger(int8_gemm_workspace(N, cw, cw, threads), int8_gemm_workspace(N, cw, fw, threads)),
+    tile = larger(larger(int8_gemm_workspace(N, cw, cw, threads),
+                         int8_gemm_workspace(N, cw, fw, threads)),
                   int8_gemm_workspace(N, fw, cw, threads));
   }
   const Blocks transient = larger(2 * nf, 2 * probs + 2 * nc) + tile;

@@ -59,7 +59,8 @@ struct SessionOptions : ClassifierOptions {
   static void fields(Self& c, V& v) {
     using namespace settings;
     v("quant", c.base, kQuantNames, "storage of the frozen base Linear weights: f32, q8 or q4");
-    v("quant_embeddings", c.quant_embeddings, "store the word- and position-embedding tables as quant too");
+    v("quant_embeddings", c.quant_embeddings,
+      "store the word- and position-embedding tables as quant too");
     v("compute", c.compute, kComputeNames,
       "arithmetic of the linear layers over a q8/q4 base: int8 (integer kernels) or f32");
     v("memory_budget", c.memory_budget, "hard memory limit of training, e.g. \"32M\"", bytes());
