@@ -358,6 +358,23 @@ TEST_CASE("planner: the baseline is measured, and the plan fits it beside the ac
                                  Catch::Contains("heap slack " + format_bytes(p.heap_slack())));
 }
 
+TEST_CASE("planner: quantized embeddings hold the word and position tables in the base storage",
+          "[planner][memory]") {
+  Context context;
+  const ContextScope scope(context);
+  MethodOptions m;
+  m.method = Method::Lora;
+  const BertModel q4 = init_bert(mini_config(), load_options_for(m, DType::Q4, true));
+  REQUIRE(q4.word_embeddings.dtype() == DType::Q4);
+  REQUIRE(q4.position_embeddings.dtype() == DType::Q4);
+  REQUIRE(q4.token_type_embeddings.dtype() == DType::F32);
+  const BertModel plain = init_bert(mini_config(), load_options_for(m, DType::Q4, false));
+  REQUIRE(plain.word_embeddings.dtype() == DType::F32);
+  REQUIRE(plain.position_embeddings.dtype() == DType::F32);
+  const BertModel f32 = init_bert(mini_config(), load_options_for(m, DType::F32, true));
+  REQUIRE(f32.position_embeddings.dtype() == DType::F32);
+}
+
 TEST_CASE("planner: the heap slack is reserved for the blocks under the mapping threshold only",
           "[planner][baseline]") {
   // A model whose every tensor is under kMapThreshold: all of it is heap, but the data set.
