@@ -38,7 +38,12 @@ std::vector<BertTensor> bert_tensors(BertModel& model, const LoadOptions& opt) {
     const bool embeddings =
         s.kind == TensorKind::WordEmbeddings || s.kind == TensorKind::PositionEmbeddings;
     const bool base = s.kind == TensorKind::BaseMatrix || (embeddings && opt.quant_embeddings);
-    out.push_back({s.name, s.shape, trainable || !base ? DType::F32 : opt.base, trainable,
+    // The position table is added to every token and is small (P rows): q8 even over a q4 base.
+    const DType quantized = s.kind == TensorKind::PositionEmbeddings ? DType::Q8 : opt.base;
+    const DType storage = trainable || !base                ? DType::F32
+                          : is_quantized(opt.base)          ? quantized
+                                                            : opt.base;
+    out.push_back({s.name, s.shape, storage, trainable,
                    trainable ? MemCategory::Trainable : MemCategory::BaseWeights, s.tensor});
   }
   return out;
