@@ -85,8 +85,8 @@ inline constexpr std::size_t kAllocatorAllowance = std::size_t{4} << 20;
 // The heap's slack around the accountant's blocks under kMapThreshold
 // (MemoryEstimate::heap_bytes): a freed block leaves a hole that only a block of its size fills.
 // Larger blocks are mapped and unmapped, and leave none, so the plan reserves an eighth of the
-// heap blocks' bytes only. (On the shipped model under the demo's settings VmHWM stayed 1.6 MiB
-// under the estimated peak.)
+// heap blocks' bytes only. (On the shipped model under the demo's settings, 8 epochs, VmHWM
+// peaked at 29.1 MiB against an estimated 29.5 MiB.)
 inline constexpr std::size_t kHeapSlackDivisor = 8;
 
 struct MemoryEstimate {
