@@ -41,16 +41,15 @@ BudgetExceeded::BudgetExceeded(MemCategory c, std::size_t a, std::size_t l, std:
 
 namespace {
 constexpr std::size_t kAlign = 64;
-// Blocks from this size up are mapped from the OS directly and unmapped when freed, so the
-// resident set follows the accountant: a heap allocator keeps freed memory for itself (glibc
-// raises its mmap threshold after the first large free and then serves large blocks from a heap
-// it rarely returns), which would put freed tensors into the process's peak.
+// Blocks from kMapThreshold (memory.h) up are mapped from the OS directly and unmapped when
+// freed, so the resident set follows the accountant: a heap allocator keeps freed memory for
+// itself (glibc raises its mmap threshold after the first large free and then serves large blocks
+// from a heap it rarely returns), which would put freed tensors into the process's peak.
 // The threshold is low (16 KiB) because the heap fragments around blocks of many sizes (a
 // micro-batch's tensors change size with its longest row): on the shipped model under a 32 MiB
 // budget the resident set grew 7 MiB past the accountant's figures over 50 steps with a 256 KiB
 // threshold. Mapped blocks leave nothing behind when freed, and the reuse cache keeps the mapping
 // calls off the hot path.
-constexpr std::size_t kMapThreshold = 16 * 1024;
 constexpr std::size_t kPage = 4096;
 
 void* system_allocate(std::size_t size) {

@@ -148,7 +148,7 @@ std::vector<TensorSlot> BertModel::tensor_slots() {
   out.push_back({"bert.embeddings.word_embeddings.weight", {v, c}, TensorKind::WordEmbeddings,
                  &word_embeddings});
   out.push_back({"bert.embeddings.position_embeddings.weight", {config.max_position_embeddings, c},
-                 TensorKind::Float, &position_embeddings});
+                 TensorKind::PositionEmbeddings, &position_embeddings});
   out.push_back({"bert.embeddings.token_type_embeddings.weight", {config.type_vocab_size, c},
                  TensorKind::Float, &token_type_embeddings});
   norm("bert.embeddings.LayerNorm", embeddings_norm);

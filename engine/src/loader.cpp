@@ -35,9 +35,15 @@ std::vector<BertTensor> bert_tensors(BertModel& model, const LoadOptions& opt) {
   std::vector<BertTensor> out;
   for (const TensorSlot& s : model.tensor_slots()) {
     const bool trainable = opt.trainable && opt.trainable(s.name);
-    const bool base = s.kind == TensorKind::BaseMatrix ||
-                      (s.kind == TensorKind::WordEmbeddings && opt.quant_embeddings);
-    out.push_back({s.name, s.shape, trainable || !base ? DType::F32 : opt.base, trainable,
+    const bool embeddings =
+        s.kind == TensorKind::WordEmbeddings || s.kind == TensorKind::PositionEmbeddings;
+    const bool base = s.kind == TensorKind::BaseMatrix || (embeddings && opt.quant_embeddings);
+    // The position table is added to every token and is small (P rows): q8 even over a q4 base.
+    const DType quantized = s.kind == TensorKind::PositionEmbeddings ? DType::Q8 : opt.base;
+    const DType storage = trainable || !base                ? DType::F32
+                          : is_quantized(opt.base)          ? quantized
+                                                            : opt.base;
+    out.push_back({s.name, s.shape, storage, trainable,
                    trainable ? MemCategory::Trainable : MemCategory::BaseWeights, s.tensor});
   }
   return out;

@@ -15,29 +15,65 @@ namespace {
 
 constexpr std::size_t kF = 4;  // bytes of a float32
 
-// The accountant's count for a float32 block of `n` values.
-std::size_t f32(std::size_t n) { return accounted_bytes(kF * n); }
+// The accountant's count of some blocks, and the part of it in blocks under kMapThreshold, which
+// come from the heap.
+struct Blocks {
+  std::size_t bytes = 0;
+  std::size_t heap = 0;
+  Blocks& operator+=(const Blocks& o) {
+    bytes += o.bytes;
+    heap += o.heap;
+    return *this;
+  }
+  friend Blocks operator+(Blocks a, const Blocks& b) { return a += b; }
+  friend Blocks operator-(const Blocks& a, const Blocks& b) {
+    return {a.bytes - b.bytes, a.heap - b.heap};
+  }
+  friend Blocks operator*(std::size_t k, const Blocks& b) { return {k * b.bytes, k * b.heap}; }
+};
 
-std::size_t& at(MemoryEstimate& e, MemCategory c) { return e.bytes[static_cast<int>(c)]; }
+// Of two sets of blocks never live together, the one of more bytes.
+Blocks larger(const Blocks& a, const Blocks& b) { return a.bytes >= b.bytes ? a : b; }
+
+// One block of `bytes`, as the accountant counts it.
+Blocks block_of(std::size_t bytes) {
+  const std::size_t counted = accounted_bytes(bytes);
+  return {counted, bytes < kMapThreshold ? counted : 0};
+}
+
+// A float32 block of `n` values.
+Blocks f32(std::size_t n) { return block_of(kF * n); }
+
+// The blocks of a tensor made by Tensor::empty: its values or codes and, for q8 / q4, its scales
+// (their bytes are accounted_tensor_bytes).
+Blocks tensor_blocks(const Shape& shape, DType dtype) {
+  return block_of(storage_bytes(shape, dtype)) +
+         block_of(static_cast<std::size_t>(scale_count(shape, dtype)) * sizeof(float));
+}
+
+void add(MemoryEstimate& e, MemCategory c, const Blocks& b) {
+  e.bytes[static_cast<int>(c)] += b.bytes;
+  e.heap_bytes += b.heap;
+}
 
 // The accountant's count of the workspace of one integer-kernel call (qgemm.h) with M = m rows,
 // reduction length len and cols output columns: the activation codes (M, R) and scales (M, R/32),
 // one chunk of packed weight panels (chunk, R) with its sums and scales, and a row of R bytes per
 // thread.
-std::size_t int8_gemm_workspace(std::size_t m, std::size_t len, std::size_t cols, std::size_t threads) {
+Blocks int8_gemm_workspace(std::size_t m, std::size_t len, std::size_t cols, std::size_t threads) {
   const auto block = static_cast<std::size_t>(qgemm::kBlock), panel = static_cast<std::size_t>(qgemm::kPanel);
   const std::size_t kb = (len + block - 1) / block, r = kb * block;
   const std::size_t chunk = std::min(static_cast<std::size_t>(qgemm::kChunkColumns), (cols + panel - 1) / panel * panel);
-  return accounted_bytes(m * r) + f32(m * kb) + accounted_bytes(chunk * r) + 2 * f32(chunk * kb) +
-         accounted_bytes(threads * r);
+  return block_of(m * r) + f32(m * kb) + block_of(chunk * r) + 2 * f32(chunk * kb) +
+         block_of(threads * r);
 }
 
 // Adds a trainable float32 tensor with its gradient and optimizer state.
 void add_trainable(MemoryEstimate& e, const Shape& shape, int state_copies) {
-  const std::size_t b = accounted_tensor_bytes(shape, DType::F32);
-  at(e, MemCategory::Trainable) += b;
-  at(e, MemCategory::Grads) += b;
-  at(e, MemCategory::OptimizerState) += static_cast<std::size_t>(state_copies) * b;
+  const Blocks b = tensor_blocks(shape, DType::F32);
+  add(e, MemCategory::Trainable, b);
+  add(e, MemCategory::Grads, b);
+  add(e, MemCategory::OptimizerState, static_cast<std::size_t>(state_copies) * b);
 }
 
 }  // namespace
@@ -74,7 +110,7 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
     if (t.trainable) {
       add_trainable(e, t.shape, copies);
     } else {
-      at(e, t.category) += accounted_tensor_bytes(t.shape, t.storage);
+      add(e, t.category, tensor_blocks(t.shape, t.storage));
     }
   }
   std::int64_t lora_inputs_c = 0, lora_inputs_f = 0, lora_targets = 0;
@@ -86,7 +122,7 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
       const std::int64_t in = t == "output" ? F : C, out = t == "intermediate" ? F : C;
       for (std::int64_t i = 0; i < L; ++i) {
         if (m.lora.freeze_a) {
-          at(e, MemCategory::Trainable) += accounted_tensor_bytes({rank, in}, DType::F32);
+          add(e, MemCategory::Trainable, tensor_blocks({rank, in}, DType::F32));
         } else {
           add_trainable(e, {rank, in}, copies);
         }
@@ -116,47 +152,48 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
   // ---- activations kept for backward, per encoder layer, for one micro-batch
   const auto B = static_cast<std::size_t>(micro), T = static_cast<std::size_t>(r.length);
   const std::size_t N = B * T;  // tokens
-  const std::size_t probs = f32(B * static_cast<std::size_t>(H) * T * T);
-  const std::size_t nc = f32(N * static_cast<std::size_t>(C));
-  const std::size_t nf = f32(N * static_cast<std::size_t>(F));
-  const std::size_t stats = 2 * f32(N);
+  const Blocks probs = f32(B * static_cast<std::size_t>(H) * T * T);
+  const Blocks nc = f32(N * static_cast<std::size_t>(C));
+  const Blocks nf = f32(N * static_cast<std::size_t>(F));
+  const Blocks stats = 2 * f32(N);
   const bool attn_dropout = r.training_dropout && c.attention_probs_dropout_prob > 0;
   const bool grads_in_encoder = m.method != Method::Head;
   const bool weights_train = m.method == Method::Full;  // linear nodes keep their inputs for dW
   // Self-attention: q, k, v in heads kept by the two matmuls, the softmax output (and its dropped
   // copy, which the second matmul keeps).
-  const std::size_t attention = 3 * nc + (attn_dropout ? 2 : 1) * probs;
-  std::size_t rest = 2 * (nc + stats) + nf;  // the two LayerNorm inputs, the activation's input
+  const Blocks attention = 3 * nc + (attn_dropout ? 2u : 1u) * probs;
+  Blocks rest = 2 * (nc + stats) + nf;  // the two LayerNorm inputs, the activation's input
   rest += static_cast<std::size_t>(lora_inputs_c) * nc + static_cast<std::size_t>(lora_inputs_f) * nf;
   rest += static_cast<std::size_t>(lora_targets) * f32(N * static_cast<std::size_t>(m.lora.rank));
   if (m.method == Method::Adapter) {
-    const std::size_t nm = f32(N * static_cast<std::size_t>(m.adapter_size));
+    const Blocks nm = f32(N * static_cast<std::size_t>(m.adapter_size));
     rest += 2 * (nc + 2 * nm);  // each adapter: its input, the activation's input, the up input
   }
   if (weights_train) rest += 3 * nc + nf;  // inputs of q/k/v, attention output, intermediate, output
   // In the first layer, nothing before the attention requires grad unless the embeddings train
   // or LoRA sits on q/k/v: then its attention keeps nothing (adapter), or q is not kept (LoRA).
-  std::size_t first_attention = attention;
-  if (m.method == Method::Adapter) first_attention = 0;
+  Blocks first_attention = attention;
+  if (m.method == Method::Adapter) first_attention = {};
   if (m.method == Method::Lora) first_attention = attention - nc;
-  const std::size_t layer = attention + rest;
-  const std::size_t first_layer = first_attention + rest;
+  const Blocks layer = attention + rest;
+  const Blocks first_layer = first_attention + rest;
   // Backward transients: the gradients of the feed-forward activation's input and output, or of
   // the attention scores and probabilities with those of q / k / v; plus a dequantization tile.
-  std::size_t tile = f32(128 * static_cast<std::size_t>(std::max(C, F)));
+  Blocks tile = f32(128 * static_cast<std::size_t>(std::max(C, F)));
   if (r.compute == Compute::Int8 && is_quantized(r.base)) {
     // The integer kernels take no dequantization tile; their largest call has F on one side.
     const auto cw = static_cast<std::size_t>(C), fw = static_cast<std::size_t>(F);
     const auto threads = static_cast<std::size_t>(kernels::num_threads());
-    tile = std::max({int8_gemm_workspace(N, cw, cw, threads), int8_gemm_workspace(N, cw, fw, threads),
-                     int8_gemm_workspace(N, fw, cw, threads)});
+    tile = larger(larger(int8_gemm_workspace(N, cw, cw, threads),
+                         int8_gemm_workspace(N, cw, fw, threads)),
+                  int8_gemm_workspace(N, fw, cw, threads));
   }
-  const std::size_t transient = std::max(2 * nf, 2 * probs + 2 * nc) + tile;
-  std::size_t acts = 0;
+  const Blocks transient = larger(2 * nf, 2 * probs + 2 * nc) + tile;
+  Blocks acts;
   if (!grads_in_encoder) {
     // Nothing is kept; the peak is a layer's forward temporaries (layer input, attention output,
     // the feed-forward intermediate and its activation, the output).
-    acts = std::max(4 * nc + 2 * probs, 3 * nc + 2 * nf) + nc;
+    acts = larger(4 * nc + 2 * probs, 3 * nc + 2 * nf) + nc;
   } else if (ckpt) {
     // Each layer's input, plus one layer recomputed during its backward, and its output.
     acts = static_cast<std::size_t>(L + 1) * nc + layer;
@@ -164,21 +201,22 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
     acts = static_cast<std::size_t>(L - 1) * layer + first_layer + nc;
   }
   if (m.method == Method::Full || m.method == Method::BitFit) acts += nc + stats;  // embedding LayerNorm
-  std::size_t mlm_workspace = 0;
+  Blocks mlm_workspace;
   if (r.mlm_probability > 0) {
     // The head's tensors are in the table above; the decoder is the word-embedding table.
     // Activations: the gathered rows and the transform's (M, C) tensors, and the logits (M, V)
     // kept by the cross-entropy; the logits' gradient is transient. M is the expected masked
     // count plus one per row (a segment never goes without a target).
     const auto M = static_cast<std::size_t>(std::ceil(r.mlm_probability * static_cast<double>(N))) + B;
-    const std::size_t mc = f32(M * static_cast<std::size_t>(C));
-    const std::size_t mv = f32(M * static_cast<std::size_t>(V));
+    const Blocks mc = f32(M * static_cast<std::size_t>(C));
+    const Blocks mv = f32(M * static_cast<std::size_t>(V));
     acts += 4 * mc + 2 * f32(M) + mv;
     mlm_workspace = mv + mc;
   }
-  at(e, MemCategory::Activations) = acts;
-  at(e, MemCategory::Data) = r.data_bytes;
-  at(e, MemCategory::Workspace) = (grads_in_encoder ? transient + (ckpt ? 2 * nc : 0) : tile) + mlm_workspace;
+  add(e, MemCategory::Activations, acts);
+  e.bytes[static_cast<int>(MemCategory::Data)] = r.data_bytes;
+  add(e, MemCategory::Workspace,
+      (grads_in_encoder ? transient + (ckpt ? 2 * nc : Blocks{}) : tile) + mlm_workspace);
   return e;
 }
 

@@ -22,17 +22,21 @@ namespace fs = std::filesystem;
 
 namespace {
 
-BertConfig mini_config() {
-  BertConfig c;
-  c.vocab_size = 3000;
-  c.hidden_size = 128;
-  c.num_hidden_layers = 3;
-  c.num_attention_heads = 4;
-  c.intermediate_size = 512;
-  c.max_position_embeddings = 128;
-  c.num_labels = 2;
-  return c;
+// A two-label config of vocabulary V, width C, L layers, H heads, feed-forward F, P positions.
+BertConfig config_of(std::int64_t v, std::int64_t c, std::int64_t l, std::int64_t h,
+                     std::int64_t f, std::int64_t p) {
+  BertConfig out;
+  out.vocab_size = v;
+  out.hidden_size = c;
+  out.num_hidden_layers = l;
+  out.num_attention_heads = h;
+  out.intermediate_size = f;
+  out.max_position_embeddings = p;
+  out.num_labels = 2;
+  return out;
 }
+
+BertConfig mini_config() { return config_of(3000, 128, 3, 4, 512, 128); }
 
 PlanRequest request(Method method, DType base, std::int64_t batch, std::int64_t length) {
   PlanRequest r;
@@ -292,7 +296,8 @@ TEST_CASE("planner: training under a budget stays under it, and the plan is prin
   PlanRequest r = plan_request(load_config(c.model_dir), c, 16);
   r.config.num_labels = 2;
   const std::size_t low = estimate_memory(r, true, 1).total(), high = estimate_memory(r, false, 16).total();
-  c.memory_budget = measure_baseline().total() + (low + high) / 2 + high / kHeapSlackDivisor;
+  c.memory_budget = measure_baseline().total() + (low + high) / 2 +
+                    estimate_memory(r, false, 16).heap_bytes / kHeapSlackDivisor;
   std::ostringstream log;
   Trainer t(c, &log);
   const TrainResult res = t.run();
@@ -340,7 +345,8 @@ TEST_CASE("planner: the baseline is measured, and the plan fits it beside the ac
   PlanRequest r = request(Method::Lora, DType::Q4, 16, 128);
   r.baseline = b.total();
   const Plan free = choose_plan(r, 0);
-  REQUIRE(free.peak() == free.estimate.total() + free.estimate.total() / kHeapSlackDivisor + b.total());
+  REQUIRE(free.peak() ==
+          free.estimate.total() + free.estimate.heap_bytes / kHeapSlackDivisor + b.total());
   // A budget that holds the unconstrained estimate but not the baseline beside it takes a
   // smaller plan, whose peak (baseline included) fits; the accountant gets what is left.
   const std::size_t budget = free.estimate.total() + b.total();
@@ -350,6 +356,50 @@ TEST_CASE("planner: the baseline is measured, and the plan fits it beside the ac
   REQUIRE(p.accountant_budget() == budget - b.total() - p.heap_slack());
   REQUIRE_THAT(p.describe(), Catch::Contains("baseline " + format_bytes(b.total())) &&
                                  Catch::Contains("heap slack " + format_bytes(p.heap_slack())));
+}
+
+TEST_CASE("planner: quantized embeddings hold the word table in the base storage, positions in q8",
+          "[planner][memory]") {
+  Context context;
+  const ContextScope scope(context);
+  MethodOptions m;
+  m.method = Method::Lora;
+  const BertModel q4 = init_bert(mini_config(), load_options_for(m, DType::Q4, true));
+  REQUIRE(q4.word_embeddings.dtype() == DType::Q4);
+  REQUIRE(q4.position_embeddings.dtype() == DType::Q8);  // a small table every token adds
+  REQUIRE(q4.token_type_embeddings.dtype() == DType::F32);
+  const BertModel plain = init_bert(mini_config(), load_options_for(m, DType::Q4, false));
+  REQUIRE(plain.word_embeddings.dtype() == DType::F32);
+  REQUIRE(plain.position_embeddings.dtype() == DType::F32);
+  const BertModel f32 = init_bert(mini_config(), load_options_for(m, DType::F32, true));
+  REQUIRE(f32.position_embeddings.dtype() == DType::F32);
+}
+
+TEST_CASE("planner: the heap slack is reserved for the blocks under the mapping threshold only",
+          "[planner][baseline]") {
+  // A model whose every tensor is under kMapThreshold: all of it is heap, but the data set.
+  PlanRequest tiny = request(Method::Lora, DType::Q8, 1, 4);
+  tiny.config = config_of(50, 16, 1, 2, 16, 16);  // F = 16: the dequantization tile (128, F) too
+  tiny.data_bytes = std::size_t{1} << 20;
+  const MemoryEstimate all_heap = estimate_memory(tiny, false, 1);
+  REQUIRE(all_heap.heap_bytes > 0);
+  REQUIRE(all_heap.heap_bytes == all_heap.total() - tiny.data_bytes);
+
+  // BERT-base, q4 base and embeddings, LoRA r8 on query,value, 8 x 128: the weights, the LoRA
+  // matrices and the activations are mapped blocks; the heap holds the biases, the LayerNorms,
+  // the token-type table, the classifier and the LayerNorm statistics, well under a MiB. The
+  // process budget of 96 MiB then fits beside the baseline the bench measures.
+  PlanRequest base = request(Method::Lora, DType::Q4, 8, 128);
+  base.config = config_of(30522, 768, 12, 12, 3072, 512);
+  base.method.lora.rank = 8;
+  base.method.lora_targets = {"query", "value"};
+  base.baseline = std::size_t{19} << 19;  // 9.5 MiB
+  const Plan p = choose_plan(base, std::size_t{96} << 20);
+  REQUIRE(p.estimate.total() > (std::size_t{80} << 20));
+  REQUIRE(p.estimate.heap_bytes < (std::size_t{1} << 20));
+  REQUIRE(p.heap_slack() == p.estimate.heap_bytes / kHeapSlackDivisor);
+  REQUIRE(p.peak() == p.estimate.total() + p.heap_slack() + base.baseline);
+  REQUIRE(p.peak() <= (std::size_t{96} << 20));
 }
 
 TEST_CASE("planner: a budget the baseline fills fails before training, naming the baseline",

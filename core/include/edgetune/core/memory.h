@@ -141,6 +141,10 @@ class Charge {
   std::size_t bytes_ = 0;
 };
 
+// Blocks from this size up are mapped from the OS directly and unmapped when freed; smaller ones
+// come from the heap, whose freed holes stay resident (see memory.cpp).
+inline constexpr std::size_t kMapThreshold = 16 * 1024;
+
 // The bytes the accountant counts for a block of `bytes`: 64-byte multiples below 16 KiB, whole
 // 4 KiB pages from there up (those blocks are mapped from the OS). 0 for 0. Every figure the
 // accountant reports is a sum of these, so an estimate built from it matches the count exactly.

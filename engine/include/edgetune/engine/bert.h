@@ -64,8 +64,9 @@ struct MlmHead {
 // What a model tensor is, which decides how it is stored (LoadOptions in loader.h).
 enum class TensorKind {
   WordEmbeddings,  // (V, C): float32, or the base storage with quantized embeddings
+  PositionEmbeddings,  // (P, C): as the word embeddings, but q8 over a q4 base
   BaseMatrix,      // a Linear weight of the encoder or the pooler: the base storage
-  Float,           // every other tensor (position and type tables, biases, LayerNorm, heads)
+  Float,           // every other tensor (type table, biases, LayerNorm, heads)
 };
 
 // One tensor of a model: its Hugging Face name, the shape its config gives it, its kind, and the
@@ -88,7 +89,7 @@ class BertModel {
  public:
   BertConfig config;
   Tensor word_embeddings;        // (V, C): f32, or q8 / q4 with --quant-embeddings
-  Tensor position_embeddings;    // (P, C)
+  Tensor position_embeddings;    // (P, C): f32, or q8 with --quant-embeddings
   Tensor token_type_embeddings;  // (TT, C)
   LayerNormLayer embeddings_norm;
   std::vector<EncoderLayer> layers;

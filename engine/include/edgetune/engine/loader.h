@@ -26,7 +26,7 @@ struct LoadOptions {
   // Storage of the encoder Linear weights (query, key, value, attention output, intermediate,
   // output) and the pooler: F32, Q8 or Q4. Trainable weights are always F32.
   DType base = DType::Q8;
-  // Also store the word-embedding table as `base` (frozen gather from q8 / q4).
+  // Also store the word-embedding table as `base` and the position table as q8 (frozen gathers).
   bool quant_embeddings = false;
   // Which tensors (Hugging Face names) will be trained: they are loaded float32, counted as
   // trainable parameters and marked requires_grad. Null: none.
@@ -53,7 +53,8 @@ struct BertTensor {
 // The tensors of `model` (BertModel::tensor_slots, so the model must be laid out: bert_layout)
 // with the storage `options` gives each: trainable ones float32 in Trainable; the others in
 // BaseWeights, the base storage for encoder / pooler Linear weights and, with quant_embeddings,
-// the word embeddings; float32 for the rest.
+// the word embeddings and (q8 over any quantized base) the position embeddings; float32 for the
+// rest.
 std::vector<BertTensor> bert_tensors(BertModel& model, const LoadOptions& options);
 
 struct LoadReport {

@@ -31,7 +31,8 @@ template <class Self, class V>
 void model_fields(Self& c, V& v) {
   v("model", c.model_dir, "Hugging Face BERT folder (config.json, model.safetensors, vocab.txt)");
   v("quant", c.quant, kQuantNames, "storage of the frozen base Linear weights: f32, q8 or q4");
-  v("quant_embeddings", c.quant_embeddings, "store the word-embedding table as --quant too (frozen q8/q4 gather)");
+  v("quant_embeddings", c.quant_embeddings,
+    "store the word-embedding table as --quant too, the position table as q8 (frozen gathers)");
   v("compute", c.compute, kComputeNames,
     "linear layers over a q8/q4 base: int8 (integer kernels) or f32 (dequantize, float GEMM); "
     "an f32 base always computes in f32");
