@@ -29,13 +29,14 @@ if [ "$mode" = arm64 ]; then
   cmake --build build/release -j "$jobs" --target edgetune
   # Under qemu, the whole suite but for four kinds of test, each minutes or more under emulation:
   # the tests that run the CLI as a process (cli:...; the predict check, "cli: ...", does run), the
-  # tests that compare thread counts, the integer kernels at 2 threads against the scalar reference
+  # tests that compare thread counts or run sessions at 2 and more threads (their thread count is
+  # the session's, not OMP_NUM_THREADS), the integer kernels at 2 threads against the scalar reference
   # (their 1-thread run does run), and the planner's estimate against measured peaks (training
   # steps of every method and base). One OpenMP thread: under qemu, spin-waiting threads turn a
   # one-sentence predict from one second into more than a minute.
   export OMP_NUM_THREADS=1
   ctest --test-dir build/arm64 --output-on-failure -j "$jobs" \
-    -E '^cli:[^ ]|number of threads|planner: the estimate is within|the scalar one at 2 threads'
+    -E '^cli:[^ ]|number of threads|every thread count|sessions: two trainers|planner: the estimate is within|the scalar one at 2 threads'
   # The integer kernels again on two emulated CPUs (qemu's QEMU_CPU), each forcing one
   # implementation, which the kernel tests then require to be available and the int8 linear op
   # tests run through: a Cortex-A53 (ARMv8-A, NEON only) and qemu's "max" (dotprod and i8mm;
