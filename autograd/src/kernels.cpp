@@ -147,7 +147,7 @@ int num_threads() {
   return n > 0 ? n : omp_get_max_threads();
 }
 
-int resolve_threads(int setting) { return setting > 0 ? setting : omp_get_num_procs(); }
+int resolve_threads(int setting) { return setting > 0 ? setting : omp_get_max_threads(); }
 
 namespace {
 // The integer kernels apply to an f32 activation against a q8/q4 weight under Compute::Int8.
