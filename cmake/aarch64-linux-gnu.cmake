@@ -9,7 +9,11 @@
 #
 # Tests run under Debian's qemu-user: CMAKE_CROSSCOMPILING_EMULATOR prefixes every ctest command
 # and Catch2's test discovery, with the arm64 C library that Debian installs for the cross
-# compiler (/usr/aarch64-linux-gnu) as qemu's root for the dynamic loader.
+# compiler (/usr/aarch64-linux-gnu) as qemu's root for the dynamic loader. The C library must be
+# that same package's: the multiarch libc6:arm64 (pulled in by libutf8proc-dev:arm64) is another
+# build of glibc, and ld.so and libc.so of two builds share private structures, so a program
+# loaded with one and the other hangs in its first pthread_create. LD_LIBRARY_PATH puts the
+# cross compiler's libraries first; the multiarch folders still serve the rest (libutf8proc).
 
 set(CMAKE_SYSTEM_NAME Linux)
 set(CMAKE_SYSTEM_PROCESSOR aarch64)
@@ -21,7 +25,8 @@ set(CMAKE_C_FLAGS_INIT "-march=armv8-a+simd")
 set(CMAKE_CXX_FLAGS_INIT "-march=armv8-a+simd")
 
 set(EDGETUNE_ARM64_SYSROOT /usr/aarch64-linux-gnu)
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L ${EDGETUNE_ARM64_SYSROOT})
+set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L ${EDGETUNE_ARM64_SYSROOT}
+    -E LD_LIBRARY_PATH=${EDGETUNE_ARM64_SYSROOT}/lib)
 
 # Libraries and their pkg-config files: the arm64 ones only (multiarch folders under /usr), never
 # the host's. Header-only packages (Eigen, xtensor, xtl, xsimd, nlohmann_json, CLI11, Catch2) are

@@ -27,28 +27,24 @@ if [ "$mode" = arm64 ]; then
   # The host's CLI, whose predictions the ARM64 one must reproduce.
   cmake -S . -B build/release -DCMAKE_BUILD_TYPE=Release >/dev/null
   cmake --build build/release -j "$jobs" --target edgetune
-  # Under qemu, the whole suite but for four kinds of test, each minutes or more under emulation:
-  # the tests that run the CLI as a process (cli:...; the predict check, "cli: ...", does run), the
-  # tests that compare thread counts or run sessions at 2 and more threads (their thread count is
-  # the session's, not OMP_NUM_THREADS), the integer kernels at 2 threads against the scalar reference
-  # (their 1-thread run does run), and the planner's estimate against measured peaks (training
-  # steps of every method and base). One OpenMP thread: under qemu, spin-waiting threads turn a
-  # one-sentence predict from one second into more than a minute.
-  export OMP_NUM_THREADS=1
+  # Under qemu, the whole suite but for the two tests that hold a whole process to a budget close
+  # to its measured baseline: under emulation the process is qemu, whose resident memory (30 MiB
+  # before the program's own) includes the code it has translated so far and grows as new code
+  # runs, so the baseline is neither the program's nor stable. Those tests run natively above.
   ctest --test-dir build/arm64 --output-on-failure -j "$jobs" \
-    -E '^cli:[^ ]|number of threads|every thread count|sessions: two trainers|planner: the estimate is within|the scalar one at 2 threads'
+    -E 'keeps VmHWM within it|planner: training under a budget stays under it'
   # The integer kernels again on two emulated CPUs (qemu's QEMU_CPU), each forcing one
   # implementation, which the kernel tests then require to be available and the int8 linear op
   # tests run through: a Cortex-A53 (ARMv8-A, NEON only) and qemu's "max" (dotprod and i8mm;
   # the first run above chose i8mm there). On the Cortex-A53, asking for dotprod must fail.
   kernel_tests='^autograd:(qgemm|int8)'
-  kernel_slow='2 threads'
   QEMU_CPU=cortex-a53 EDGETUNE_KERNELS=neon ctest --test-dir build/arm64 --output-on-failure \
-    --no-tests=error -j "$jobs" -R "$kernel_tests" -E "$kernel_slow"
+    --no-tests=error -j "$jobs" -R "$kernel_tests"
   QEMU_CPU=max EDGETUNE_KERNELS=dotprod ctest --test-dir build/arm64 --output-on-failure \
-    --no-tests=error -j "$jobs" -R "$kernel_tests" -E "$kernel_slow"
+    --no-tests=error -j "$jobs" -R "$kernel_tests"
   refused=$(QEMU_CPU=cortex-a53 EDGETUNE_KERNELS=dotprod qemu-aarch64 -L /usr/aarch64-linux-gnu \
-    build/arm64/tests/test_autograd "qgemm: EDGETUNE_KERNELS names and availability" 2>&1 || true)
+    -E LD_LIBRARY_PATH=/usr/aarch64-linux-gnu/lib build/arm64/tests/test_autograd \
+    "qgemm: EDGETUNE_KERNELS names and availability" 2>&1 || true)
   # Catch2 wraps the message at 80 columns: compare it with the line breaks made spaces.
   expected="EDGETUNE_KERNELS=dotprod: this CPU does not support it (available: scalar, neon)"
   if ! tr -s '\n ' '  ' <<<"$refused" | grep -qF "$expected"; then
