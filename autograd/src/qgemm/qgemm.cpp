@@ -14,6 +14,9 @@
 #if defined(__x86_64__)
 #include <emmintrin.h>
 #endif
+#if defined(__aarch64__)
+#include <arm_neon.h>
+#endif
 #if defined(__aarch64__) && defined(__linux__)
 #include <sys/auxv.h>
 #endif
@@ -183,9 +186,9 @@ struct PanelOut {
 };
 
 // Forward panel: output columns are rows [n0, n0 + 16) of w, reduction along K in kb blocks.
-// row is scratch of kb * 32 bytes.
-void pack_forward_panel(const WeightView& w, std::int64_t n0, std::int64_t kb, std::int8_t* row,
-                        PanelOut out) {
+// row is scratch of kb * 32 bytes. The reference: any K, any panel (rows past N are zero).
+void pack_forward_panel_reference(const WeightView& w, std::int64_t n0, std::int64_t kb,
+                                  std::int8_t* row, PanelOut out) {
   const std::int64_t n = w.n, k = w.k;
   for (int j = 0; j < kPanel; ++j) {
     const std::int64_t r = n0 + j;
@@ -206,6 +209,107 @@ void pack_forward_panel(const WeightView& w, std::int64_t n0, std::int64_t kb, s
       }
     }
   }
+}
+
+#if defined(__x86_64__) || defined(__aarch64__)
+// 16 signed bytes, and the 4x4 transpose of 32-bit words, in SSE2 or NEON.
+#if defined(__x86_64__)
+using V16 = __m128i;
+inline V16 load16(const void* p) { return _mm_loadu_si128(static_cast<const __m128i*>(p)); }
+inline void store16(void* p, V16 v) { _mm_storeu_si128(static_cast<__m128i*>(p), v); }
+// The 32 q4 codes (nibble - 8, low nibble first) of 16 bytes.
+inline void unpack_q4(V16 bytes, V16& lo, V16& hi) {
+  const __m128i low4 = _mm_set1_epi8(0x0F), eight = _mm_set1_epi8(8);
+  const __m128i l = _mm_and_si128(bytes, low4), h = _mm_and_si128(_mm_srli_epi16(bytes, 4), low4);
+  lo = _mm_sub_epi8(_mm_unpacklo_epi8(l, h), eight);
+  hi = _mm_sub_epi8(_mm_unpackhi_epi8(l, h), eight);
+}
+// The sum of the 32 signed bytes of a and b: biased to unsigned and summed by psadbw.
+inline std::int32_t sum32(V16 a, V16 b) {
+  const __m128i bias = _mm_set1_epi8(static_cast<char>(0x80)), zero = _mm_setzero_si128();
+  const __m128i s = _mm_add_epi64(_mm_sad_epu8(_mm_xor_si128(a, bias), zero),
+                                  _mm_sad_epu8(_mm_xor_si128(b, bias), zero));
+  return static_cast<std::int32_t>(_mm_cvtsi128_si32(s) + _mm_extract_epi16(s, 4)) - 32 * 128;
+}
+inline void transpose4(V16& r0, V16& r1, V16& r2, V16& r3) {
+  const __m128i a0 = _mm_unpacklo_epi32(r0, r1), a1 = _mm_unpacklo_epi32(r2, r3);
+  const __m128i a2 = _mm_unpackhi_epi32(r0, r1), a3 = _mm_unpackhi_epi32(r2, r3);
+  r0 = _mm_unpacklo_epi64(a0, a1);
+  r1 = _mm_unpackhi_epi64(a0, a1);
+  r2 = _mm_unpacklo_epi64(a2, a3);
+  r3 = _mm_unpackhi_epi64(a2, a3);
+}
+#else
+using V16 = int8x16_t;
+inline V16 load16(const void* p) { return vld1q_s8(static_cast<const std::int8_t*>(p)); }
+inline void store16(void* p, V16 v) { vst1q_s8(static_cast<std::int8_t*>(p), v); }
+inline void unpack_q4(V16 bytes, V16& lo, V16& hi) {
+  const uint8x16_t b = vreinterpretq_u8_s8(bytes);
+  const uint8x16_t l = vandq_u8(b, vdupq_n_u8(0x0F)), h = vshrq_n_u8(b, 4);
+  lo = vsubq_s8(vreinterpretq_s8_u8(vzip1q_u8(l, h)), vdupq_n_s8(8));
+  hi = vsubq_s8(vreinterpretq_s8_u8(vzip2q_u8(l, h)), vdupq_n_s8(8));
+}
+inline std::int32_t sum32(V16 a, V16 b) {
+  return static_cast<std::int32_t>(vaddlvq_s8(a)) + static_cast<std::int32_t>(vaddlvq_s8(b));
+}
+inline void transpose4(V16& r0, V16& r1, V16& r2, V16& r3) {
+  const int32x4_t a0 = vtrn1q_s32(vreinterpretq_s32_s8(r0), vreinterpretq_s32_s8(r1));
+  const int32x4_t a1 = vtrn2q_s32(vreinterpretq_s32_s8(r0), vreinterpretq_s32_s8(r1));
+  const int32x4_t a2 = vtrn1q_s32(vreinterpretq_s32_s8(r2), vreinterpretq_s32_s8(r3));
+  const int32x4_t a3 = vtrn2q_s32(vreinterpretq_s32_s8(r2), vreinterpretq_s32_s8(r3));
+  r0 = vreinterpretq_s8_s64(vtrn1q_s64(vreinterpretq_s64_s32(a0), vreinterpretq_s64_s32(a2)));
+  r1 = vreinterpretq_s8_s64(vtrn1q_s64(vreinterpretq_s64_s32(a1), vreinterpretq_s64_s32(a3)));
+  r2 = vreinterpretq_s8_s64(vtrn2q_s64(vreinterpretq_s64_s32(a0), vreinterpretq_s64_s32(a2)));
+  r3 = vreinterpretq_s8_s64(vtrn2q_s64(vreinterpretq_s64_s32(a1), vreinterpretq_s64_s32(a3)));
+}
+#endif
+
+// The reference's bytes for a whole panel (n0 + 16 <= N) of a weight whose K is a multiple of
+// 32, so every block is whole and (q4) starts on a byte: per block, the 32 codes of each of the
+// 16 rows are loaded (q4: unpacked) as two vectors of 4 words, their sum taken, and each 4x4 tile
+// of words transposed into place ([r4][j] words of the panel layout).
+void pack_forward_panel_simd(const WeightView& w, std::int64_t n0, std::int64_t kb, PanelOut out) {
+  const std::int64_t row_bytes = w.q8 ? w.k : w.k / 2;
+  for (std::int64_t blk = 0; blk < kb; ++blk) {
+    V16 v[kPanel][2];
+    for (int j = 0; j < kPanel; ++j) {
+      const std::uint8_t* src = w.codes + (n0 + j) * row_bytes;
+      if (w.q8) {
+        v[j][0] = load16(src + blk * kBlock);
+        v[j][1] = load16(src + blk * kBlock + 16);
+      } else {
+        unpack_q4(load16(src + blk * (kBlock / 2)), v[j][0], v[j][1]);
+      }
+      out.bsum[blk * kPanel + j] = sum32(v[j][0], v[j][1]);
+      out.sb[blk * kPanel + j] = w.scale(n0 + j, blk);
+    }
+    std::int8_t* dst = out.b + blk * kBlock * kPanel;
+    for (int jg = 0; jg < kPanel / 4; ++jg) {
+      for (int h = 0; h < 2; ++h) {
+        V16 r0 = v[4 * jg][h], r1 = v[4 * jg + 1][h], r2 = v[4 * jg + 2][h], r3 = v[4 * jg + 3][h];
+        transpose4(r0, r1, r2, r3);
+        // Word r of these 4 rows (r4 = 4h + r) goes to dst[r4][4jg .. 4jg + 4).
+        store16(dst + (4 * h + 0) * kPanel * 4 + jg * 16, r0);
+        store16(dst + (4 * h + 1) * kPanel * 4 + jg * 16, r1);
+        store16(dst + (4 * h + 2) * kPanel * 4 + jg * 16, r2);
+        store16(dst + (4 * h + 3) * kPanel * 4 + jg * 16, r3);
+      }
+    }
+  }
+}
+#endif
+
+// The forward panel of rows [n0, n0 + 16): the vector packing where it applies, else the
+// reference. Both write the same bytes (a test checks it).
+void pack_forward_panel(const WeightView& w, std::int64_t n0, std::int64_t kb, std::int8_t* row,
+                        PanelOut out) {
+#if defined(__x86_64__) || defined(__aarch64__)
+  if (w.k % kBlock == 0 && n0 + kPanel <= w.n) {
+    pack_forward_panel_simd(w, n0, kb, out);
+    return;
+  }
+#endif
+  pack_forward_panel_reference(w, n0, kb, row, out);
 }
 
 // Writes 4 rows of 16 codes, src[i][j], as dst[j][i] (the 64 bytes of one step of a panel).
@@ -487,6 +591,25 @@ void linear_backward_input(float* dx, const float* dy, std::int64_t m, const Ten
   require_quantized_weight(w, "qgemm::linear_backward_input");
   gemm(dx, dy, w.dtype() == DType::Q8 ? w.scales() : nullptr, m, w, false, isa,
        std::max(threads, 1));
+}
+
+detail::PackedPanel detail::pack_forward_panel(const Tensor& weight, std::int64_t n0,
+                                               bool reference) {
+  require_quantized_weight(weight, "qgemm::detail::pack_forward_panel");
+  const WeightView w(weight);
+  const std::int64_t kb = (w.k + kBlock - 1) / kBlock;
+  PackedPanel p;
+  p.b.resize(static_cast<size_t>(kb * kBlock * kPanel));
+  p.bsum.resize(static_cast<size_t>(kb * kPanel));
+  p.sb.resize(static_cast<size_t>(kb * kPanel));
+  std::vector<std::int8_t> row(static_cast<size_t>(kb * kBlock));
+  const PanelOut out{p.b.data(), p.bsum.data(), p.sb.data()};
+  if (reference) {
+    pack_forward_panel_reference(w, n0, kb, row.data(), out);
+  } else {
+    qgemm::pack_forward_panel(w, n0, kb, row.data(), out);
+  }
+  return p;
 }
 
 }  // namespace edgetune::qgemm

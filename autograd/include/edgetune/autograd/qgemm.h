@@ -96,5 +96,17 @@ void linear_forward(float* y, const float* x, std::int64_t m, const Tensor& w, I
 void linear_backward_input(float* dx, const float* dy, std::int64_t m, const Tensor& w, Isa isa,
                            int threads);
 
+namespace detail {
+// One forward panel of W (rows [n0, n0 + 16)) as Operands lays it out, for the tests: by the
+// reference loops (any K, any panel), or by the packer linear_forward uses, which takes SSE2 or
+// NEON vectors for whole panels when K is a multiple of 32 and must write the same bytes.
+struct PackedPanel {
+  std::vector<std::int8_t> b;       // (KB, 8, 16, 4)
+  std::vector<std::int32_t> bsum;   // (KB, 16)
+  std::vector<float> sb;            // (KB, 16)
+};
+PackedPanel pack_forward_panel(const Tensor& w, std::int64_t n0, bool reference);
+}  // namespace detail
+
 }  // namespace qgemm
 }  // namespace edgetune
