@@ -405,6 +405,9 @@ void pack_backward_block(const WeightView& w, std::int64_t k0, std::int64_t blk,
 
 // Rows per work item; a multiple of the register tiles' 6 and 4 rows.
 constexpr std::int64_t kTaskRows = 48;
+// At most this many rows (one 128-token sentence, a micro-batch of one), a task is two panels
+// against every row, packed by the thread that computes them.
+constexpr std::int64_t kPackInTaskRows = 4 * kTaskRows;
 
 // c (M, cols) (+)= quantize(src) (M, len) x packed(w), packing kChunkColumns output columns at a
 // time. forward: src = x, len = K, cols = N; else src = dy, len = N, cols = K.
@@ -440,6 +443,9 @@ void gemm(float* c, const float* src, const float* colscale, std::int64_t m, con
 
   const std::int64_t task_rows = std::min(kTaskRows, m);
   const std::int64_t row_tasks = (m + task_rows - 1) / task_rows;
+  // Up to kPackInTaskRows rows, and when the workspace holds two panels per thread, each task
+  // packs its own panels (below); else each chunk is packed by all threads, then computed.
+  const bool pack_in_task = m <= kPackInTaskRows && 2 * threads <= chunk_panels;
 #pragma omp parallel num_threads(threads)
   {
     std::uint8_t* codes = bytes_of(a);
@@ -449,37 +455,64 @@ void gemm(float* c, const float* src, const float* colscale, std::int64_t m, con
     }
     std::int8_t* row =
         reinterpret_cast<std::int8_t*>(bytes_of(rows_scratch)) + omp_get_thread_num() * r_len;
-    for (std::int64_t c0 = 0; c0 < cols; c0 += chunk) {
-      const std::int64_t width = std::min(chunk, cols - c0);
-      const std::int64_t panels = (width + kPanel - 1) / kPanel;
-      auto panel_out = [&](std::int64_t p, std::int64_t blk) {
-        return PanelOut{
-            reinterpret_cast<std::int8_t*>(bytes_of(b)) + p * panel_bytes + blk * kBlock * kPanel,
-            bsum.data<std::int32_t>() + (p * kb + blk) * kPanel,
-            sb.data<float>() + (p * kb + blk) * kPanel};
-      };
+    auto panel_out = [&](std::int64_t p, std::int64_t blk) {
+      return PanelOut{
+          reinterpret_cast<std::int8_t*>(bytes_of(b)) + p * panel_bytes + blk * kBlock * kPanel,
+          bsum.data<std::int32_t>() + (p * kb + blk) * kPanel,
+          sb.data<float>() + (p * kb + blk) * kPanel};
+    };
+    // Packs the panel of output columns [col0, col0 + 16) into workspace panel p.
+    auto pack_panel = [&](std::int64_t col0, std::int64_t p) {
       if (forward) {
-#pragma omp for schedule(static)
-        for (std::int64_t p = 0; p < panels; ++p) {
-          pack_forward_panel(w, c0 + p * kPanel, kb, row, panel_out(p, 0));
-        }
+        pack_forward_panel(w, col0, kb, row, panel_out(p, 0));
       } else {
-        // Block-major, so the rows of w are read a chunk's width (whole cache lines) at a time.
-#pragma omp for schedule(static)
-        for (std::int64_t t = 0; t < kb * panels; ++t) {
-          const std::int64_t blk = t / panels, p = t % panels;
-          pack_backward_block(w, c0 + p * kPanel, blk, panel_out(p, blk));
-        }
+        for (std::int64_t blk = 0; blk < kb; ++blk) pack_backward_block(w, col0, blk, panel_out(p, blk));
       }
-      Operands oc = o;
-      oc.c = c + c0;
-      oc.n = width;
-      const std::int64_t pair_tasks = (panels + 1) / 2;
+    };
+    if (pack_in_task) {
+      // Few rows: one task is a pair of panels against all M rows. Its thread packs the pair into
+      // its own two workspace panels and computes it at once, so W is packed once, read once, and
+      // the only barrier is the activations' quantization above.
+      const std::int64_t slot = 2 * omp_get_thread_num();
+      const std::int64_t all_panels = (cols + kPanel - 1) / kPanel;
+      Operands ot = o;
+      ot.b += slot * panel_bytes;
+      ot.bsum += slot * kb * kPanel;
+      ot.sb += slot * kb * kPanel;
 #pragma omp for schedule(dynamic, 1)
-      for (std::int64_t t = 0; t < row_tasks * pair_tasks; ++t) {
-        const std::int64_t m0 = (t / pair_tasks) * task_rows;
-        const std::int64_t p0 = (t % pair_tasks) * 2;
-        run_tiles(isa, oc, m0, std::min(m, m0 + task_rows), p0, std::min(panels, p0 + 2));
+      for (std::int64_t t = 0; t < (all_panels + 1) / 2; ++t) {
+        const std::int64_t count = std::min<std::int64_t>(2, all_panels - 2 * t);
+        for (std::int64_t i = 0; i < count; ++i) pack_panel((2 * t + i) * kPanel, slot + i);
+        Operands oc = ot;
+        oc.c = c + 2 * t * kPanel;
+        oc.n = std::min(count * kPanel, cols - 2 * t * kPanel);
+        run_tiles(isa, oc, 0, m, 0, count);
+      }
+    } else {
+      for (std::int64_t c0 = 0; c0 < cols; c0 += chunk) {
+        const std::int64_t width = std::min(chunk, cols - c0);
+        const std::int64_t panels = (width + kPanel - 1) / kPanel;
+        if (forward) {
+#pragma omp for schedule(static)
+          for (std::int64_t p = 0; p < panels; ++p) pack_panel(c0 + p * kPanel, p);
+        } else {
+          // Block-major, so the rows of w are read a chunk's width (whole cache lines) at a time.
+#pragma omp for schedule(static)
+          for (std::int64_t t = 0; t < kb * panels; ++t) {
+            const std::int64_t blk = t / panels, p = t % panels;
+            pack_backward_block(w, c0 + p * kPanel, blk, panel_out(p, blk));
+          }
+        }
+        Operands oc = o;
+        oc.c = c + c0;
+        oc.n = width;
+        const std::int64_t pair_tasks = (panels + 1) / 2;
+#pragma omp for schedule(dynamic, 1)
+        for (std::int64_t t = 0; t < row_tasks * pair_tasks; ++t) {
+          const std::int64_t m0 = (t / pair_tasks) * task_rows;
+          const std::int64_t p0 = (t % pair_tasks) * 2;
+          run_tiles(isa, oc, m0, std::min(m, m0 + task_rows), p0, std::min(panels, p0 + 2));
+        }
       }
     }
   }
