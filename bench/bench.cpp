@@ -145,7 +145,9 @@ nlohmann::json run_case(const Case& c) {
       std::optional<profile::Recording> recording;
       if (profiled) recording.emplace(profiler);
       if (predict) {
+        // As edgetune::predict runs it: no graph, and the reuse cache of inference.
         NoGradGuard no_grad;
+        const InferenceCache reuse(acc);
         model.classify(batch.inputs, inference);
       } else {
         loss = train_step(model, params, *opt, std::span<const TensorBatch>(&batch, 1), 5e-4, so).loss;

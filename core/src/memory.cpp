@@ -115,7 +115,11 @@ void* Accountant::allocate(MemCategory c, std::size_t bytes) {
       if (live_total_ + size > budget_) throw BudgetExceeded(c, bytes, live_total_, budget_);
       evict_locked(size, budget_);
     }
-    evict_locked(size, std::max(peak_live_, live_total_ + size));
+    const std::size_t room =
+        inference_ > 0 ? peak_[static_cast<int>(MemCategory::Activations)] +
+                             peak_[static_cast<int>(MemCategory::Workspace)]
+                       : 0;
+    evict_locked(size, std::max(peak_live_, live_total_ + size) + room);
     p = system_allocate(size);
     if (p == nullptr) {
       trim_locked();
@@ -200,6 +204,16 @@ void Accountant::trim_locked() {
     blocks.clear();
   }
   cache_.clear();
+}
+
+void Accountant::begin_inference() {
+  std::lock_guard<std::mutex> lock(mu_);
+  ++inference_;
+}
+
+void Accountant::end_inference() noexcept {
+  std::lock_guard<std::mutex> lock(mu_);
+  --inference_;
 }
 
 void Accountant::trim() {

@@ -201,6 +201,7 @@ double evaluate_batches(const BertModel& model, Compute compute, ForEach&& for_e
 std::vector<Prediction> predict(const BertModel& model, const std::vector<data::Encoding>& encodings,
                                 std::int32_t pad_id, int batch_size, Compute compute) {
   NoGradGuard no_grad;
+  const InferenceCache reuse(*current_context().accountant);
   ForwardOptions fo;
   fo.compute = compute;
   std::vector<Prediction> out(encodings.size());
