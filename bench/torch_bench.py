@@ -109,7 +109,8 @@ def peak_rss():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--shape", choices=SHAPES, required=True)
-    ap.add_argument("--method", choices=["lora", "full"], default="lora")
+    # predict: forward passes only (eval mode, no autograd), with the LoRA layers of lora.
+    ap.add_argument("--method", choices=["lora", "full", "predict"], default="lora")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-length", type=int, default=128)
     ap.add_argument("--vocab-size", type=int, default=30522)
@@ -124,7 +125,7 @@ def main():
     L, C, H, Fw = SHAPES[a.shape]
     t0 = time.perf_counter()
     model = Bert(a.vocab_size, L, C, H, Fw)
-    if a.method == "lora":
+    if a.method in ("lora", "predict"):
         for p in model.parameters():
             p.requires_grad_(False)
         for layer in model.layers:
@@ -144,6 +145,22 @@ def main():
     mask = torch.ones(B, T, dtype=torch.long)
     labels = torch.tensor([b % 2 for b in range(B)])
     times = []
+    if a.method == "predict":
+        model.eval()
+        with torch.no_grad():
+            for step in range(a.warmup + a.steps):
+                s = time.perf_counter()
+                F.softmax(model(ids, mask), dim=-1)
+                if step >= a.warmup:
+                    times.append(time.perf_counter() - s)
+        med = statistics.median(times)
+        print(json.dumps({
+            "engine": "pytorch", "version": torch.__version__, "shape": a.shape, "method": a.method,
+            "quant": "f32", "batch_size": B, "max_length": T, "threads": a.threads,
+            "step_seconds": times, "median_step_seconds": med, "tokens_per_second": B * T / med,
+            "init_seconds": init_seconds, "peak_rss": peak_rss(), "trainable_parameters": 0,
+        }))
+        return
     for step in range(a.warmup + a.steps):
         s = time.perf_counter()
         loss = F.cross_entropy(model(ids, mask), labels)

@@ -96,9 +96,51 @@ void add_case(std::vector<nlohmann::json>& rows, const bench::Case& k) {
           "edgetune " + k.label());
 }
 
+// The PyTorch side's script, and whether PyTorch runs (a note on stderr when it does not).
+std::string torch_script(const BenchArgs& a) {
+  return a.script.empty() ? std::string(EDGETUNE_SOURCE_DIR) + "/bench/torch_bench.py" : a.script;
+}
+
+bool torch_available(const BenchArgs& a) {
+  if (a.no_torch) return false;
+  if (std::system((a.python + " -c 'import torch' >/dev/null 2>&1").c_str()) != 0) {
+    std::cerr << "note: PyTorch is not available to " << a.python
+              << " (Debian: apt-get install python3-torch libopenblas0-pthread); edgetune rows only\n";
+    return false;
+  }
+  return true;
+}
+
+// PyTorch's row for one shape and method (lora, full: training steps; predict: forward passes).
+// torch's threads times OpenBLAS's may not exceed the cores: either torch's ops or OpenBLAS's
+// GEMMs get them. Both splits run; the faster one is PyTorch's row.
+void add_torch_row(std::vector<nlohmann::json>& rows, const BenchArgs& a, const std::string& script,
+                   const std::string& shape, const std::string& method, std::int64_t batch, int threads) {
+  nlohmann::json best;
+  for (const auto& [torch_threads, blas_threads] : {std::pair{threads, 1}, {1, threads}}) {
+    const std::string cmd =
+        "OMP_NUM_THREADS=" + std::to_string(torch_threads) + " OPENBLAS_NUM_THREADS=" +
+        std::to_string(blas_threads) + " " + a.python + " '" + script + "' --shape " + shape +
+        " --method " + method + " --batch-size " + std::to_string(batch) + " --max-length " +
+        std::to_string(a.length) + " --steps " + std::to_string(a.steps) + " --warmup " +
+        std::to_string(a.warmup) + " --threads " + std::to_string(torch_threads);
+    nlohmann::json r = run_json(cmd);
+    if (r.is_null()) continue;
+    r["blas_threads"] = blas_threads;
+    std::cerr << "  pytorch f32, " << torch_threads << " torch x " << blas_threads
+              << " OpenBLAS threads: " << r.at("median_step_seconds").get<double>() << " s/step\n";
+    if (best.is_null() || r.at("median_step_seconds") < best.at("median_step_seconds")) best = r;
+    if (threads == 1) break;  // one split only
+  }
+  add_row(rows, best, "pytorch f32 (faster split)");
+}
+
 // `--predict`: the latency of classifying one text of --max-length tokens (batch 1), per shape,
-// for an f32 base and a q8 base on both compute paths.
+// for an f32 base and a q8 base on both compute paths, beside PyTorch's f32 forward (eval mode,
+// no autograd, the same LoRA r8 on query,value).
 int run_predict(const BenchArgs& a) {
+  const std::string script = torch_script(a);
+  const bool torch = torch_available(a);
   std::vector<nlohmann::json> rows;
   for (const std::string& shape : split(a.shapes)) {
     bench::shape_spec(shape);  // validates
@@ -111,6 +153,7 @@ int run_predict(const BenchArgs& a) {
     c.threads = bench_threads(a);
     c.steps = a.steps;
     c.warmup = a.warmup;
+    if (torch) add_torch_row(rows, a, script, shape, "predict", 1, c.threads);
     for (const auto& [quant, compute] : {std::pair{"f32", "f32"}, {"q8", "int8"}, {"q8", "f32"}}) {
       c.quant = quant;
       c.compute = compute;
@@ -137,13 +180,8 @@ int run(const BenchArgs& a) {
   if (a.predict) return run_predict(a);
   const int threads = bench_threads(a);
   const std::size_t budget = a.budget.empty() ? 0 : parse_bytes(a.budget);
-  std::string script = a.script.empty() ? std::string(EDGETUNE_SOURCE_DIR) + "/bench/torch_bench.py" : a.script;
-  bool torch = !a.no_torch;
-  if (torch && std::system((a.python + " -c 'import torch' >/dev/null 2>&1").c_str()) != 0) {
-    std::cerr << "note: PyTorch is not available to " << a.python
-              << " (Debian: apt-get install python3-torch libopenblas0-pthread); edgetune rows only\n";
-    torch = false;
-  }
+  const std::string script = torch_script(a);
+  const bool torch = torch_available(a);
   std::vector<nlohmann::json> rows;
   for (const std::string& shape : split(a.shapes)) {
     bench::shape_spec(shape);  // validates
@@ -151,27 +189,7 @@ int run(const BenchArgs& a) {
     if (shape != "base") methods.push_back("full");
     for (const std::string& method : methods) {
       std::cerr << shape << " " << method << ":\n";
-      if (torch) {
-        // torch's threads times OpenBLAS's may not exceed the cores: either torch's ops or
-        // OpenBLAS's GEMMs get them. Both splits run; the faster one is PyTorch's row.
-        nlohmann::json best;
-        for (const auto& [torch_threads, blas_threads] : {std::pair{threads, 1}, {1, threads}}) {
-          const std::string cmd =
-              "OMP_NUM_THREADS=" + std::to_string(torch_threads) + " OPENBLAS_NUM_THREADS=" +
-              std::to_string(blas_threads) + " " + a.python + " '" + script + "' --shape " + shape +
-              " --method " + method + " --batch-size " + std::to_string(a.batch) + " --max-length " +
-              std::to_string(a.length) + " --steps " + std::to_string(a.steps) + " --warmup " +
-              std::to_string(a.warmup) + " --threads " + std::to_string(torch_threads);
-          nlohmann::json r = run_json(cmd);
-          if (r.is_null()) continue;
-          r["blas_threads"] = blas_threads;
-          std::cerr << "  pytorch f32, " << torch_threads << " torch x " << blas_threads
-                    << " OpenBLAS threads: " << r.at("median_step_seconds").get<double>() << " s/step\n";
-          if (best.is_null() || r.at("median_step_seconds") < best.at("median_step_seconds")) best = r;
-          if (threads == 1) break;  // one split only
-        }
-        add_row(rows, best, "pytorch f32 (faster split)");
-      }
+      if (torch) add_torch_row(rows, a, script, shape, method, a.batch, threads);
       std::vector<bench::Case> cases;
       bench::Case c;
       c.shape = shape;
