@@ -145,6 +145,7 @@ def main():
     mask = torch.ones(B, T, dtype=torch.long)
     labels = torch.tensor([b % 2 for b in range(B)])
     times = []
+    result = {}
     if a.method == "predict":
         model.eval()
         with torch.no_grad():
@@ -153,32 +154,26 @@ def main():
                 F.softmax(model(ids, mask), dim=-1)
                 if step >= a.warmup:
                     times.append(time.perf_counter() - s)
-        med = statistics.median(times)
-        print(json.dumps({
-            "engine": "pytorch", "version": torch.__version__, "shape": a.shape, "method": a.method,
-            "quant": "f32", "batch_size": B, "max_length": T, "threads": a.threads,
-            "step_seconds": times, "median_step_seconds": med, "tokens_per_second": B * T / med,
-            "init_seconds": init_seconds, "peak_rss": peak_rss(), "trainable_parameters": 0,
-        }))
-        return
-    for step in range(a.warmup + a.steps):
-        s = time.perf_counter()
-        loss = F.cross_entropy(model(ids, mask), labels)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=False)
-        if step >= a.warmup:
-            times.append(time.perf_counter() - s)
+        result["trainable_parameters"] = 0
+    else:
+        for step in range(a.warmup + a.steps):
+            s = time.perf_counter()
+            loss = F.cross_entropy(model(ids, mask), labels)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=False)
+            if step >= a.warmup:
+                times.append(time.perf_counter() - s)
+        result["trainable_parameters"] = sum(p.numel() for p in params)
+        result["loss"] = float(loss)
     med = statistics.median(times)
     print(json.dumps({
         "engine": "pytorch", "version": torch.__version__, "shape": a.shape, "method": a.method,
         "quant": "f32", "batch_size": B, "max_length": T, "threads": a.threads,
         "step_seconds": times, "median_step_seconds": med, "tokens_per_second": B * T / med,
-        "init_seconds": init_seconds, "peak_rss": peak_rss(), "trainable_parameters": sum(p.numel() for p in params),
-        "loss": float(loss),
+        "init_seconds": init_seconds, "peak_rss": peak_rss(), **result,
     }))
-
 
 if __name__ == "__main__":
     main()
