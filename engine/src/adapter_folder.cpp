@@ -3,6 +3,7 @@
 #include "edgetune/engine/adapter_folder.h"
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 #include <map>
 #include <set>
@@ -219,6 +220,75 @@ void save_trained(const BertModel& m, const MethodOptions& o, const fs::path& di
   write_adapter_files(dir, f);
   // The class names travel with the adapter (PEFT's config has no place for them).
   data::LabelMap(label_names(m.config)).save(dir / "labels.json");
+}
+
+void aggregate_adapters(const std::vector<fs::path>& dirs, const std::vector<double>& weights,
+                        const fs::path& out) {
+  if (dirs.empty()) throw std::invalid_argument("aggregate: no adapter folders given");
+  if (!weights.empty() && weights.size() != dirs.size()) {
+    throw std::invalid_argument("aggregate: " + std::to_string(weights.size()) + " weights for " +
+                                std::to_string(dirs.size()) + " adapter folders (expected one each)");
+  }
+  double total = 0;
+  for (double w : weights) {
+    if (!(w > 0) || !std::isfinite(w)) {
+      throw std::invalid_argument("aggregate: weights must be positive numbers (example counts), got " +
+                                  std::to_string(w));
+    }
+    total += w;
+  }
+  if (weights.empty()) total = static_cast<double>(dirs.size());
+  // Without the path each folder records for its base, the configs must be equal.
+  auto method_config = [](nlohmann::json c) {
+    c.erase("base_model_name_or_path");
+    return c;
+  };
+  auto labels_of = [](const fs::path& dir) {
+    const fs::path f = dir / "labels.json";
+    return fs::exists(f) ? data::LabelMap::load(f).id2label() : std::vector<std::string>{};
+  };
+  AdapterFiles first = read_adapter_files(dirs[0]);
+  const std::vector<std::string> labels = labels_of(dirs[0]);
+  std::vector<std::vector<double>> sum(first.tensors.size());
+  auto add = [&](const AdapterFiles& f, double w) {
+    for (size_t t = 0; t < f.tensors.size(); ++t) {
+      const Tensor& x = f.tensors[t].second;
+      const float* v = x.data<float>();
+      sum[t].resize(static_cast<size_t>(x.numel()), 0.0);
+      for (std::int64_t i = 0; i < x.numel(); ++i) sum[t][static_cast<size_t>(i)] += w * v[i];
+    }
+  };
+  add(first, weights.empty() ? 1.0 : weights[0]);
+  for (size_t d = 1; d < dirs.size(); ++d) {
+    const AdapterFiles f = read_adapter_files(dirs[d]);
+    const std::string where = dirs[d].string() + ": ";
+    if (method_config(f.config) != method_config(first.config)) {
+      throw std::runtime_error(where + "adapter_config.json differs from " + dirs[0].string() +
+                               "'s (the adapters to average must share method and settings)");
+    }
+    if (f.tensors.size() != first.tensors.size()) {
+      throw std::runtime_error(where + std::to_string(f.tensors.size()) + " tensors in adapter_model.safetensors, " +
+                               dirs[0].string() + " has " + std::to_string(first.tensors.size()));
+    }
+    for (size_t t = 0; t < f.tensors.size(); ++t) {
+      const auto& [name, x] = f.tensors[t];
+      const auto& [name0, x0] = first.tensors[t];
+      if (name != name0 || x.shape() != x0.shape()) {
+        throw std::runtime_error(where + "tensor " + name + " " + x.shape().str() + " where " + dirs[0].string() +
+                                 " has " + name0 + " " + x0.shape().str());
+      }
+    }
+    if (labels_of(dirs[d]) != labels) {
+      throw std::runtime_error(where + "labels.json differs from " + dirs[0].string() + "'s");
+    }
+    add(f, weights.empty() ? 1.0 : weights[d]);
+  }
+  for (size_t t = 0; t < first.tensors.size(); ++t) {
+    float* v = first.tensors[t].second.data<float>();
+    for (size_t i = 0; i < sum[t].size(); ++i) v[i] = static_cast<float>(sum[t][i] / total);
+  }
+  write_adapter_files(out, first);
+  if (!labels.empty()) data::LabelMap(labels).save(out / "labels.json");
 }
 
 namespace {

@@ -5,8 +5,10 @@
 
 #include <unistd.h>
 
+#include <cmath>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "edgetune/engine/adapter_folder.h"
 #include "edgetune/engine/finetune.h"
@@ -115,4 +117,87 @@ TEST_CASE("adapter folder: a folder with neither adapter nor model files is refu
   REQUIRE_THROWS_AS(read_trained_folder(dir), ModelError);
   REQUIRE_THROWS_WITH(read_trained_folder(dir), Catch::StartsWith(dir.string() + ": not an adapter folder"));
   fs::remove_all(dir);
+}
+
+namespace {
+
+// A LoRA folder of the two-layer model whose trained tensors are moved by `scale` (so each folder
+// holds other values), under dir.
+void lora_folder(const fs::path& dir, float scale, int rank = 4) {
+  MethodOptions o;
+  o.method = Method::Lora;
+  o.lora.rank = rank;
+  o.lora.alpha = 8;
+  o.lora_targets = {"query", "value"};
+  BertModel m = init_bert(two_layer_config(), load_options_for(o, DType::F32, false));
+  attach_adapters(m, o);
+  for (const optim::Param& p : trainable_params(m)) {
+    float* v = p.tensor.data<float>();
+    for (std::int64_t i = 0; i < p.tensor.numel(); ++i) v[i] += scale * static_cast<float>(i % 5 - 2);
+  }
+  save_trained(m, o, dir, "base-" + std::to_string(scale));
+}
+
+}  // namespace
+
+TEST_CASE("aggregate: every tensor is the weighted mean of the folders', element by element",
+          "[adapter_folder][aggregate]") {
+  const fs::path root = fs::temp_directory_path() / ("edgetune_aggregate_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  const std::vector<fs::path> dirs = {root / "a", root / "b", root / "c"};
+  lora_folder(dirs[0], 0.01f);
+  lora_folder(dirs[1], -0.03f);
+  lora_folder(dirs[2], 0.05f);
+  const std::vector<double> weights = {10, 30, 60};
+  aggregate_adapters(dirs, weights, root / "avg");
+
+  std::vector<AdapterFiles> in;
+  for (const fs::path& d : dirs) in.push_back(read_adapter_files(d));
+  const AdapterFiles avg = read_adapter_files(root / "avg");
+  REQUIRE(avg.tensors.size() == in[0].tensors.size());
+  REQUIRE(avg.tensors.size() > 2);
+  std::size_t differing = 0;
+  for (size_t t = 0; t < avg.tensors.size(); ++t) {
+    INFO(avg.tensors[t].first);
+    REQUIRE(avg.tensors[t].first == in[0].tensors[t].first);
+    const std::vector<double> got = avg.tensors[t].second.to_vector();
+    for (size_t i = 0; i < got.size(); ++i) {
+      double want = 0;
+      for (size_t d = 0; d < dirs.size(); ++d) want += weights[d] * in[d].tensors[t].second.to_vector()[i];
+      want /= 100;
+      // Summed in double, stored as float: within float rounding of the exact mean.
+      REQUIRE(std::fabs(got[i] - want) <= 6e-8 * std::fabs(want) + 1e-12);
+      differing += in[0].tensors[t].second.to_vector()[i] != got[i];
+    }
+  }
+  CHECK(differing > 0);
+  // The method, settings and labels of the inputs; the first folder's base path.
+  CHECK(read_trained_folder(root / "avg").labels == std::vector<std::string>{"sad", "calm", "glad"});
+  CHECK(read_adapter_method(root / "avg").lora.rank == 4);
+  CHECK(avg.config == in[0].config);
+
+  // No weights: the plain mean.
+  aggregate_adapters({dirs[0], dirs[1]}, {}, root / "mean");
+  const AdapterFiles mean = read_adapter_files(root / "mean");
+  const std::vector<double> m0 = mean.tensors[0].second.to_vector();
+  const std::vector<double> a0 = in[0].tensors[0].second.to_vector(), b0 = in[1].tensors[0].second.to_vector();
+  for (size_t i = 0; i < m0.size(); ++i) REQUIRE(std::fabs(m0[i] - (a0[i] + b0[i]) / 2) <= 6e-8 * std::fabs(m0[i]) + 1e-12);
+  fs::remove_all(root);
+}
+
+TEST_CASE("aggregate: folders that cannot be averaged are refused by name, and nothing is written",
+          "[adapter_folder][aggregate]") {
+  const fs::path root = fs::temp_directory_path() / ("edgetune_aggregate_bad_" + std::to_string(::getpid()));
+  fs::remove_all(root);
+  lora_folder(root / "a", 0.01f);
+  lora_folder(root / "rank8", 0.01f, 8);
+  REQUIRE_THROWS_WITH(aggregate_adapters({root / "a", root / "rank8"}, {1, 1}, root / "out"),
+                      Catch::Contains((root / "rank8").string()) && Catch::Contains("adapter_config.json differs"));
+  REQUIRE_THROWS_AS(aggregate_adapters({root / "a", root / "a"}, {1}, root / "out"), std::invalid_argument);
+  REQUIRE_THROWS_WITH(aggregate_adapters({root / "a", root / "a"}, {1, -2}, root / "out"),
+                      Catch::Contains("positive"));
+  REQUIRE_THROWS_WITH(aggregate_adapters({root / "a", root / "missing"}, {}, root / "out"),
+                      Catch::Contains((root / "missing" / "adapter_config.json").string()));
+  CHECK_FALSE(fs::exists(root / "out"));
+  fs::remove_all(root);
 }

@@ -103,6 +103,17 @@ struct TrainedFolder {
 // Throws ModelError when dir is neither an adapter folder nor a model folder.
 TrainedFolder read_trained_folder(const std::filesystem::path& dir);
 
+// Federated averaging (FedAvg) of adapter folders trained from the same base: writes to `out` an
+// adapter folder whose every tensor is the weighted mean sum_i w_i t_i / sum_i w_i (in double,
+// stored f32) of the folders' tensors, with the first folder's adapter_config.json and labels.json.
+// Weights are positive (a client's example count); empty means equal weights. Every folder must
+// hold the same adapter_config.json but for base_model_name_or_path, the same tensor names and
+// shapes, and the same labels.json (or none). Throws std::invalid_argument for bad weights and
+// std::runtime_error naming the folder (and tensor) that differs; `out` is written only after
+// every input was read and checked, each file atomically.
+void aggregate_adapters(const std::vector<std::filesystem::path>& dirs,
+                        const std::vector<double>& weights, const std::filesystem::path& out);
+
 // Loads an adapter folder onto a model loaded from the base: attaches the adapters with the saved
 // values and overwrites the saved model tensors. Returns the method options read from the folder.
 // A full-model folder is not an adapter: load it as the model.
