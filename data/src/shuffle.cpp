@@ -3,8 +3,10 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 #include <numeric>
 #include <stdexcept>
+#include <string>
 
 namespace edgetune::data {
 namespace {
@@ -86,6 +88,76 @@ Split train_eval_split(size_t n, double eval_fraction, uint64_t seed) {
   std::sort(split.eval.begin(), split.eval.end());
   std::sort(split.train.begin(), split.train.end());
   return split;
+}
+
+double gamma_draw(Rng& rng, double shape) {
+  if (!(shape > 0.0) || !std::isfinite(shape)) throw std::invalid_argument("gamma_draw: shape must be > 0");
+  if (shape < 1.0) return gamma_draw(rng, shape + 1.0) * std::pow(rng.uniform(), 1.0 / shape);
+  const double d = shape - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
+  for (;;) {
+    // A standard normal x by Box-Muller (1 - uniform() is in (0, 1], so the log is finite).
+    const double x = std::sqrt(-2.0 * std::log(1.0 - rng.uniform())) * std::cos(2.0 * M_PI * rng.uniform());
+    double v = 1.0 + c * x;
+    if (v <= 0.0) continue;
+    v = v * v * v;
+    const double u = rng.uniform();
+    if (u < 1.0 - 0.0331 * x * x * x * x) return d * v;
+    if (std::log(u) < 0.5 * x * x + d * (1.0 - v + std::log(v))) return d * v;
+  }
+}
+
+std::vector<std::vector<size_t>> dirichlet_split(const std::vector<std::string>& labels, int clients,
+                                                 double alpha, uint64_t seed) {
+  if (!(alpha > 0.0) || !std::isfinite(alpha)) {
+    throw std::invalid_argument("dirichlet_split: alpha must be a positive number");
+  }
+  if (clients < 1 || static_cast<size_t>(clients) > labels.size()) {
+    throw std::invalid_argument("dirichlet_split: " + std::to_string(clients) + " clients for " +
+                                std::to_string(labels.size()) + " rows (need 1 to one per row)");
+  }
+  // Rows of each label, labels in order of first appearance.
+  std::vector<std::vector<size_t>> by_label;
+  std::map<std::string, size_t> index;
+  for (size_t i = 0; i < labels.size(); ++i) {
+    const auto [it, added] = index.emplace(labels[i], by_label.size());
+    if (added) by_label.emplace_back();
+    by_label[it->second].push_back(i);
+  }
+  const size_t k = static_cast<size_t>(clients);
+  Rng rng(seed);
+  for (int attempt = 0; attempt < 1000; ++attempt) {
+    std::vector<std::vector<size_t>> out(k);
+    for (std::vector<size_t> rows : by_label) {
+      shuffle(std::span<size_t>(rows), rng);
+      std::vector<double> p(k);
+      double sum = 0;
+      for (double& x : p) sum += (x = gamma_draw(rng, alpha));
+      if (!(sum > 0.0)) {
+        // Every draw underflowed (a tiny alpha): the limit of the Dirichlet as alpha -> 0, all
+        // rows of the label to one client.
+        p.assign(k, 0.0);
+        p[static_cast<size_t>(rng.below(k))] = 1.0;
+        sum = 1.0;
+      }
+      double cum = 0;
+      size_t begin = 0;
+      for (size_t c = 0; c < k; ++c) {
+        cum += p[c];
+        const size_t end = c + 1 == k ? rows.size()
+                                      : std::min(rows.size(), static_cast<size_t>(std::llround(
+                                                                  cum / sum * static_cast<double>(rows.size()))));
+        out[c].insert(out[c].end(), rows.begin() + static_cast<long>(begin), rows.begin() + static_cast<long>(end));
+        begin = std::max(begin, end);
+      }
+    }
+    if (std::all_of(out.begin(), out.end(), [](const auto& rows) { return !rows.empty(); })) {
+      for (auto& rows : out) std::sort(rows.begin(), rows.end());
+      return out;
+    }
+  }
+  throw std::runtime_error("dirichlet_split: in 1000 draws some client always got no row (alpha " +
+                           std::to_string(alpha) + ", " + std::to_string(clients) + " clients, " +
+                           std::to_string(labels.size()) + " rows): raise alpha or use fewer clients");
 }
 
 }  // namespace edgetune::data

@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <span>
+#include <string>
 #include <utility>
 #include <vector>
 
@@ -55,5 +56,20 @@ struct Split {
   std::vector<size_t> eval;
 };
 Split train_eval_split(size_t n, double eval_fraction, uint64_t seed);
+
+// A Gamma(shape, 1) draw (Marsaglia and Tsang 2000; shape < 1 as Gamma(shape + 1) U^(1/shape)),
+// from normal draws by Box-Muller. Requires shape > 0.
+double gamma_draw(Rng& rng, double shape);
+
+// A non-IID split of labelled rows over `clients`, as federated learning benchmarks make one
+// (Hsu, Qi, Brown 2019): for each label, in order of first appearance, its rows are shuffled and
+// divided among the clients in proportions drawn from a symmetric Dirichlet(alpha) (normalized
+// Gamma(alpha) draws); the smaller alpha, the more each client's labels are skewed. All draws come
+// from Rng(seed). When a client would get no row, the whole split is drawn again (the generator
+// continues), at most 1000 times. Returns each client's row indices, ascending. Throws
+// std::invalid_argument for alpha <= 0 or non-finite, clients < 1 or more clients than rows, and
+// std::runtime_error when no draw gave every client a row.
+std::vector<std::vector<size_t>> dirichlet_split(const std::vector<std::string>& labels, int clients,
+                                                 double alpha, uint64_t seed);
 
 }  // namespace edgetune::data
