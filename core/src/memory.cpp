@@ -76,6 +76,12 @@ std::size_t accounted_bytes(std::size_t bytes) {
 
 Accountant::~Accountant() { trim_locked(); }
 
+void Accountant::make_room_locked(MemCategory c, std::size_t asked, std::size_t size) {
+  if (budget_ == 0 || live_total_ + cached_ + size <= budget_) return;
+  if (live_total_ + size > budget_) throw BudgetExceeded(c, asked, live_total_, budget_);
+  evict_locked(size, budget_);
+}
+
 void Accountant::evict_locked(std::size_t need, std::size_t limit) {
   while (live_total_ + cached_ + need > limit && !cache_.empty()) {
     auto it = std::prev(cache_.end());  // the largest size
@@ -111,10 +117,7 @@ void* Accountant::allocate(MemCategory c, std::size_t bytes) {
     cached_ -= size;
     ++cache_hits_;
   } else {
-    if (budget_ != 0 && live_total_ + cached_ + size > budget_) {
-      if (live_total_ + size > budget_) throw BudgetExceeded(c, bytes, live_total_, budget_);
-      evict_locked(size, budget_);
-    }
+    make_room_locked(c, bytes, size);
     const std::size_t room =
         inference_ > 0 ? peak_[static_cast<int>(MemCategory::Activations)] +
                              peak_[static_cast<int>(MemCategory::Workspace)]
@@ -137,10 +140,7 @@ void* Accountant::allocate(MemCategory c, std::size_t bytes) {
 void Accountant::charge(MemCategory c, std::size_t bytes) {
   if (bytes == 0) return;
   std::lock_guard<std::mutex> lock(mu_);
-  if (budget_ != 0 && live_total_ + cached_ + bytes > budget_) {
-    if (live_total_ + bytes > budget_) throw BudgetExceeded(c, bytes, live_total_, budget_);
-    evict_locked(bytes, budget_);
-  }
+  make_room_locked(c, bytes, bytes);
   live_[static_cast<int>(c)] += bytes;
   live_total_ += bytes;
   note_peak_locked();

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <map>
 #include <numeric>
+#include <sstream>
 #include <stdexcept>
 #include <string>
 
@@ -109,11 +110,13 @@ double gamma_draw(Rng& rng, double shape) {
 std::vector<std::vector<size_t>> dirichlet_split(const std::vector<std::string>& labels, int clients,
                                                  double alpha, uint64_t seed) {
   if (!(alpha > 0.0) || !std::isfinite(alpha)) {
-    throw std::invalid_argument("dirichlet_split: alpha must be a positive number");
+    std::ostringstream m;
+    m << "the Dirichlet concentration must be a positive number, got " << alpha;
+    throw std::invalid_argument(m.str());
   }
   if (clients < 1 || static_cast<size_t>(clients) > labels.size()) {
-    throw std::invalid_argument("dirichlet_split: " + std::to_string(clients) + " clients for " +
-                                std::to_string(labels.size()) + " rows (need 1 to one per row)");
+    throw std::invalid_argument(std::to_string(clients) + " clients for " + std::to_string(labels.size()) +
+                                " rows (at least 1 client, at most one per row)");
   }
   // Rows of each label, labels in order of first appearance.
   std::vector<std::vector<size_t>> by_label;

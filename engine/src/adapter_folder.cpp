@@ -227,7 +227,7 @@ void aggregate_adapters(const std::vector<fs::path>& dirs, const std::vector<dou
   if (dirs.empty()) throw std::invalid_argument("aggregate: no adapter folders given");
   if (!weights.empty() && weights.size() != dirs.size()) {
     throw std::invalid_argument("aggregate: " + std::to_string(weights.size()) + " weights for " +
-                                std::to_string(dirs.size()) + " adapter folders (expected one each)");
+                                std::to_string(dirs.size()) + " adapter folders (give one example count per folder)");
   }
   double total = 0;
   for (double w : weights) {

@@ -49,14 +49,11 @@ std::vector<double> parse_weights(const std::string& csv) {
 
 int run(AggregateArgs a) {
   if (!a.weights_csv.empty()) a.weights = parse_weights(a.weights_csv);
-  if (!a.weights.empty() && a.weights.size() != a.dirs.size()) {
-    throw UsageError("aggregate: --weights has " + std::to_string(a.weights.size()) + " values for " +
-                     std::to_string(a.dirs.size()) + " adapter folders (give one example count per folder)");
+  try {
+    aggregate_adapters(a.dirs, a.weights, a.out);
+  } catch (const std::invalid_argument& e) {  // the weights: a usage error
+    throw UsageError(e.what());
   }
-  for (double w : a.weights) {
-    if (!(w > 0)) throw UsageError("aggregate: --weights must be positive example counts, got " + std::to_string(w));
-  }
-  aggregate_adapters(a.dirs, a.weights, a.out);
   std::printf("averaged %zu adapter folders into %s\n", a.dirs.size(), a.out.string().c_str());
   return 0;
 }

@@ -7,6 +7,7 @@
 #include <filesystem>
 #include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -31,18 +32,17 @@ struct SplitArgs {
 
 int run(const SplitArgs& a) {
   settings::check_ranges(a.data);
-  if (a.clients < 1) throw UsageError("split: --clients must be at least 1, got " + std::to_string(a.clients));
-  if (!(a.alpha > 0)) throw UsageError("split: --dirichlet must be a positive concentration, got " + std::to_string(a.alpha));
   const data::Dataset ds = read_data(a.data_file, a.data, true);
   if (ds.bad_rows) std::fprintf(stderr, "skipped %zu bad rows (first: %s)\n", ds.bad_rows, ds.bad_row_messages.front().c_str());
   std::vector<std::string> labels;
   labels.reserve(ds.examples.size());
   for (const auto& e : ds.examples) labels.push_back(e.label);
-  if (static_cast<size_t>(a.clients) > labels.size()) {
-    throw UsageError("split: --clients " + std::to_string(a.clients) + " is more than the " +
-                     std::to_string(labels.size()) + " rows of " + ds.source);
+  std::vector<std::vector<size_t>> shards;
+  try {
+    shards = data::dirichlet_split(labels, a.clients, a.alpha, a.seed);
+  } catch (const std::invalid_argument& e) {  // --clients or --dirichlet out of range
+    throw UsageError("split: " + std::string(e.what()) + " in " + ds.source);
   }
-  const auto shards = data::dirichlet_split(labels, a.clients, a.alpha, a.seed);
   // Every file is made before any is written, each written atomically.
   std::vector<std::string> bodies;
   std::map<std::string, std::vector<size_t>> counts;  // label -> rows per client

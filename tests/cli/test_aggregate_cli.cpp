@@ -69,7 +69,7 @@ TEST_CASE("aggregate with a weight count other than the folders' is one usage li
   const RunResult r = run_cli("aggregate --out " + q(tmp.path / "avg") + " --weights 1,2,3 " + q(tmp.path / "a") +
                               " " + q(tmp.path / "a"));
   CHECK(r.exit_code == 2);
-  CHECK(r.err == "edgetune: usage error: aggregate: --weights has 3 values for 2 adapter folders (give one "
-                 "example count per folder)\n");
+  CHECK(r.err == "edgetune: usage error: aggregate: 3 weights for 2 adapter folders (give one example count "
+                 "per folder)\n");
   CHECK_FALSE(fs::exists(tmp.path / "avg"));
 }

@@ -57,6 +57,7 @@ TEST_CASE("split with more clients than rows is one usage line, and writes nothi
   const RunResult r =
       run_cli("split --data " + q(tmp.path / "data.tsv") + " --clients 3 --out " + q(tmp.path / "shards"));
   CHECK(r.exit_code == 2);
-  CHECK(r.err == "edgetune: usage error: split: --clients 3 is more than the 2 rows of " + (tmp.path / "data.tsv").string() + "\n");
+  CHECK(r.err == "edgetune: usage error: split: 3 clients for 2 rows (at least 1 client, at most one per row) in " +
+                     (tmp.path / "data.tsv").string() + "\n");
   CHECK_FALSE(fs::exists(tmp.path / "shards"));
 }

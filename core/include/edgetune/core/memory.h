@@ -114,6 +114,9 @@ class Accountant {
  private:
   void note_peak_locked();
   void trim_locked();
+  // Under a budget, makes room for `size` more bytes (`asked` by the caller) under `c`: throws
+  // BudgetExceeded when live + size would pass it, else frees cached blocks as needed.
+  void make_room_locked(MemCategory c, std::size_t asked, std::size_t size);
   // Frees cached blocks, largest first, until live + cached + need <= limit or the cache is empty.
   void evict_locked(std::size_t need, std::size_t limit);
 
