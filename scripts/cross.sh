@@ -28,7 +28,7 @@ if ! dpkg --print-foreign-architectures | grep -qx arm64; then
 fi
 # Header-only libraries (Eigen, xtensor, xtl, xsimd, nlohmann_json, CLI11, Catch2) are the host's;
 # OpenMP (libgomp) comes with the cross compiler.
-edgetune_install_missing g++-aarch64-linux-gnu qemu-user libutf8proc-dev:arm64
+edgetune_install_missing g++-aarch64-linux-gnu qemu-user libutf8proc-dev:arm64 libsodium-dev:arm64
 
 dir=build/arm64
 cmake -S . -B "$dir" -DCMAKE_BUILD_TYPE=Release \

@@ -7,6 +7,7 @@ EDGETUNE_APT_PACKAGES=(
   build-essential cmake pkg-config
   libeigen3-dev libxtensor-dev xtl-dev libxsimd-dev nlohmann-json3-dev catch2
   libutf8proc-dev libcli11-dev libomp-dev
+  libsodium-dev libopenmpi-dev openmpi-bin librsvg2-bin
 )
 
 edgetune_install_missing() {
