@@ -116,7 +116,8 @@ std::int64_t steps_per_epoch_of(std::size_t rows, const LoopSettings& s) {
   return (batches + s.grad_accum - 1) / s.grad_accum;
 }
 
-// "45 s", "12 min", "3.2 h"
+}  // namespace
+
 std::string format_duration(double seconds) {
   char buf[32];
   if (seconds < 90) {
@@ -128,8 +129,6 @@ std::string format_duration(double seconds) {
   }
   return buf;
 }
-
-}  // namespace
 
 TrainingRun::TrainingRun(RunFolder& folder, RunTask& task, std::vector<optim::Param>& params,
                          optim::Optimizer& optimizer, LoopSettings settings, std::ostream* log,
@@ -279,7 +278,7 @@ void TrainingRun::log_progress(double lr, double grad_norm, double epoch_pos, do
                 format_duration(p.eta_seconds).c_str(), format_bytes(p.memory_live).c_str(),
                 format_bytes(p.memory_peak).c_str(), format_bytes(p.rss).c_str(),
                 format_bytes(p.peak_rss).c_str(), budget.c_str());
-  say(buf);
+  if (hooks_.progress_lines) say(buf);
   nlohmann::json j = {{"type", "train"},
                       {"step", p.step},
                       {"epoch", p.epoch},

@@ -1,6 +1,9 @@
 // Shared command-line options (see options.h).
 #include "options.h"
 
+#include <sys/ioctl.h>
+#include <unistd.h>
+
 #include <csignal>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -39,6 +42,14 @@ void limit_allocator_slack() {
 #if defined(__GLIBC__)
   mallopt(M_MMAP_THRESHOLD, 128 * 1024);
 #endif
+}
+
+bool stderr_is_terminal() { return ::isatty(STDERR_FILENO) == 1; }
+
+std::size_t stderr_columns() {
+  winsize ws{};
+  if (::ioctl(STDERR_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0) return ws.ws_col;
+  return 80;
 }
 
 ResumeOverrides resume_overrides(const SettingsBinder& bound, int threads, std::size_t memory_budget) {

@@ -38,6 +38,11 @@ StopToken install_stop_signals();
 // (accountant 52.5 MiB), steps about 20 % slower.
 void limit_allocator_slack();
 
+// Whether the process's stderr is a terminal (then training commands draw a live progress line),
+// and its width in columns (80 when the terminal does not say).
+bool stderr_is_terminal();
+std::size_t stderr_columns();
+
 // --threads N (0: all cores).
 void add_threads_option(CLI::App& app, int& threads);
 // The context a command that uses the library outside a training run installs (ContextScope) for

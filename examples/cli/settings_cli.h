@@ -18,6 +18,7 @@
 #include "edgetune/core/memory.h"
 #include "edgetune/engine/run.h"
 #include "edgetune/engine/settings.h"
+#include "live_progress.h"
 #include "options.h"
 
 namespace edgetune::cli {
@@ -142,21 +143,32 @@ RegisterCommand run_command(std::string name, std::string help, std::vector<std:
     app.add_option("--resume", s->resume, "continue the interrupted run in RUN_DIR");
     return [s, required, usage, report] {
       const StopToken stop = install_stop_signals();
+      // On a terminal, progress is one live line; elsewhere (a file, a pipe, a test) the plain lines.
+      std::optional<LiveTerminal> terminal;
+      if (stderr_is_terminal()) terminal.emplace(std::cerr);
+      std::ostream* log = terminal ? &terminal->stream() : &std::cerr;
       std::optional<Runner> runner;
       if (!s->resume.empty()) {
         const ResumeOverrides o = resume_overrides(*s->bound, s->config.threads, s->config.memory_budget);
         if (o.memory_budget) limit_allocator_slack();
-        runner.emplace(Runner::resume(s->resume, &std::cerr, o));
+        runner.emplace(Runner::resume(s->resume, log, o));
       } else {
         for (const std::string& key : required) {
           if (s->bound->options().at(key)->count() == 0) throw UsageError(usage);
         }
         if (s->config.memory_budget > 0) limit_allocator_slack();
-        runner.emplace(s->config, &std::cerr);
+        runner.emplace(s->config, log);
       }
       RunHooks hooks;
       hooks.should_stop = [stop] { return stop.stop_requested(); };
+      if (terminal) {
+        hooks.progress_lines = false;
+        hooks.on_progress = [&terminal](const Progress& p) {
+          terminal->show(live_progress_line(p, stderr_columns()));
+        };
+      }
       const Result r = runner->run(hooks);
+      terminal.reset();
       report(r);
       return r.interrupted ? 130 : 0;
     };

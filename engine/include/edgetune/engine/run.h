@@ -81,9 +81,15 @@ struct Progress {
   std::size_t rss = 0, peak_rss = 0;  // the process's resident set now and its peak (VmHWM)
 };
 
+// A duration for people, as progress lines give the time left: "45 s", "12 min", "3.2 h".
+std::string format_duration(double seconds);
+
 struct RunHooks {
   std::function<bool()> should_stop;                  // asked after every optimizer step
   std::function<void(const Progress&)> on_progress;   // after every progress line
+  // false: the progress lines stay out of the log (a caller that draws progress itself from
+  // on_progress, such as a terminal's live line); the run's other messages still reach it.
+  bool progress_lines = true;
 };
 
 // ---- the run folder -----------------------------------------------------------------------------
