@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <vector>
 
 #include "edgetune/core/memory.h"
 
@@ -11,26 +12,40 @@ namespace edgetune::cli {
 namespace {
 // Erases the terminal's current line and returns to its start.
 constexpr const char* kEraseLine = "\r\033[K";
-constexpr int kBarCells = 20;
+// From this width up the bar has 20 cells, below 10.
+constexpr std::size_t kWideColumns = 120;
 }  // namespace
 
 std::string live_progress_line(const Progress& p, std::size_t width) {
-  const double done = p.total_steps > 0 ? std::clamp(static_cast<double>(p.step) / static_cast<double>(p.total_steps), 0.0, 1.0) : 0.0;
-  const int filled = static_cast<int>(done * kBarCells);
+  const double done =
+      p.total_steps > 0 ? std::clamp(static_cast<double>(p.step) / static_cast<double>(p.total_steps), 0.0, 1.0) : 0.0;
+  const int cells = width == 0 || width >= kWideColumns ? 20 : 10;
+  const int filled = static_cast<int>(done * cells);
   std::string line = "[";
   line.append(static_cast<std::size_t>(filled), '#');
-  line.append(static_cast<std::size_t>(kBarCells - filled), '-');
-  line += ']';
+  line.append(static_cast<std::size_t>(cells - filled), '-');
+  line += "] ";
+  line += std::to_string(p.step);
+  line += '/';
+  line += std::to_string(p.total_steps);
+
   const bool tokens = p.tokens_per_second > 0;
-  const std::string budget = p.budget > 0 ? " of " + format_bytes(p.budget) : "";
-  char buf[256];
-  std::snprintf(buf, sizeof buf, " %lld/%lld  loss %.4f  %.0f %s  mem %s  rss %s%s  left %s",
-                static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.loss,
-                tokens ? p.tokens_per_second : p.examples_per_second, tokens ? "tokens/s" : "ex/s",
-                format_bytes(p.memory_live).c_str(), format_bytes(p.rss).c_str(), budget.c_str(),
-                format_duration(p.eta_seconds).c_str());
-  line += buf;
-  if (width > 0 && line.size() > width - 1) line.resize(width - 1);
+  char buf[64];
+  std::vector<std::string> fields;
+  fields.push_back(format_duration(p.eta_seconds) + " left");
+  std::snprintf(buf, sizeof buf, "loss %.4f", p.loss);
+  fields.emplace_back(buf);
+  std::snprintf(buf, sizeof buf, "%.0f %s", tokens ? p.tokens_per_second : p.examples_per_second,
+                tokens ? "tok/s" : "ex/s");
+  fields.emplace_back(buf);
+  fields.push_back("rss " + format_bytes(p.rss));
+  if (p.budget > 0) fields.back() += "/" + format_bytes(p.budget);
+  fields.push_back("mem " + format_bytes(p.memory_live));
+  for (const std::string& f : fields) {
+    if (width > 0 && line.size() + 2 + f.size() > width - 1) break;
+    line += "  ";
+    line += f;
+  }
   return line;
 }
 

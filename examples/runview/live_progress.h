@@ -14,10 +14,12 @@
 namespace edgetune::cli {
 
 // The text of the live line for `p`, at most `width` - 1 characters (a line that filled the last
-// column would wrap on some terminals, and a wrapped line is not rewritten in place):
-//   "[########------------] 150/600  loss 0.6123  342 ex/s  mem 19.2 MiB  rss 28.0 MiB of 32.0 MiB  left 45 s"
-// The bar has 20 cells, filled in proportion to step/total. Throughput is tokens/s when
-// p.tokens_per_second > 0, else examples/s; "of <budget>" only under a budget.
+// column would wrap on some terminals, and a wrapped line is not rewritten in place; 0: no limit):
+//   "[#####---------------] 150/600  45 s left  loss 0.6123  342 ex/s  rss 28.0 MiB/32.0 MiB  mem 20.0 MiB"
+// The bar is filled in proportion to step/total: 20 cells from 120 columns up (or without a
+// limit), else 10. Throughput is tokens/s ("tok/s") when p.tokens_per_second > 0, else examples/s;
+// rss is the process's resident set, "/<budget>" under a budget; mem is the accountant's live
+// bytes. Fields that do not fit whole are left out from the right, the time left last of all.
 std::string live_progress_line(const Progress& p, std::size_t width);
 
 // A stream for the run's messages on a terminal, with a live line kept below them: each complete
