@@ -3,7 +3,8 @@
 # on 3,000 labelled review sentences (UCI "Sentiment Labelled Sentences": IMDb, Yelp, Amazon) the
 # way a phone app would: the base and the embeddings stored 4-bit (q4), LoRA adapters trained on
 # top, the whole process inside a 32 MiB memory budget (its peak resident set, VmHWM). Prints the plan, progress, the evaluation report on a seeded 20 % held-out
-# split and the peak memory, then classifies a few sentences written below.
+# split and the peak memory, then classifies a few sentences written below, and draws the run's
+# curves into .cache/demo/run/curves.svg.
 #
 # On a fresh Debian machine it installs what is missing (apt packages, node and npm for the data),
 # builds edgetune (Release, build/release) and fetches the sentences into .cache/sentiment/.
@@ -54,5 +55,9 @@ printf '%s\n' \
       const p = j.probabilities[j.label];
       console.log(`  ${j.label === "1" ? "positive" : "negative"} (${p.toFixed(2)})  ${j.text}`);
     }'
+
+echo "== drawing the run's curves (loss, learning rate, evaluation, memory against the budget)"
+"$edgetune" plot "$run" --out "$run/curves.svg"
+echo "   open $run/curves.svg in a browser (edgetune plot $run --out curves.png renders a PNG)"
 
 echo "== done in $(( $(date +%s) - start )) s"

@@ -39,7 +39,10 @@ std::string live_progress_line(const Progress& p, std::size_t width) {
                 tokens ? "tok/s" : "ex/s");
   fields.emplace_back(buf);
   fields.push_back("rss " + format_bytes(p.rss));
-  if (p.budget > 0) fields.back() += "/" + format_bytes(p.budget);
+  if (p.budget > 0) {
+    fields.back() += '/';
+    fields.back() += format_bytes(p.budget);
+  }
   fields.push_back("mem " + format_bytes(p.memory_live));
   for (const std::string& f : fields) {
     if (width > 0 && line.size() + 2 + f.size() > width - 1) break;
