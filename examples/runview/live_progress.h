@@ -39,7 +39,7 @@ class LiveTerminal {
  private:
   class Buffer : public std::streambuf {
    public:
-    Buffer(std::ostream& out) : out_(out) {}
+    explicit Buffer(std::ostream& out) : out_(out) {}
     void show(const std::string& line);
     void finish();
 

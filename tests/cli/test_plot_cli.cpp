@@ -16,15 +16,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* kLabelled =
-    "sentence\tlabel\n"
-    "the cat sat on the mat\t1\n"
-    "the lazy dog\t0\n"
-    "hello new world\t1\n"
-    "the big dog jumps over the thin cat\t0\n"
-    "a quick brown fox\t1\n"
-    "the dog is inside\t0\n";
-
 // `text` as one word for sh, quotes within it included.
 std::string sh_quote(const std::string& text) {
   std::string out = "'";
@@ -52,7 +43,7 @@ TEST_CASE("on a terminal train and pretrain draw a live line, elsewhere the plai
   REQUIRE(run_shell("command -v script").exit_code == 0);  // util-linux, for a pseudo-terminal
   ScratchDir d("plot-cli");
   std::ofstream(d / "corpus.txt") << kMiniCorpus << "\n" << kMiniCorpus;
-  std::ofstream(d / "reviews.tsv") << kLabelled << kLabelled;
+  std::ofstream(d / "reviews.tsv") << kMiniLabelled << kMiniLabelled;
   const RunResult create = run_cli("create-model --vocab " + q(golden_dir() / "tokenizer" / "mini-uncased-vocab.txt") +
                                    " --out " + q(d / "init") +
                                    " --layers 2 --hidden 32 --heads 2 --intermediate 64 --max-positions 32");

@@ -24,15 +24,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-const char* kLabelled =
-    "sentence\tlabel\n"
-    "the cat sat on the mat\t1\n"
-    "the lazy dog\t0\n"
-    "hello new world\t1\n"
-    "the big dog jumps over the thin cat\t0\n"
-    "a quick brown fox\t1\n"
-    "the dog is inside\t0\n";
-
 std::vector<nlohmann::json> jsonl(const std::string& text) {
   std::vector<nlohmann::json> out;
   std::istringstream in(text);
@@ -57,7 +48,7 @@ TEST_CASE("the reproduce command, short: prune-vocab, create-model, pretrain, th
   }
   ScratchDir d("pretrain-cli");
   std::ofstream(d / "corpus.txt") << kMiniCorpus << "\n" << kMiniCorpus;
-  std::ofstream(d / "reviews.tsv") << kLabelled << kLabelled;
+  std::ofstream(d / "reviews.tsv") << kMiniLabelled << kMiniLabelled;
   const fs::path full = golden_dir() / "tokenizer" / "mini-uncased-vocab.txt";
 
   const RunResult prune = run_cli("prune-vocab --vocab " + q(full) + " --corpus " +
