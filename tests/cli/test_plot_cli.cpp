@@ -37,7 +37,7 @@ std::size_t occurrences(const std::string& text, const std::string& what) {
 
 }  // namespace
 
-TEST_CASE("on a terminal train and pretrain draw a live line, elsewhere the plain lines; plot draws both runs",
+TEST_CASE("on a terminal train and pretrain draw a live line, elsewhere the plain lines, and plot draws both runs",
           "[cli][plot]") {
   REQUIRE(cli_built());
   REQUIRE(run_shell("command -v script").exit_code == 0);  // util-linux, for a pseudo-terminal
