@@ -91,13 +91,18 @@ Split train_eval_split(size_t n, double eval_fraction, uint64_t seed) {
   return split;
 }
 
+double normal_draw(Rng& rng) {
+  const double u1 = rng.uniform();
+  const double u2 = rng.uniform();
+  return std::sqrt(-2.0 * std::log(1.0 - u1)) * std::cos(2.0 * M_PI * u2);
+}
+
 double gamma_draw(Rng& rng, double shape) {
   if (!(shape > 0.0) || !std::isfinite(shape)) throw std::invalid_argument("gamma_draw: shape must be > 0");
   if (shape < 1.0) return gamma_draw(rng, shape + 1.0) * std::pow(rng.uniform(), 1.0 / shape);
   const double d = shape - 1.0 / 3.0, c = 1.0 / std::sqrt(9.0 * d);
   for (;;) {
-    // A standard normal x by Box-Muller (1 - uniform() is in (0, 1], so the log is finite).
-    const double x = std::sqrt(-2.0 * std::log(1.0 - rng.uniform())) * std::cos(2.0 * M_PI * rng.uniform());
+    const double x = normal_draw(rng);
     double v = 1.0 + c * x;
     if (v <= 0.0) continue;
     v = v * v * v;

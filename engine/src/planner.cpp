@@ -68,11 +68,11 @@ Blocks int8_gemm_workspace(std::size_t m, std::size_t len, std::size_t cols, std
          block_of(threads * r);
 }
 
-// Adds a trainable float32 tensor with its gradient and optimizer state.
-void add_trainable(MemoryEstimate& e, const Shape& shape, int state_copies) {
+// Adds a trainable float32 tensor with its gradient buffers and optimizer state.
+void add_trainable(MemoryEstimate& e, const Shape& shape, int state_copies, int grad_copies) {
   const Blocks b = tensor_blocks(shape, DType::F32);
   add(e, MemCategory::Trainable, b);
-  add(e, MemCategory::Grads, b);
+  add(e, MemCategory::Grads, static_cast<std::size_t>(grad_copies) * b);
   add(e, MemCategory::OptimizerState, static_cast<std::size_t>(state_copies) * b);
 }
 
@@ -97,6 +97,7 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
   MemoryEstimate e;
   const BertConfig& c = r.config;
   const int copies = r.optimizer == optim::OptimizerKind::Sgd ? (r.momentum > 0 ? 1 : 0) : 2;
+  const int grads = r.dp ? 2 : 1;  // DP-SGD: the gradient and the sum of the clipped ones
   const std::int64_t C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
   const std::int64_t L = c.num_hidden_layers, H = c.num_attention_heads;
 
@@ -108,7 +109,7 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
   if (r.mlm_probability > 0) lo.trainable = in_masked_lm_checkpoint;
   for (const BertTensor& t : bert_tensors(layout, lo)) {
     if (t.trainable) {
-      add_trainable(e, t.shape, copies);
+      add_trainable(e, t.shape, copies, grads);
     } else {
       add(e, t.category, tensor_blocks(t.shape, t.storage));
     }
@@ -124,9 +125,9 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
         if (m.lora.freeze_a) {
           add(e, MemCategory::Trainable, tensor_blocks({rank, in}, DType::F32));
         } else {
-          add_trainable(e, {rank, in}, copies);
+          add_trainable(e, {rank, in}, copies, grads);
         }
-        add_trainable(e, {out, rank}, copies);
+        add_trainable(e, {out, rank}, copies, grads);
       }
       ++lora_targets;
       if (t == "query" || t == "key" || t == "value") {
@@ -142,10 +143,10 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
     if (m.lora.freeze_a) lora_inputs_c = lora_inputs_f = 0;  // LoRA-FA keeps x A^T only
   } else if (m.method == Method::Adapter) {
     for (std::int64_t i = 0; i < 2 * L; ++i) {
-      add_trainable(e, {m.adapter_size, C}, copies);
-      add_trainable(e, {m.adapter_size}, copies);
-      add_trainable(e, {C, m.adapter_size}, copies);
-      add_trainable(e, {C}, copies);
+      add_trainable(e, {m.adapter_size, C}, copies, grads);
+      add_trainable(e, {m.adapter_size}, copies, grads);
+      add_trainable(e, {C, m.adapter_size}, copies, grads);
+      add_trainable(e, {C}, copies, grads);
     }
   }
 

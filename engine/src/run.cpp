@@ -66,12 +66,21 @@ void RunFolder::restore_metrics(std::size_t lines) {
 
 // ---- one optimizer step -------------------------------------------------------------------------
 
-StepResult train_step(std::span<const StepBatch* const> batches, std::span<optim::Param> params,
-                      optim::Optimizer& optimizer, double lr, const StepOptions& o) {
+namespace {
+
+ForwardOptions training_forward(const StepOptions& o) {
   ForwardOptions fo;
   fo.training = true;
   fo.checkpoint_layers = o.checkpoint_layers;
   fo.compute = o.compute;
+  return fo;
+}
+
+}  // namespace
+
+StepResult train_step(std::span<const StepBatch* const> batches, std::span<optim::Param> params,
+                      optim::Optimizer& optimizer, double lr, const StepOptions& o) {
+  const ForwardOptions fo = training_forward(o);
   StepResult r;
   for (const StepBatch* batch : batches) {
     const std::size_t rows = batch->rows();
@@ -89,6 +98,59 @@ StepResult train_step(std::span<const StepBatch* const> batches, std::span<optim
   }
   r.loss /= static_cast<double>(batches.size());
   r.grad_norm = optim::clip_grad_norm(params, o.max_grad_norm);
+  optimizer.step(params, lr);
+  optim::zero_grad(params);
+  return r;
+}
+
+StepResult dp_gradient(std::span<const StepBatch* const> batches, std::span<optim::Param> params,
+                       const StepOptions& o, const DpPlan& dp, data::Rng& rng) {
+  const ForwardOptions fo = training_forward(o);
+  std::vector<Tensor> sums;
+  for (const optim::Param& p : params) sums.push_back(Tensor::zeros(p.tensor.shape(), DType::F32, MemCategory::Grads));
+  StepResult r;
+  std::int64_t examples = 0;
+  for (const StepBatch* batch : batches) {
+    for (std::size_t row = 0; row < batch->rows(); ++row) {
+      const PartLoss part = batch->loss(row, 1, fo);
+      r.loss += part.loss.item();
+      r.correct += part.correct;
+      r.predicted += part.predicted;
+      backward(part.loss);
+      const double norm = optim::grad_norm(params);
+      optim::clip_grads_to_norm(params, dp.max_grad_norm, norm);
+      for (std::size_t k = 0; k < params.size(); ++k) {
+        const Tensor g = params[k].tensor.grad();
+        if (!g.defined()) continue;
+        float* sum = sums[k].data<float>();
+        const float* x = g.data<float>();
+        for (std::int64_t i = 0; i < g.numel(); ++i) sum[i] += x[i];
+      }
+      optim::zero_grad(params);
+      r.grad_norm += norm;
+      ++examples;
+    }
+  }
+  if (examples > 0) {
+    r.loss /= static_cast<double>(examples);
+    r.grad_norm /= static_cast<double>(examples);
+  }
+  const double sd = dp.noise_multiplier * dp.max_grad_norm;
+  const auto divisor = static_cast<float>(dp.expected_batch);
+  for (std::size_t k = 0; k < params.size(); ++k) {
+    float* sum = sums[k].data<float>();
+    for (std::int64_t i = 0; i < sums[k].numel(); ++i) {
+      sum[i] = (sum[i] + static_cast<float>(sd * data::normal_draw(rng))) / divisor;
+    }
+    params[k].tensor.set_grad(sums[k]);
+  }
+  return r;
+}
+
+StepResult dp_train_step(std::span<const StepBatch* const> batches, std::span<optim::Param> params,
+                         optim::Optimizer& optimizer, double lr, const StepOptions& options,
+                         const DpPlan& dp, data::Rng& rng) {
+  const StepResult r = dp_gradient(batches, params, options, dp, rng);
   optimizer.step(params, lr);
   optim::zero_grad(params);
   return r;
@@ -112,6 +174,7 @@ std::int64_t steps_per_epoch_of(std::size_t rows, const LoopSettings& s) {
   if (s.batch_size < 1 || s.grad_accum < 1 || s.epochs < 1) {
     throw std::invalid_argument("batch size, epochs and gradient accumulation must be at least 1");
   }
+  if (s.dp) return s.dp->steps_per_epoch;
   const std::int64_t batches = (static_cast<std::int64_t>(rows) + s.batch_size - 1) / s.batch_size;
   return (batches + s.grad_accum - 1) / s.grad_accum;
 }
@@ -143,6 +206,7 @@ TrainingRun::TrainingRun(RunFolder& folder, RunTask& task, std::vector<optim::Pa
       steps_per_epoch_(steps_per_epoch_of(task.rows().size(), s_)),
       total_steps_(s_.max_steps > 0 ? s_.max_steps : steps_per_epoch_ * s_.epochs),
       schedule_(s_.schedule, optim::warmup_steps_from_ratio(total_steps_, s_.warmup_ratio), total_steps_),
+      dp_rng_(s_.seed ^ 0xD1B54A32D192ED03ULL),
       started_(std::chrono::steady_clock::now()) {
   if (task.rows().empty()) throw std::invalid_argument("no training rows");
 }
@@ -150,6 +214,11 @@ TrainingRun::TrainingRun(RunFolder& folder, RunTask& task, std::vector<optim::Pa
 double TrainingRun::seconds() const {
   return seconds_before_ +
          std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count();
+}
+
+std::optional<double> TrainingRun::epsilon() const {
+  if (!s_.dp) return std::nullopt;
+  return s_.dp->epsilon(step_);
 }
 
 void TrainingRun::say(const std::string& text) const {
@@ -179,6 +248,10 @@ void TrainingRun::save_state() {
       {"rng_counter", std::to_string(rng.counter)},
       {"metrics_lines", std::to_string(folder_.metric_lines())},
   };
+  if (s_.dp) {
+    const auto st = dp_rng_.state();
+    meta["dp_rng"] = nlohmann::json(std::vector<std::uint64_t>(st.begin(), st.end())).dump();
+  }
   task_.save_counters(meta);
   safetensors::save(folder_.state_path(), tensors, meta);
 }
@@ -211,6 +284,11 @@ void TrainingRun::load_state() {
   correct_acc_ = std::stoll(get_or_zero("correct_acc"));
   predicted_acc_ = std::stoll(get_or_zero("count_acc"));
   dropout_rng() = RngState{std::stoull(get("rng_seed")), std::stoull(get("rng_counter"))};
+  if (s_.dp) {
+    const auto st = nlohmann::json::parse(get("dp_rng")).get<std::vector<std::uint64_t>>();
+    if (st.size() != 4) throw std::runtime_error(path.string() + ": 'dp_rng' is not 4 numbers");
+    dp_rng_.set_state({st[0], st[1], st[2], st[3]});
+  }
   task_.load_counters(get);
   for (auto& p : params_) {
     const Tensor saved = r.load("param/" + p.name, DType::F32, MemCategory::Workspace);
@@ -263,18 +341,21 @@ void TrainingRun::log_progress(double lr, double grad_norm, double epoch_pos, do
   p.budget = s_.memory_budget;
   p.rss = process_rss();
   p.peak_rss = process_peak_rss();
+  p.epsilon = epsilon();
 
   const bool with_accuracy = s_.accuracy_key != nullptr && predicted_acc_ > 0;
   const double accuracy = with_accuracy ? static_cast<double>(correct_acc_) / static_cast<double>(predicted_acc_) : 0;
   char acc_text[32] = "";
   if (with_accuracy) std::snprintf(acc_text, sizeof acc_text, "  acc %.3f", accuracy);
+  char eps_text[32] = "";
+  if (p.epsilon) std::snprintf(eps_text, sizeof eps_text, "  eps %.3g", *p.epsilon);
   const std::string budget = p.budget > 0 ? " of " + format_bytes(p.budget) : "";
   char buf[512];
   std::snprintf(buf, sizeof buf,
-                "step %lld/%lld  epoch %.2f  loss %.4f%s  lr %.3g  grad-norm %.3g  %.1f %s  eta %s  "
+                "step %lld/%lld  epoch %.2f  loss %.4f%s  lr %.3g  grad-norm %.3g%s  %.1f %s  eta %s  "
                 "mem %s (peak %s)  rss %s (VmHWM %s%s)\n",
                 static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.epoch, p.loss,
-                acc_text, p.lr, p.grad_norm, items_per_second, s_.tokens_throughput ? "tokens/s" : "ex/s",
+                acc_text, p.lr, p.grad_norm, eps_text, items_per_second, s_.tokens_throughput ? "tokens/s" : "ex/s",
                 format_duration(p.eta_seconds).c_str(), format_bytes(p.memory_live).c_str(),
                 format_bytes(p.memory_peak).c_str(), format_bytes(p.rss).c_str(),
                 format_bytes(p.peak_rss).c_str(), budget.c_str());
@@ -294,6 +375,7 @@ void TrainingRun::log_progress(double lr, double grad_norm, double epoch_pos, do
                       {"peak_rss", p.peak_rss}};
   if (p.budget > 0) j["memory_budget"] = p.budget;
   if (with_accuracy) j[s_.accuracy_key] = accuracy;
+  if (p.epsilon) j["epsilon"] = *p.epsilon;
   folder_.add_metric(j);
   if (hooks_.on_progress) hooks_.on_progress(p);
 }
@@ -308,20 +390,31 @@ RunResult TrainingRun::run() {
   bool done = step_ >= total_steps_;
 
   while (!done) {
-    const auto order = epoch_order(task_.rows(), s_.shuffle, s_.seed, epoch_);
+    // DP-SGD draws each step's rows instead (a Poisson sample, in batches of at most the planned rows).
+    const auto order = s_.dp ? std::vector<std::size_t>() : epoch_order(task_.rows(), s_.shuffle, s_.seed, epoch_);
     const auto batches = data::batch_rows(order, static_cast<std::size_t>(s_.batch_size));
-    const auto n_batches = static_cast<std::int64_t>(batches.size());
+    const auto n_batches = s_.dp ? steps_per_epoch_ : static_cast<std::int64_t>(batches.size());
     while (!done && batch_in_epoch_ < n_batches) {
       const auto first = static_cast<std::size_t>(batch_in_epoch_);
-      const std::size_t count = std::min(static_cast<std::size_t>(s_.grad_accum), batches.size() - first);
+      std::size_t count = 1;
+      std::vector<std::vector<std::size_t>> rows;
+      if (s_.dp) {
+        rows = data::batch_rows(poisson_sample(task_.rows(), s_.dp->sample_rate, dp_rng_),
+                                static_cast<std::size_t>(std::max<std::int64_t>(s_.dp->likely_max_batch, 1)));
+      } else {
+        count = std::min(static_cast<std::size_t>(s_.grad_accum), batches.size() - first);
+        rows.assign(batches.begin() + static_cast<std::ptrdiff_t>(first),
+                    batches.begin() + static_cast<std::ptrdiff_t>(first + count));
+      }
       std::vector<std::unique_ptr<StepBatch>> group;
       std::vector<const StepBatch*> parts;
-      for (std::size_t g = 0; g < count; ++g) {
-        group.push_back(task_.batch(batches[first + g], epoch_));
+      for (const auto& r : rows) {
+        group.push_back(task_.batch(r, epoch_));
         parts.push_back(group.back().get());
       }
       const double lr = s_.lr * schedule_.factor(step_);
-      const StepResult sr = train_step(parts, params_, optimizer_, lr, s_.step);
+      const StepResult sr = s_.dp ? dp_train_step(parts, params_, optimizer_, lr, s_.step, *s_.dp, dp_rng_)
+                                  : train_step(parts, params_, optimizer_, lr, s_.step);
       ++step_;
       batch_in_epoch_ += static_cast<std::int64_t>(count);
       for (const auto& b : group) {
@@ -381,6 +474,7 @@ RunResult TrainingRun::run() {
   result.seconds = seconds();
   result.accountant_peak = current_context().accountant->stats().peak_total;
   result.peak_rss = process_peak_rss();
+  result.epsilon = epsilon();
   return result;
 }
 

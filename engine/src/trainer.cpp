@@ -118,6 +118,7 @@ struct Runner<TrainConfig, TrainResult>::Impl : ModeState<TrainConfig> {
   std::vector<optim::Param> params;
   std::unique_ptr<optim::Optimizer> optimizer;
   Plan plan;
+  std::optional<DpPlan> dp;  // DP-SGD
 
   // Early stopping (saved in the state).
   double best_metric = -1;
@@ -256,8 +257,14 @@ DType Trainer::Impl::build_model(const BertConfig& base_cfg) {
   PlanRequest request = plan_request(model_cfg, cfg, longest);
   request.data_bytes = accountant.live(MemCategory::Data);
   request.baseline = baseline.total();
+  if (cfg.dp.enabled()) {
+    // DP-SGD runs one example at a time, over batches of up to the likely largest Poisson sample.
+    dp = plan_dp(cfg.dp, train_rows.size(), cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps);
+    request.batch = dp->likely_max_batch;
+    request.dp = true;
+  }
   // Throws before loading if nothing fits.
-  plan = choose_plan(request, cfg.memory_budget, cfg.checkpoint_layers, cfg.micro_batch);
+  plan = choose_plan(request, cfg.memory_budget, cfg.checkpoint_layers, dp ? 1 : cfg.micro_batch);
   accountant.set_budget(plan.accountant_budget());
   say(plan.describe() + "\n");
   if (cfg.memory_budget > 0 && cfg.budget_scope == BudgetScope::Process) say(baseline.describe() + "\n");
@@ -317,6 +324,10 @@ bool Trainer::Impl::after_epoch(TrainingRun& run) {
   j["type"] = "eval";
   j["step"] = run.step();
   j["epoch"] = run.epoch();
+  if (const auto eps = run.epsilon()) {
+    say("privacy spent: " + format_privacy(*eps, dp->delta) + "\n");
+    j["epsilon"] = *eps;
+  }
   run.folder().add_metric(j);
   last_eval = r;
   if (cfg.early_stopping <= 0) return false;
@@ -364,10 +375,12 @@ TrainResult Trainer::run(const RunHooks& hooks) {
   ls.schedule = s.cfg.schedule;
   ls.state_format = "edgetune-train-state";
   ls.resume_command = "edgetune train --resume";
+  ls.dp = s.dp;
   TrainingRun run(folder, s, s.params, *s.optimizer, std::move(ls), s.log, hooks);
   std::ostringstream line;
   line << run.total_steps() << " optimizer steps (" << run.steps_per_epoch() << " per epoch), lr "
        << s.cfg.effective_lr() << ", " << kernels::num_threads() << " threads\n";
+  if (s.dp) line << s.dp->describe(run.total_steps()) << "\n";
   s.say(line.str());
   run.start(s.resuming, s.cfg.to_json());
   const RunResult rr = run.run();
@@ -382,6 +395,8 @@ TrainResult Trainer::run(const RunHooks& hooks) {
   result.memory_budget = s.cfg.memory_budget;
   result.seconds = rr.seconds;
   result.examples_per_second = rr.seconds > 0 ? static_cast<double>(rr.examples) / rr.seconds : 0;
+  result.epsilon = rr.epsilon;
+  if (s.dp) result.dp_delta = s.dp->delta;
   return result;
 }
 

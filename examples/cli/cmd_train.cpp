@@ -16,6 +16,7 @@ void report(const TrainResult& r) {
             << (r.memory_budget ? " of " + format_bytes(r.memory_budget) : std::string()) << "\n";
   if (r.final_eval) std::cerr << "evaluation of the kept adapter: accuracy " << r.final_eval->accuracy
                               << ", macro-F1 " << r.final_eval->macro_f1 << "\n";
+  if (r.epsilon) std::cerr << "privacy spent (DP-SGD): " << format_privacy(*r.epsilon, r.dp_delta) << "\n";
 }
 
 const RegisterCommand kRegister = run_command<Trainer, TrainConfig, TrainResult>(

@@ -275,6 +275,36 @@ static void test_budget_too_small(const char* model, const char* run) {
   CHECK(s == NULL);
 }
 
+/* 1 if the file dir/name holds `text`. */
+static int file_contains(const char* dir, const char* name, const char* text) {
+  char path[1024], buf[65536];
+  size_t n;
+  FILE* f;
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  f = fopen(path, "rb");
+  if (f == NULL) return 0;
+  n = fread(buf, 1, sizeof buf - 1, f);
+  fclose(f);
+  buf[n] = '\0';
+  return strstr(buf, text) != NULL;
+}
+
+/* DP-SGD's settings come through options_json like every other: a run at a target epsilon
+ * reports its epsilon in metrics.jsonl; settings DP cannot run with are a one-line error. */
+static void test_train_dp(const char* model, const char* run) {
+  edgetune_session* s = open_ok(model, "{\"threads\": 1, \"max_length\": 32}");
+  add_examples(s);
+  CHECK(edgetune_session_train(s, "{\"dp_noise_multiplier\": 1, \"grad_accum\": 2}", run, NULL, NULL) ==
+        EDGETUNE_ERROR);
+  CHECK_CONTAINS(edgetune_session_last_error(s), "grad_accum");
+  CHECK(strchr(edgetune_session_last_error(s), '\n') == NULL);
+  CHECK(edgetune_session_train(s, "{\"epochs\": 1, \"batch_size\": 2, \"dp_target_epsilon\": 8}", run, NULL,
+                               NULL) == EDGETUNE_OK);
+  CHECK(file_contains(run, "run.json", "\"dp_target_epsilon\": 8"));
+  CHECK(file_contains(run, "metrics.jsonl", "\"epsilon\":"));
+  edgetune_session_close(&s);
+}
+
 static void test_train_cancel_resume(edgetune_session* s, const char* run) {
   const char* texts[] = {"good", "awful", "something else"};
   const char* labels[] = {"pos", "neg", "maybe"};
@@ -389,7 +419,7 @@ static void test_close_serves_queue(const char* model) {
 }
 
 int main(int argc, char** argv) {
-  char run[1024], budget_run[1024], saved[1024], scratch[960];
+  char run[1024], budget_run[1024], saved[1024], dp_run[1024], scratch[960];
   edgetune_session* s;
   if (argc != 3) {
     fprintf(stderr, "usage: %s MODEL_DIR SCRATCH_DIR\n", argv[0]);
@@ -399,6 +429,7 @@ int main(int argc, char** argv) {
   snprintf(run, sizeof run, "%s/run", scratch);
   snprintf(budget_run, sizeof budget_run, "%s/budget", scratch);
   snprintf(saved, sizeof saved, "%s/saved", scratch);
+  snprintf(dp_run, sizeof dp_run, "%s/dp", scratch);
 
   test_versions();
   test_open_errors(argv[1]);
@@ -406,6 +437,7 @@ int main(int argc, char** argv) {
   s = open_ok(argv[1], "{\"quant\": \"q8\", \"threads\": 1, \"max_length\": 32}");
   test_before_training(s);
   test_budget_too_small(argv[1], budget_run);
+  test_train_dp(argv[1], dp_run);
   test_train_cancel_resume(s, run);
   test_save_load(s, argv[1], saved);
   edgetune_session_close(&s);

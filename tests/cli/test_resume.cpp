@@ -27,15 +27,17 @@ void write_data(const fs::path& p) {
   }
 }
 
-void interrupted_training_matches(int sig) {
+// `extra`: more arguments of the run (DP-SGD's, whose sampling and noise generator must resume too).
+void interrupted_training_matches(int sig, const std::string& extra = "") {
   ScratchDir d(sig == SIGKILL ? "kill" : "sigint");
   write_data(d / "train.tsv");
   InterruptibleCommand train;
   train.command = "train";
   // Dropout on, so the resumed run must also restore the dropout generator.
-  train.args = [data = d / "train.tsv"](const fs::path& out) {
+  train.args = [data = d / "train.tsv", extra](const fs::path& out) {
     return "--model " + q(golden_dir() / "bert" / "tiny") + " --train " + q(data) + " --out " + q(out) +
-           " --method lora --epochs 2 --batch-size 4 --save-every 1 --threads 1 --dropout 0.1 --log-every 1000";
+           " --method lora --epochs 2 --batch-size 4 --save-every 1 --threads 1 --dropout 0.1 --log-every 1000" +
+           extra;
   };
   train.same_files = {"adapter_model.safetensors", "labels.json"};
   train.final_file = "adapter_model.safetensors";
@@ -55,4 +57,8 @@ TEST_CASE("kill -9 during training, then --resume, gives the same adapter bytes"
 TEST_CASE("Ctrl-C saves a checkpoint and exits, and --resume gives the same adapter bytes",
           "[cli][resume]") {
   interrupted_training_matches(SIGINT);
+}
+
+TEST_CASE("kill -9 during DP-SGD training, then --resume, gives the same adapter bytes", "[cli][resume][dp]") {
+  interrupted_training_matches(SIGKILL, " --dp-noise-multiplier 0.8 --dp-max-grad-norm 0.5");
 }

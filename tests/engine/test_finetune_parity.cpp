@@ -32,6 +32,7 @@
 #include "edgetune/engine/loader.h"
 #include "edgetune/engine/trainer.h"
 #include "edgetune/optim/schedule.h"
+#include "finetune_golden.h"
 #include "test_support.h"
 
 using namespace edgetune;
@@ -114,23 +115,6 @@ double max_abs(const std::vector<double>& v) {
   return m;
 }
 
-std::vector<TensorBatch> golden_batches() {
-  safetensors::Reader r(finetune_dir() / "batches.safetensors");
-  const int n = std::stoi(r.metadata().at("batches"));
-  std::vector<TensorBatch> out;
-  for (int i = 0; i < n; ++i) {
-    const std::string p = "batch." + std::to_string(i) + ".";
-    auto ints = [&](const std::string& name) {
-      return r.load(p + name, DType::I32, MemCategory::Activations);
-    };
-    TensorBatch b;
-    b.inputs = {ints("input_ids"), ints("token_type_ids"), ints("attention_mask")};
-    b.labels = ints("labels");
-    out.push_back(std::move(b));
-  }
-  return out;
-}
-
 // tiny with the base stored as `base`, dropout off, and the case's starting adapter loaded.
 BertModel load_case(const Spec& s, DType base) {
   MethodOptions mo;
@@ -179,7 +163,7 @@ void check_case(const Spec& s, DType base, StepOptions so = {}) {
   REQUIRE(std::stod(meta(g, "warmup_ratio")) == s.warmup_ratio);
   REQUIRE(std::stoll(meta(g, "steps")) == kSteps);
 
-  const std::vector<TensorBatch> batches = golden_batches();
+  const std::vector<TensorBatch> batches = test::golden_batches();
   REQUIRE(batches.size() >= static_cast<size_t>(kSteps * s.grad_accum));
   BertModel m = load_case(s, base);
   std::vector<optim::Param> params = trainable_params(m);

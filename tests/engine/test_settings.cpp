@@ -118,6 +118,9 @@ TrainConfig non_default_train(std::size_t i) {
   c.max_steps = 100;
   c.log_every = 5;
   c.eval_batch_size = 32;
+  (i % 2 == 0 ? c.dp.noise_multiplier : c.dp.target_epsilon) = 1.5;
+  c.dp.max_grad_norm = 0.25;
+  c.dp.delta = 1e-6;
   c.memory_budget = 128u << 20;
   c.micro_batch = 4;
   c.checkpoint_layers = i % 2 == 0;

@@ -57,6 +57,10 @@ struct Split {
 };
 Split train_eval_split(size_t n, double eval_fraction, uint64_t seed);
 
+// A standard normal draw by Box-Muller: sqrt(-2 log(1 - u1)) cos(2 pi u2), two uniform() draws
+// (1 - u1 is in (0, 1], so the log is finite). Platform-independent, as the generator.
+double normal_draw(Rng& rng);
+
 // A Gamma(shape, 1) draw (Marsaglia and Tsang 2000; shape < 1 as Gamma(shape + 1) U^(1/shape)),
 // from normal draws by Box-Muller. Requires shape > 0.
 double gamma_draw(Rng& rng, double shape);

@@ -57,6 +57,9 @@ struct PlanRequest {
   double mlm_probability = 0;
   std::size_t data_bytes = 0;  // the data set and the tokenizer, counted as MemCategory::Data
   std::size_t baseline = 0;    // measure_baseline(): resident bytes outside the accountant
+  // DP-SGD (dp.h): a second gradient-sized buffer per trainable tensor, the sum of the clipped
+  // per-example gradients (run with a micro-batch of 1).
+  bool dp = false;
 };
 
 // What the process holds outside the accountant, measured with the OS's figures.

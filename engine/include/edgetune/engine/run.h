@@ -12,7 +12,9 @@
 //   - epoch shuffling, seeded by (seed, epoch) only, so a resume rebuilds the order;
 //   - train_step: grad_accum batches per optimizer step, each split into micro-batches, with
 //     encoder-layer checkpointing, gradient clipping, the optimizer step and the schedule;
-//   - the NaN-loss stop.
+//   - the NaN-loss stop;
+//   - DP-SGD when LoopSettings::dp is set (dp.h): Poisson-sampled batches, dp_train_step, and
+//     the epsilon spent in every progress line.
 //
 // Order of events of one epoch: shuffle; for each optimizer step: train_step, progress line
 // (every log_every steps and at the last), task.after_step (may evaluate), stop check (saves a
@@ -42,7 +44,9 @@
 
 #include "edgetune/core/memory.h"
 #include "edgetune/autograd/tensor.h"
+#include "edgetune/data/shuffle.h"
 #include "edgetune/engine/bert.h"
+#include "edgetune/engine/dp.h"
 #include "edgetune/engine/settings.h"
 #include "edgetune/optim/optimizer.h"
 #include "edgetune/optim/schedule.h"
@@ -79,6 +83,7 @@ struct Progress {
   std::size_t memory_peak = 0;     // the accountant's peak
   std::size_t budget = 0;          // the run's memory budget, which bounds VmHWM (0: none)
   std::size_t rss = 0, peak_rss = 0;  // the process's resident set now and its peak (VmHWM)
+  std::optional<double> epsilon;   // DP-SGD: the epsilon spent so far, at the plan's delta
 };
 
 // A duration for people, as progress lines give the time left: "45 s", "12 min", "3.2 h".
@@ -159,6 +164,22 @@ struct StepResult {
 StepResult train_step(std::span<const StepBatch* const> batches, std::span<optim::Param> params,
                       optim::Optimizer& optimizer, double lr, const StepOptions& options);
 
+// DP-SGD's gradient (dp.h) of one Poisson sample, given as `batches` (several when a large sample
+// is split; none for an empty one): every row runs alone (forward and backward, a micro-batch of
+// one whatever options.micro_batch says); the gradient over all of params is clipped to
+// dp.max_grad_norm as clip_grads_to_norm does (factor min(1, C / (norm + 1e-6))) and added to a
+// float32 sum (one buffer per param, counted as gradients); then N(0, (S C)^2) noise from `rng`
+// (normal_draw, params in order, elements in order) is added to every element, the sums divided
+// by dp.expected_batch and left as the params' grads. Every param gets a grad, noise alone where no
+// example reached it. Returns the mean loss over the rows (0 for none) and, as grad_norm, the mean
+// of the rows' gradient norms before clipping. Requires the grads zero or undefined on entry.
+StepResult dp_gradient(std::span<const StepBatch* const> batches, std::span<optim::Param> params,
+                       const StepOptions& options, const DpPlan& dp, data::Rng& rng);
+// dp_gradient, the optimizer step with lr, and the grads zeroed.
+StepResult dp_train_step(std::span<const StepBatch* const> batches, std::span<optim::Param> params,
+                         optim::Optimizer& optimizer, double lr, const StepOptions& options,
+                         const DpPlan& dp, data::Rng& rng);
+
 // ---- the loop -----------------------------------------------------------------------------------
 
 class TrainingRun;
@@ -203,6 +224,10 @@ struct LoopSettings {
   const char* accuracy_key = nullptr;  // metrics key of the training accuracy window, if any
   std::string state_format;      // "format" in the state's metadata
   std::string resume_command;    // "edgetune train --resume": said when a run is interrupted
+  // DP-SGD: each step a Poisson sample of the rows (split into batches of at most
+  // dp->likely_max_batch rows) through dp_train_step, dp->steps_per_epoch steps an epoch
+  // (batch_size and grad_accum then do not shape the steps; max_grad_norm is not applied).
+  std::optional<DpPlan> dp;
 };
 
 struct RunResult {
@@ -213,6 +238,7 @@ struct RunResult {
   double seconds = 0;  // training time of the whole run, resumes included
   std::size_t accountant_peak = 0;
   std::size_t peak_rss = 0;
+  std::optional<double> epsilon;  // DP-SGD: spent over the whole run
 };
 
 class TrainingRun {
@@ -229,6 +255,8 @@ class TrainingRun {
   std::int64_t epoch() const { return epoch_; }
   std::int64_t tokens_seen() const { return tokens_seen_; }  // over the whole run
   double seconds() const;
+  // DP-SGD: the epsilon spent by the steps so far (nullopt without DP).
+  std::optional<double> epsilon() const;
   RunFolder& folder() { return folder_; }
   const RunFolder& folder() const { return folder_; }
   void say(const std::string& text) const;
@@ -258,6 +286,7 @@ class TrainingRun {
   double seconds_before_ = 0;
   double loss_acc_ = 0;
   std::int64_t loss_n_ = 0, correct_acc_ = 0, predicted_acc_ = 0;
+  data::Rng dp_rng_;  // DP-SGD's sampling and noise
 
   std::chrono::steady_clock::time_point started_;
   std::int64_t steps_at_start_ = 0;

@@ -8,6 +8,9 @@
 // micro-batches (loss of each weighted by its share of the batch), which gives the same gradients
 // with less activation memory; encoder layers can be checkpointed (recomputed in backward).
 // max_steps > 0 runs exactly that many steps, whatever the epochs.
+// With DP-SGD (dp.h: --dp-noise-multiplier or --dp-target-epsilon) the steps are instead Poisson
+// samples of the rows, each example's gradient clipped and the sum noised; the epsilon spent is
+// in every progress line, every evaluation and the result.
 //
 // The run folder (out):
 //   adapter_config.json + adapter_model.safetensors   the trained adapter (PEFT layout; for
@@ -33,6 +36,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "edgetune/engine/dp.h"
 #include "edgetune/engine/finetune.h"
 #include "edgetune/engine/metrics.h"
 #include "edgetune/engine/run.h"
@@ -90,6 +94,7 @@ struct TrainConfig : MemorySettings {
   std::int64_t max_steps = 0;       // exactly N optimizer steps, whatever the epochs; 0: the epochs
   int log_every = 10;               // optimizer steps between progress lines
   int eval_batch_size = 64;
+  DpSettings dp;                    // DP-SGD (off unless a noise multiplier or target epsilon is set)
   // memory_budget, micro_batch, checkpoint_layers: MemorySettings (run.h).
 
   // The table of the settings: JSON key (and command-line flag), help, range. The default of each
@@ -143,6 +148,7 @@ struct TrainConfig : MemorySettings {
       at_least(0));
     v("log_every", c.log_every, "optimizer steps between progress lines", at_least(1));
     v("eval_batch_size", c.eval_batch_size, "rows per forward pass of evaluation", at_least(1));
+    DpSettings::fields(c.dp, v);
     MemorySettings::fields(c, v);
   }
 
@@ -166,6 +172,8 @@ struct TrainResult {
   std::size_t memory_budget = 0;         // the run's budget, bytes (0: none)
   double seconds = 0;
   double examples_per_second = 0;
+  std::optional<double> epsilon;         // DP-SGD: spent over the run, at dp_delta
+  double dp_delta = 0;                   // DP-SGD: the delta of epsilon
 };
 
 // A batch of labelled rows as the run layer's StepBatch: the loss of a part is the mean
