@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Federated averaging against centralized training on SST-2, with the shipped model, q4 base and
 # LoRA: the first ROWS rows of train.tsv split among K = 4 and 8 clients by a Dirichlet(0.5) label
-# split, ROUNDS rounds of LOCAL_STEPS steps per client, evaluated on dev.tsv after every round;
+# split, ROUNDS rounds of LOCAL_STEPS steps per client, evaluated on glue-validation.tsv (872
+# rows) after every round;
 # then one centralized run on the same ROWS rows for the same total of optimizer steps
 # (K x ROUNDS x LOCAL_STEPS, batch and learning rate alike). Prints a Markdown table: accuracy per
 # round, bytes per round and wall time (measured on whatever else the cores run).
@@ -29,7 +30,7 @@ for k in 4 8; do
   "$cli" split --data "$out/train.tsv" --clients "$k" --dirichlet 0.5 --seed 42 --out "$out/shards-$k" >/dev/null
   start=$(date +%s.%N)
   mpirun "${mpirun_flags[@]}" -n $((k + 1)) "$cli" federated --model "$model" --shards "$out/shards-$k" \
-    --eval "$data/dev.tsv" --rounds "$rounds" --local-steps "$local_steps" --out "$out/fed-$k" "${common[@]}" \
+    --eval "$data/glue-validation.tsv" --rounds "$rounds" --local-steps "$local_steps" --out "$out/fed-$k" "${common[@]}" \
     2>"$out/fed-$k.log"
   wall=$(echo "$(date +%s.%N) - $start" | bc)
   python3 - "$out/fed-$k/metrics.jsonl" "FedAvg K=$k" "$wall" <<'EOF'
@@ -43,7 +44,7 @@ EOF
   "$cli" train --model "$model" --train "$out/train.tsv" --out "$out/central-$k" --max-steps "$steps" \
     --schedule constant "${common[@]}" 2>"$out/central-$k.log"
   wall=$(echo "$(date +%s.%N) - $start" | bc)
-  acc=$("$cli" eval --model "$model" --adapter "$out/central-$k" --data "$data/dev.tsv" --quant q4 --max-length 64 --json \
+  acc=$("$cli" eval --model "$model" --adapter "$out/central-$k" --data "$data/glue-validation.tsv" --quant q4 --max-length 64 --json \
         | python3 -c 'import json,sys; print("%.3f" % json.load(sys.stdin)["accuracy"])')
   echo "| centralized, $steps steps | $acc (end) | 0 | ${wall%.*} s |"
 done

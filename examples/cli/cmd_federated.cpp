@@ -10,12 +10,14 @@
 // Messages, each an MPI_BYTE buffer (sizes: federated.h's round_traffic):
 //   setup (broadcast once): adapter_config.json, labels.json and adapter_model.safetensors;
 //     with --secure-aggregation each client's X25519 public key is gathered and broadcast.
-//   down (tag kDown, rank 0 -> client): uint64 round (0: done) + P float32 global values.
+//   down (tag kDown, rank 0 -> client): uint64 round + P float32 global values; at the end the
+//     uint64 0 alone.
 //   up (tag kUp, client -> rank 0): int64 status (0 trained, 1 failed) + double weight + P float32
 //     (w * delta), or P uint64 masked when secure; a failed client without secure aggregation
 //     sends the header only.
 #include <mpi.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -156,41 +158,60 @@ void run_client(const FederatedArgs& a, int client, int clients) {
   }
 }
 
-// Receives the uploads of the clients still alive into ups. With --client-timeout, a client
-// that has sent nothing by then is taken for dead (killed, or slower than the timeout) and marked
-// so in `alive`: its receive is cancelled, and it is sent nothing more. Under mpirun this needs
-// --enable-recovery, or mpirun ends the job when a rank dies.
-void receive_uploads(const FederatedArgs& a, std::vector<std::vector<unsigned char>>& ups, std::vector<bool>& alive) {
+// Sends `down` to the clients still alive and receives their uploads into ups, both
+// nonblocking. With --client-timeout, a client whose upload has not come by then is taken for
+// dead (killed, or slower than the timeout) and marked so in `alive`: its receive is cancelled, a
+// send to it still pending is let go (its buffer moves to `abandoned`, which outlives
+// MPI_Finalize), and it is sent nothing more. Under mpirun this needs --enable-recovery, or
+// mpirun ends the job when a rank dies.
+void exchange(const FederatedArgs& a, std::vector<unsigned char> down, std::vector<std::vector<unsigned char>>& ups,
+              std::vector<bool>& alive, std::vector<std::vector<unsigned char>>& abandoned) {
   using Clock = std::chrono::steady_clock;
   const std::size_t clients = ups.size();
-  std::vector<MPI_Request> requests(clients, MPI_REQUEST_NULL);
+  // Receives first, sends second, and the sends last in the list.
+  std::vector<MPI_Request> requests(2 * clients, MPI_REQUEST_NULL);
   for (std::size_t c = 0; c < clients; ++c) {
     if (!alive[c]) continue;
     check(MPI_Irecv(ups[c].data(), static_cast<int>(ups[c].size()), MPI_BYTE, static_cast<int>(c + 1), kUp,
                     MPI_COMM_WORLD, &requests[c]),
           "receive");
+    check(MPI_Isend(down.data(), static_cast<int>(down.size()), MPI_BYTE, static_cast<int>(c + 1), kDown,
+                    MPI_COMM_WORLD, &requests[clients + c]),
+          "send");
   }
+  const int n = static_cast<int>(requests.size());
   if (a.client_timeout <= 0) {
-    check(MPI_Waitall(static_cast<int>(clients), requests.data(), MPI_STATUSES_IGNORE), "receive");
+    check(MPI_Waitall(n, requests.data(), MPI_STATUSES_IGNORE), "exchange");
     return;
   }
   const auto deadline = Clock::now() + std::chrono::duration<double>(a.client_timeout);
   for (;;) {
     int all = 0;
-    check(MPI_Testall(static_cast<int>(clients), requests.data(), &all, MPI_STATUSES_IGNORE), "receive");
+    check(MPI_Testall(n, requests.data(), &all, MPI_STATUSES_IGNORE), "exchange");
     if (all || Clock::now() > deadline) break;
     std::this_thread::sleep_for(std::chrono::milliseconds(20));
   }
+  bool let_go = false;
   for (std::size_t c = 0; c < clients; ++c) {
-    int done = 0;
-    check(MPI_Test(&requests[c], &done, MPI_STATUS_IGNORE), "receive");
-    if (done) continue;
-    check(MPI_Cancel(&requests[c]), "cancel");
-    check(MPI_Wait(&requests[c], MPI_STATUS_IGNORE), "cancel");
-    alive[c] = false;
-    std::cerr << "edgetune: client " << c + 1 << " sent nothing within " << a.client_timeout
-              << " s (killed, or slower than --client-timeout): dropped from this round and the next\n";
+    int received = 0, sent = 0;
+    check(MPI_Test(&requests[c], &received, MPI_STATUS_IGNORE), "receive");
+    check(MPI_Test(&requests[clients + c], &sent, MPI_STATUS_IGNORE), "send");
+    if (received && sent) continue;
+    if (!received) {
+      check(MPI_Cancel(&requests[c]), "cancel");
+      check(MPI_Wait(&requests[c], MPI_STATUS_IGNORE), "cancel");
+    }
+    if (!sent) {
+      check(MPI_Request_free(&requests[clients + c]), "send");
+      let_go = true;
+    }
+    if (alive[c]) {
+      alive[c] = false;
+      std::cerr << "edgetune: client " << c + 1 << " sent nothing within " << a.client_timeout
+                << " s (killed, or slower than --client-timeout): dropped from this round and the next\n";
+    }
   }
+  if (let_go) abandoned.push_back(std::move(down));
 }
 
 // The labels of the evaluation file, in the order a training run would give them.
@@ -198,7 +219,8 @@ std::vector<std::string> eval_labels(const TrainConfig& c) {
   return data::LabelMap::from_dataset(read_data(c.eval_file, c.data, true)).id2label();
 }
 
-void run_server(const FederatedArgs& a, int clients) {
+// Rank 0. `abandoned` keeps the buffers of sends to clients taken for dead.
+void run_server(const FederatedArgs& a, int clients, std::vector<std::vector<unsigned char>>& abandoned) {
   using Clock = std::chrono::steady_clock;
   fs::create_directories(a.out);
   federated::write_initial_adapter(a.train, eval_labels(a.train), a.out);
@@ -231,15 +253,10 @@ void run_server(const FederatedArgs& a, int clients) {
     const std::vector<float> g = federated::values(global);
     put(down, 0, &r, 1);
     put(down, federated::kDownHeaderBytes, g.data(), p);
-    int reached = 0;
-    for (int c = 0; c < clients; ++c) {
-      if (!alive[static_cast<std::size_t>(c)]) continue;
-      check(MPI_Send(down.data(), static_cast<int>(down.size()), MPI_BYTE, c + 1, kDown, MPI_COMM_WORLD), "send");
-      ++reached;
-    }
     const std::vector<bool> sent_to = alive;
+    const int reached = static_cast<int>(std::count(alive.begin(), alive.end(), true));
     std::vector<std::vector<unsigned char>> ups(static_cast<std::size_t>(clients), std::vector<unsigned char>(up_max));
-    receive_uploads(a, ups, alive);
+    exchange(a, std::move(down), ups, alive, abandoned);
 
     std::vector<double> sum(p, 0.0);
     std::vector<std::vector<std::uint64_t>> masked;
@@ -312,12 +329,11 @@ void run_server(const FederatedArgs& a, int clients) {
               << " clients, " << t.total() << " bytes, " << seconds << " s"
               << (a.dp_noise > 0 ? ", epsilon " + std::to_string(epsilon) : std::string()) << "\n";
   }
+  // The end: round 0, the header alone (small enough to leave at once, whatever the client).
   const std::uint64_t done = 0;
-  std::vector<unsigned char> stop(federated::kDownHeaderBytes + 4 * p, 0);
-  put(stop, 0, &done, 1);
   for (int c = 0; c < clients; ++c) {
     if (!alive[static_cast<std::size_t>(c)]) continue;
-    check(MPI_Send(stop.data(), static_cast<int>(stop.size()), MPI_BYTE, c + 1, kDown, MPI_COMM_WORLD), "send");
+    check(MPI_Send(&done, 8, MPI_BYTE, c + 1, kDown, MPI_COMM_WORLD), "send");
   }
   std::cerr << "done: " << a.rounds << " rounds in " << std::chrono::duration<double>(Clock::now() - t0).count()
             << " s; adapter in " << a.out.string();
@@ -329,6 +345,7 @@ int run(FederatedArgs& a) {
   if (a.dp_noise > 0 && !(a.dp_clip > 0)) throw UsageError("federated: --dp-noise-multiplier needs --dp-clip C");
   if (a.dp_noise > 0 && !(a.dp_delta > 0 && a.dp_delta < 1)) throw UsageError("federated: --dp-delta must be in (0, 1)");
   settings::check_ranges(a.train);
+  std::vector<std::vector<unsigned char>> abandoned;  // outlives MPI_Finalize (see exchange)
   const MpiSession mpi;
   int rank = 0, size = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
@@ -347,7 +364,7 @@ int run(FederatedArgs& a) {
   if (a.train.memory_budget > 0) limit_allocator_slack();
   try {
     if (rank == 0) {
-      run_server(a, clients);
+      run_server(a, clients, abandoned);
     } else {
       run_client(a, rank - 1, clients);
     }

@@ -38,7 +38,7 @@ std::vector<nlohmann::json> metrics(const fs::path& run) {
 
 // A tiny model and two client shards of a labelled file, in d.
 void prepare(const ScratchDir& d) {
-  const RunResult create =
+  const test::RunResult create =
       run_cli("create-model --vocab " + q(golden_dir() / "tokenizer" / "mini-uncased-vocab.txt") + " --out " +
               q(d / "model") + " --layers 1 --hidden 32 --heads 2 --intermediate 64 --max-positions 32");
   INFO(create.err);
@@ -47,13 +47,13 @@ void prepare(const ScratchDir& d) {
   rows << "sentence\tlabel\n";
   for (int i = 0; i < 48; ++i) rows << (i % 2 ? "a good day number " : "a bad day number ") << i << "\t" << i % 2 << "\n";
   rows.close();
-  const RunResult split = run_cli("split --data " + q(d / "rows.tsv") + " --clients 2 --dirichlet 0.5 --seed 3 --out " +
+  const test::RunResult split = run_cli("split --data " + q(d / "rows.tsv") + " --clients 2 --dirichlet 0.5 --seed 3 --out " +
                                   q(d / "shards"));
   INFO(split.err);
   REQUIRE(split.exit_code == 0);
 }
 
-RunResult federated_run(const ScratchDir& d, const fs::path& out, const std::string& extra) {
+test::RunResult federated_run(const ScratchDir& d, const fs::path& out, const std::string& extra) {
   return run_shell(std::string(EDGETUNE_MPIEXEC) + " -n 3 " + cli_command() + " federated --model " + q(d / "model") +
                    " --shards " + q(d / "shards") + " --eval " + q(d / "rows.tsv") + " --out " + q(out) +
                    " --local-steps 2 --batch-size 4 --lr 1e-2 --threads 1 --quant q4 --max-length 16 " + extra);
@@ -67,7 +67,7 @@ TEST_CASE("federated: mpirun -n 3 runs the rounds, plain and under secure aggreg
   ScratchDir d("federated-mpi");
   prepare(d);
 
-  const RunResult plain = federated_run(d, d / "plain", "--rounds 2");
+  const test::RunResult plain = federated_run(d, d / "plain", "--rounds 2");
   INFO(plain.err);
   REQUIRE(plain.exit_code == 0);
   const std::vector<nlohmann::json> m = metrics(d / "plain");
@@ -89,10 +89,10 @@ TEST_CASE("federated: mpirun -n 3 runs the rounds, plain and under secure aggreg
 
   // One round each, plain and secure: the same clients' deltas from the same global adapter, so
   // the averages differ only by the fixed-point rounding of the masked sum.
-  const RunResult one = federated_run(d, d / "plain-1", "--rounds 1");
+  const test::RunResult one = federated_run(d, d / "plain-1", "--rounds 1");
   INFO(one.err);
   REQUIRE(one.exit_code == 0);
-  const RunResult secure = federated_run(d, d / "secure-1", "--rounds 1 --secure-aggregation");
+  const test::RunResult secure = federated_run(d, d / "secure-1", "--rounds 1 --secure-aggregation");
   INFO(secure.err);
   REQUIRE(secure.exit_code == 0);
   const std::vector<nlohmann::json> ms = metrics(d / "secure-1");
@@ -121,7 +121,7 @@ TEST_CASE("federated: a client whose training fails is dropped from the round, w
   std::ofstream(d / "shards" / "client-2.jsonl", std::ios::app) << R"({"text": "odd", "label": "7"})" << "\n";
   for (const std::string mode : {"", "--secure-aggregation"}) {
     const fs::path out = d / ("run" + mode);
-    const RunResult r = federated_run(d, out, "--rounds 1 " + mode);
+    const test::RunResult r = federated_run(d, out, "--rounds 1 " + mode);
     INFO(mode << ": " << r.err);
     REQUIRE(r.exit_code == 0);
     CHECK_THAT(r.err, Catch::Contains("client 2, round 1: training failed, dropped from the round"));
@@ -136,7 +136,7 @@ TEST_CASE("federated: client-level DP reports a growing epsilon per round", "[fe
   REQUIRE(cli_built());
   ScratchDir d("federated-dp");
   prepare(d);
-  const RunResult r = federated_run(d, d / "dp", "--rounds 2 --dp-clip 0.5 --dp-noise-multiplier 1.1 --secure-aggregation");
+  const test::RunResult r = federated_run(d, d / "dp", "--rounds 2 --dp-clip 0.5 --dp-noise-multiplier 1.1 --secure-aggregation");
   INFO(r.err);
   REQUIRE(r.exit_code == 0);
   const std::vector<nlohmann::json> m = metrics(d / "dp");
@@ -175,7 +175,7 @@ TEST_CASE("federated: with --client-timeout and mpirun --enable-recovery a kille
   ScratchDir d("federated-kill");
   prepare(d);
   const fs::path out = d / "run";
-  RunResult r;
+  test::RunResult r;
   std::thread job([&] {
     r = run_shell(std::string(EDGETUNE_MPIEXEC) + " --enable-recovery -n 3 " + cli_command() + " federated --model " +
                   q(d / "model") + " --shards " + q(d / "shards") + " --eval " + q(d / "rows.tsv") + " --out " +
