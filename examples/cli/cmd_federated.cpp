@@ -11,7 +11,7 @@
 //   setup (broadcast once): adapter_config.json, labels.json and adapter_model.safetensors;
 //     with --secure-aggregation each client's X25519 public key is gathered and broadcast.
 //   down (tag kDown, rank 0 -> client): uint64 round + P float32 global values; at the end the
-//     uint64 0 alone.
+//     uint64 0 and a uint64 saying whether a client was lost.
 //   up (tag kUp, client -> rank 0): int64 status (0 trained, 1 failed) + double weight + P float32
 //     (w * delta), or P uint64 masked when secure; a failed client without secure aggregation
 //     sends the header only.
@@ -54,10 +54,15 @@ struct FederatedArgs {
   std::unique_ptr<SettingsBinder> bound;
 };
 
-// MPI_Init / MPI_Finalize around the command.
+// MPI_Init / MPI_Finalize around the command. MPI_Finalize synchronises with every rank, a dead
+// one included, and OpenMPI 4.1 at times waits there for ever: after losing a client the ranks
+// leave without it (finalize = false), which mpirun --enable-recovery accepts.
 struct MpiSession {
+  bool finalize = true;
   MpiSession() { MPI_Init(nullptr, nullptr); }
-  ~MpiSession() { MPI_Finalize(); }
+  ~MpiSession() {
+    if (finalize) MPI_Finalize();
+  }
   MpiSession(const MpiSession&) = delete;
   MpiSession& operator=(const MpiSession&) = delete;
 };
@@ -84,8 +89,8 @@ fs::path shard_of(const FederatedArgs& a, int client) {
   return a.shards / ("client-" + std::to_string(client + 1) + ".jsonl");
 }
 
-// One client (rank client + 1) from setup to the last round.
-void run_client(const FederatedArgs& a, int client, int clients) {
+// One client (rank client + 1) from setup to the last round. Returns whether rank 0 lost a client.
+bool run_client(const FederatedArgs& a, int client, int clients) {
   const fs::path home = a.out / "clients" / ("client-" + std::to_string(client + 1));
   fs::create_directories(home);
   const fs::path global_dir = home / "global";
@@ -107,13 +112,17 @@ void run_client(const FederatedArgs& a, int client, int clients) {
   }
 
   std::ofstream log(home / "train.log");
-  std::vector<unsigned char> down(federated::kDownHeaderBytes + 4 * p);
+  std::vector<unsigned char> down(std::max<std::size_t>(16, federated::kDownHeaderBytes + 4 * p));
   for (;;) {
     check(MPI_Recv(down.data(), static_cast<int>(down.size()), MPI_BYTE, 0, kDown, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
           "receive");
     std::uint64_t round = 0;
     std::memcpy(&round, down.data(), 8);
-    if (round == 0) break;
+    if (round == 0) {
+      std::uint64_t lost = 0;
+      std::memcpy(&lost, down.data() + 8, 8);
+      return lost != 0;
+    }
     std::vector<float> g(p);
     std::memcpy(g.data(), down.data() + federated::kDownHeaderBytes, 4 * p);
     federated::set_values(global, g);
@@ -219,8 +228,9 @@ std::vector<std::string> eval_labels(const TrainConfig& c) {
   return data::LabelMap::from_dataset(read_data(c.eval_file, c.data, true)).id2label();
 }
 
-// Rank 0. `abandoned` keeps the buffers of sends to clients taken for dead.
-void run_server(const FederatedArgs& a, int clients, std::vector<std::vector<unsigned char>>& abandoned) {
+// Rank 0. `abandoned` keeps the buffers of sends to clients taken for dead. Returns whether a
+// client was lost.
+bool run_server(const FederatedArgs& a, int clients, std::vector<std::vector<unsigned char>>& abandoned) {
   using Clock = std::chrono::steady_clock;
   fs::create_directories(a.out);
   federated::write_initial_adapter(a.train, eval_labels(a.train), a.out);
@@ -329,16 +339,18 @@ void run_server(const FederatedArgs& a, int clients, std::vector<std::vector<uns
               << " clients, " << t.total() << " bytes, " << seconds << " s"
               << (a.dp_noise > 0 ? ", epsilon " + std::to_string(epsilon) : std::string()) << "\n";
   }
-  // The end: round 0, the header alone (small enough to leave at once, whatever the client).
-  const std::uint64_t done = 0;
+  // The end: round 0 and whether a client was lost (small enough to leave at once).
+  const bool lost = std::count(alive.begin(), alive.end(), false) > 0;
+  const std::uint64_t done[2] = {0, lost ? 1u : 0u};
   for (int c = 0; c < clients; ++c) {
     if (!alive[static_cast<std::size_t>(c)]) continue;
-    check(MPI_Send(&done, 8, MPI_BYTE, c + 1, kDown, MPI_COMM_WORLD), "send");
+    check(MPI_Send(done, 16, MPI_BYTE, c + 1, kDown, MPI_COMM_WORLD), "send");
   }
   std::cerr << "done: " << a.rounds << " rounds in " << std::chrono::duration<double>(Clock::now() - t0).count()
             << " s; adapter in " << a.out.string();
   if (a.dp_noise > 0) std::cerr << "; client-level (epsilon " << epsilon << ", delta " << a.dp_delta << ")";
   std::cerr << "\n";
+  return lost;
 }
 
 int run(FederatedArgs& a) {
@@ -346,7 +358,7 @@ int run(FederatedArgs& a) {
   if (a.dp_noise > 0 && !(a.dp_delta > 0 && a.dp_delta < 1)) throw UsageError("federated: --dp-delta must be in (0, 1)");
   settings::check_ranges(a.train);
   std::vector<std::vector<unsigned char>> abandoned;  // outlives MPI_Finalize (see exchange)
-  const MpiSession mpi;
+  MpiSession mpi;
   int rank = 0, size = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
@@ -363,11 +375,8 @@ int run(FederatedArgs& a) {
   }
   if (a.train.memory_budget > 0) limit_allocator_slack();
   try {
-    if (rank == 0) {
-      run_server(a, clients, abandoned);
-    } else {
-      run_client(a, rank - 1, clients);
-    }
+    const bool lost = rank == 0 ? run_server(a, clients, abandoned) : run_client(a, rank - 1, clients);
+    mpi.finalize = !lost;
   } catch (const std::exception& e) {
     // One rank failing outside a client's training leaves the others waiting: end them all.
     std::cerr << "edgetune: error: rank " << rank << ": " << e.what() << "\n";
