@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstdint>
 #include <fstream>
+#include <utility>
 #include <vector>
 
 #include "edgetune/data/error.h"
@@ -41,6 +42,17 @@ double correlation(const std::vector<double>& a, const std::vector<double>& b) {
     sbb += (b[i] - mb) * (b[i] - mb);
   }
   return sab / std::sqrt(saa * sbb);
+}
+
+// A fresh key pair for each of `clients` clients, and their public keys.
+std::pair<std::vector<federated::KeyPair>, std::vector<federated::PublicKey>> key_pairs(int clients) {
+  std::vector<federated::KeyPair> keys;
+  std::vector<federated::PublicKey> publics;
+  for (int i = 0; i < clients; ++i) {
+    keys.push_back(federated::make_key_pair());
+    publics.push_back(keys.back().public_key);
+  }
+  return {keys, publics};
 }
 
 // `n` labelled rows, the labels 0 and 1 alternating, or all `only` when only >= 0.
@@ -86,12 +98,7 @@ TEST_CASE("federated: secure aggregation's sum equals plain FedAvg within the fi
           "[federated]") {
   const std::size_t p = 1000;
   const int clients = 4;
-  std::vector<federated::KeyPair> keys;
-  std::vector<federated::PublicKey> publics;
-  for (int i = 0; i < clients; ++i) {
-    keys.push_back(federated::make_key_pair());
-    publics.push_back(keys.back().public_key);
-  }
+  const auto [keys, publics] = key_pairs(clients);
   const std::vector<double> n = {500, 20, 3, 77};
   std::vector<double> plain(p, 0.0);
   std::vector<std::vector<std::uint64_t>> uploads;
@@ -128,12 +135,7 @@ TEST_CASE("federated: the server's view of one client's masked upload is uniform
           "[federated]") {
   const std::size_t p = 8192;
   const int clients = 3;
-  std::vector<federated::KeyPair> keys;
-  std::vector<federated::PublicKey> publics;
-  for (int i = 0; i < clients; ++i) {
-    keys.push_back(federated::make_key_pair());
-    publics.push_back(keys.back().public_key);
-  }
+  const auto [keys, publics] = key_pairs(clients);
   // A structured update: a slow ramp, which an unmasked encoding shows plainly.
   std::vector<float> u(p);
   std::vector<double> ud(p);

@@ -53,8 +53,10 @@ void prepare(const ScratchDir& d) {
   REQUIRE(split.exit_code == 0);
 }
 
-test::RunResult federated_run(const ScratchDir& d, const fs::path& out, const std::string& extra) {
-  return run_shell(std::string(EDGETUNE_MPIEXEC) + " -n 3 " + cli_command() + " federated --model " + q(d / "model") +
+// mpirun [mpirun_options] -n 3 edgetune federated ... on d's model and shards, into out.
+test::RunResult federated_run(const ScratchDir& d, const fs::path& out, const std::string& extra,
+                              const std::string& mpirun_options = "") {
+  return run_shell(std::string(EDGETUNE_MPIEXEC) + " " + mpirun_options + " -n 3 " + cli_command() + " federated --model " + q(d / "model") +
                    " --shards " + q(d / "shards") + " --eval " + q(d / "rows.tsv") + " --out " + q(out) +
                    " --local-steps 2 --batch-size 4 --lr 1e-2 --threads 1 --quant q4 --max-length 16 " + extra);
 }
@@ -176,12 +178,7 @@ TEST_CASE("federated: with --client-timeout and mpirun --enable-recovery a kille
   prepare(d);
   const fs::path out = d / "run";
   test::RunResult r;
-  std::thread job([&] {
-    r = run_shell(std::string(EDGETUNE_MPIEXEC) + " --enable-recovery -n 3 " + cli_command() + " federated --model " +
-                  q(d / "model") + " --shards " + q(d / "shards") + " --eval " + q(d / "rows.tsv") + " --out " +
-                  q(out) + " --local-steps 2 --batch-size 4 --lr 1e-2 --threads 1 --quant q4 --max-length 16" +
-                  " --rounds 4 --client-timeout 5");
-  });
+  std::thread job([&] { r = federated_run(d, out, "--rounds 4 --client-timeout 5", "--enable-recovery"); });
   // Once round 1 is written, client 2 (rank 2) is killed.
   pid_t victim = 0;
   for (int i = 0; i < 6000 && victim == 0; ++i) {
