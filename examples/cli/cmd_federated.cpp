@@ -169,8 +169,8 @@ bool run_client(const FederatedArgs& a, int client, int clients) {
 
 // Sends `down` to the clients still alive and receives their uploads into ups, both
 // nonblocking. With --client-timeout, a client whose upload has not come by then is taken for
-// dead (killed, or slower than the timeout) and marked so in `alive`: its receive is cancelled, a
-// send to it still pending is let go (its buffer moves to `abandoned`, which outlives
+// dead (killed, or slower than the timeout) and marked so in `alive`: its receive is cancelled and
+// a send to it still pending is let go (their buffers move to `abandoned`, which outlives
 // MPI_Finalize), and it is sent nothing more. Under mpirun this needs --enable-recovery, or
 // mpirun ends the job when a rank dies.
 void exchange(const FederatedArgs& a, std::vector<unsigned char> down, std::vector<std::vector<unsigned char>>& ups,
@@ -206,9 +206,12 @@ void exchange(const FederatedArgs& a, std::vector<unsigned char> down, std::vect
     check(MPI_Test(&requests[c], &received, MPI_STATUS_IGNORE), "receive");
     check(MPI_Test(&requests[clients + c], &sent, MPI_STATUS_IGNORE), "send");
     if (received && sent) continue;
+    // Neither request is waited for: a receive the dead client had begun (its upload's header
+    // came, its data never will) does not complete even when cancelled.
     if (!received) {
       check(MPI_Cancel(&requests[c]), "cancel");
-      check(MPI_Wait(&requests[c], MPI_STATUS_IGNORE), "cancel");
+      check(MPI_Request_free(&requests[c]), "receive");
+      abandoned.push_back(std::move(ups[c]));
     }
     if (!sent) {
       check(MPI_Request_free(&requests[clients + c]), "send");
