@@ -1,5 +1,6 @@
 // `edgetune federated`: federated averaging of an adapter over MPI, started as
-//   mpirun -n K+1 edgetune federated --model M --shards DIR --eval FILE --rounds R --local-steps S --out RUN_DIR
+//   mpirun -n K+1 edgetune federated --model M --shards DIR --eval FILE --rounds R --local-steps S
+//   --out RUN_DIR
 // Rank 0 is the server: it makes the initial adapter, sends the global adapter to every client
 // each round, averages what comes back (engine/federated.h: FedAvg, optionally under secure
 // aggregation and client-level DP), evaluates it on --eval, and writes RUN_DIR/metrics.jsonl (one
@@ -105,16 +106,21 @@ bool run_client(const FederatedArgs& a, int client, int clients) {
   std::vector<federated::PublicKey> publics(static_cast<std::size_t>(clients));
   if (a.secure) {
     keys = federated::make_key_pair();
-    check(MPI_Gather(keys->public_key.data(), 32, MPI_BYTE, nullptr, 32, MPI_BYTE, 0, MPI_COMM_WORLD), "gather");
+    check(
+        MPI_Gather(keys->public_key.data(), 32, MPI_BYTE, nullptr, 32, MPI_BYTE, 0, MPI_COMM_WORLD),
+        "gather");
     std::vector<unsigned char> all(32 * static_cast<std::size_t>(clients + 1));
-    check(MPI_Bcast(all.data(), static_cast<int>(all.size()), MPI_BYTE, 0, MPI_COMM_WORLD), "broadcast");
-    for (int j = 0; j < clients; ++j) std::memcpy(publics[static_cast<std::size_t>(j)].data(), all.data() + 32 * (j + 1), 32);
+    check(MPI_Bcast(all.data(), static_cast<int>(all.size()), MPI_BYTE, 0, MPI_COMM_WORLD),
+          "broadcast");
+    for (int j = 0; j < clients; ++j)
+      std::memcpy(publics[static_cast<std::size_t>(j)].data(), all.data() + 32 * (j + 1), 32);
   }
 
   std::ofstream log(home / "train.log");
   std::vector<unsigned char> down(std::max<std::size_t>(16, federated::kDownHeaderBytes + 4 * p));
   for (;;) {
-    check(MPI_Recv(down.data(), static_cast<int>(down.size()), MPI_BYTE, 0, kDown, MPI_COMM_WORLD, MPI_STATUS_IGNORE),
+    check(MPI_Recv(down.data(), static_cast<int>(down.size()), MPI_BYTE, 0, kDown, MPI_COMM_WORLD,
+                   MPI_STATUS_IGNORE),
           "receive");
     std::uint64_t round = 0;
     std::memcpy(&round, down.data(), 8);
@@ -147,23 +153,26 @@ bool run_client(const FederatedArgs& a, int client, int clients) {
       weight = a.dp_clip > 0 ? 1.0 : static_cast<double>(up.examples);
       for (std::size_t k = 0; k < p; ++k) u[k] = static_cast<float>(weight * up.delta[k]);
     } catch (const std::exception& e) {
-      std::cerr << "edgetune: client " << client + 1 << ", round " << round << ": training failed, dropped from the round: "
-                << e.what() << "\n";
+      std::cerr << "edgetune: client " << client + 1 << ", round " << round
+                << ": training failed, dropped from the round: " << e.what() << "\n";
       status = 1;
       weight = 0;
     }
     const bool payload = a.secure || status == 0;
-    std::vector<unsigned char> up(federated::kUpHeaderBytes + (payload ? (a.secure ? 8 : 4) * p : 0));
+    std::vector<unsigned char> up(federated::kUpHeaderBytes +
+                                  (payload ? (a.secure ? 8 : 4) * p : 0));
     put(up, 0, &status, 1);
     put(up, 8, &weight, 1);
     if (a.secure) {
       // A failed client still uploads its masks (over zeros), or the others' would not cancel.
-      const std::vector<std::uint64_t> m = federated::masked_upload(u, client, *keys, publics, round);
+      const std::vector<std::uint64_t> m =
+          federated::masked_upload(u, client, *keys, publics, round);
       put(up, federated::kUpHeaderBytes, m.data(), p);
     } else if (payload) {
       put(up, federated::kUpHeaderBytes, u.data(), p);
     }
-    check(MPI_Send(up.data(), static_cast<int>(up.size()), MPI_BYTE, 0, kUp, MPI_COMM_WORLD), "send");
+    check(MPI_Send(up.data(), static_cast<int>(up.size()), MPI_BYTE, 0, kUp, MPI_COMM_WORLD),
+          "send");
   }
 }
 
@@ -173,19 +182,20 @@ bool run_client(const FederatedArgs& a, int client, int clients) {
 // a send to it still pending is let go (their buffers move to `abandoned`, which outlives
 // MPI_Finalize), and it is sent nothing more. Under mpirun this needs --enable-recovery, or
 // mpirun ends the job when a rank dies.
-void exchange(const FederatedArgs& a, std::vector<unsigned char> down, std::vector<std::vector<unsigned char>>& ups,
-              std::vector<bool>& alive, std::vector<std::vector<unsigned char>>& abandoned) {
+void exchange(const FederatedArgs& a, std::vector<unsigned char> down,
+              std::vector<std::vector<unsigned char>>& ups, std::vector<bool>& alive,
+              std::vector<std::vector<unsigned char>>& abandoned) {
   using Clock = std::chrono::steady_clock;
   const std::size_t clients = ups.size();
   // Receives first, sends second, and the sends last in the list.
   std::vector<MPI_Request> requests(2 * clients, MPI_REQUEST_NULL);
   for (std::size_t c = 0; c < clients; ++c) {
     if (!alive[c]) continue;
-    check(MPI_Irecv(ups[c].data(), static_cast<int>(ups[c].size()), MPI_BYTE, static_cast<int>(c + 1), kUp,
-                    MPI_COMM_WORLD, &requests[c]),
+    check(MPI_Irecv(ups[c].data(), static_cast<int>(ups[c].size()), MPI_BYTE,
+                    static_cast<int>(c + 1), kUp, MPI_COMM_WORLD, &requests[c]),
           "receive");
-    check(MPI_Isend(down.data(), static_cast<int>(down.size()), MPI_BYTE, static_cast<int>(c + 1), kDown,
-                    MPI_COMM_WORLD, &requests[clients + c]),
+    check(MPI_Isend(down.data(), static_cast<int>(down.size()), MPI_BYTE, static_cast<int>(c + 1),
+                    kDown, MPI_COMM_WORLD, &requests[clients + c]),
           "send");
   }
   const int n = static_cast<int>(requests.size());
@@ -219,8 +229,9 @@ void exchange(const FederatedArgs& a, std::vector<unsigned char> down, std::vect
     }
     if (alive[c]) {
       alive[c] = false;
-      std::cerr << "edgetune: client " << c + 1 << " sent nothing within " << a.client_timeout
-                << " s (killed, or slower than --client-timeout): dropped from this round and the next\n";
+      std::cerr
+          << "edgetune: client " << c + 1 << " sent nothing within " << a.client_timeout
+          << " s (killed, or slower than --client-timeout): dropped from this round and the next\n";
     }
   }
   if (let_go) abandoned.push_back(std::move(down));
@@ -233,7 +244,8 @@ std::vector<std::string> eval_labels(const TrainConfig& c) {
 
 // Rank 0. `abandoned` keeps the buffers of sends to clients taken for dead. Returns whether a
 // client was lost.
-bool run_server(const FederatedArgs& a, int clients, std::vector<std::vector<unsigned char>>& abandoned) {
+bool run_server(const FederatedArgs& a, int clients,
+                std::vector<std::vector<unsigned char>>& abandoned) {
   using Clock = std::chrono::steady_clock;
   fs::create_directories(a.out);
   federated::write_initial_adapter(a.train, eval_labels(a.train), a.out);
@@ -245,15 +257,21 @@ bool run_server(const FederatedArgs& a, int clients, std::vector<std::vector<uns
   if (a.secure) {
     std::vector<unsigned char> all(32 * static_cast<std::size_t>(clients + 1));
     std::vector<unsigned char> none(32, 0);
-    check(MPI_Gather(none.data(), 32, MPI_BYTE, all.data(), 32, MPI_BYTE, 0, MPI_COMM_WORLD), "gather");
-    check(MPI_Bcast(all.data(), static_cast<int>(all.size()), MPI_BYTE, 0, MPI_COMM_WORLD), "broadcast");
+    check(MPI_Gather(none.data(), 32, MPI_BYTE, all.data(), 32, MPI_BYTE, 0, MPI_COMM_WORLD),
+          "gather");
+    check(MPI_Bcast(all.data(), static_cast<int>(all.size()), MPI_BYTE, 0, MPI_COMM_WORLD),
+          "broadcast");
   }
   const EvalReport start = federated::evaluate_adapter(a.train, a.out);
-  std::cerr << "round 0: accuracy " << start.accuracy << " (" << clients << " clients, " << p << " adapter values"
-            << (a.secure ? ", secure aggregation" : "") << ")\n";
+  std::cerr << "round 0: accuracy " << start.accuracy << " (" << clients << " clients, " << p
+            << " adapter values" << (a.secure ? ", secure aggregation" : "") << ")\n";
 
-  std::string metrics = nlohmann::json{{"round", 0}, {"accuracy", start.accuracy}, {"loss", start.loss},
-                                       {"macro_f1", start.macro_f1}}.dump() + "\n";
+  std::string metrics = nlohmann::json{{"round", 0},
+                                       {"accuracy", start.accuracy},
+                                       {"loss", start.loss},
+                                       {"macro_f1", start.macro_f1}}
+                            .dump() +
+                        "\n";
   write_file_atomic(a.out / "metrics.jsonl", metrics);
   const auto t0 = Clock::now();
   const std::size_t up_max = federated::kUpHeaderBytes + (a.secure ? 8 : 4) * p;
@@ -268,7 +286,8 @@ bool run_server(const FederatedArgs& a, int clients, std::vector<std::vector<uns
     put(down, federated::kDownHeaderBytes, g.data(), p);
     const std::vector<bool> sent_to = alive;
     const int reached = static_cast<int>(std::count(alive.begin(), alive.end(), true));
-    std::vector<std::vector<unsigned char>> ups(static_cast<std::size_t>(clients), std::vector<unsigned char>(up_max));
+    std::vector<std::vector<unsigned char>> ups(static_cast<std::size_t>(clients),
+                                                std::vector<unsigned char>(up_max));
     exchange(a, std::move(down), ups, alive, abandoned);
 
     std::vector<double> sum(p, 0.0);
@@ -281,7 +300,8 @@ bool run_server(const FederatedArgs& a, int clients, std::vector<std::vector<uns
       if (!alive[static_cast<std::size_t>(c)]) {
         dropped.push_back(c + 1);
         if (a.secure) {
-          throw std::runtime_error("secure aggregation has no dropout recovery: without client " + std::to_string(c + 1) +
+          throw std::runtime_error("secure aggregation has no dropout recovery: without client " +
+                                   std::to_string(c + 1) +
                                    "'s upload the round's sum stays masked");
         }
         continue;
@@ -312,7 +332,8 @@ bool run_server(const FederatedArgs& a, int clients, std::vector<std::vector<uns
     if (a.secure) sum = federated::unmask_sum(masked);
     nlohmann::json line = {{"round", round}, {"clients", trained}, {"dropped", dropped}};
     if (trained == 0) {
-      std::cerr << "edgetune: round " << round << ": every client failed; the global adapter stays as it was\n";
+      std::cerr << "edgetune: round " << round
+                << ": every client failed; the global adapter stays as it was\n";
     } else {
       if (a.dp_noise > 0) {
         federated::add_gaussian_noise(sum, a.dp_noise, a.dp_clip, a.train.seed * 1000003 + r);
@@ -327,7 +348,8 @@ bool run_server(const FederatedArgs& a, int clients, std::vector<std::vector<uns
       federated::write_adapter(global, a.out);
     }
     const EvalReport e = federated::evaluate_adapter(a.train, a.out);
-    const federated::Traffic t = federated::round_traffic(p, reached, uploads, failed_plain, a.secure);
+    const federated::Traffic t =
+        federated::round_traffic(p, reached, uploads, failed_plain, a.secure);
     const double seconds = std::chrono::duration<double>(Clock::now() - r0).count();
     line["accuracy"] = e.accuracy;
     line["loss"] = e.loss;
@@ -338,8 +360,8 @@ bool run_server(const FederatedArgs& a, int clients, std::vector<std::vector<uns
     line["seconds"] = seconds;
     metrics += line.dump() + "\n";
     write_file_atomic(a.out / "metrics.jsonl", metrics);
-    std::cerr << "round " << round << ": accuracy " << e.accuracy << ", " << trained << " of " << reached
-              << " clients, " << t.total() << " bytes, " << seconds << " s"
+    std::cerr << "round " << round << ": accuracy " << e.accuracy << ", " << trained << " of "
+              << reached << " clients, " << t.total() << " bytes, " << seconds << " s"
               << (a.dp_noise > 0 ? ", epsilon " + std::to_string(epsilon) : std::string()) << "\n";
   }
   // The end: round 0 and whether a client was lost (small enough to leave at once).
@@ -349,16 +371,20 @@ bool run_server(const FederatedArgs& a, int clients, std::vector<std::vector<uns
     if (!alive[static_cast<std::size_t>(c)]) continue;
     check(MPI_Send(done, 16, MPI_BYTE, c + 1, kDown, MPI_COMM_WORLD), "send");
   }
-  std::cerr << "done: " << a.rounds << " rounds in " << std::chrono::duration<double>(Clock::now() - t0).count()
-            << " s; adapter in " << a.out.string();
-  if (a.dp_noise > 0) std::cerr << "; client-level (epsilon " << epsilon << ", delta " << a.dp_delta << ")";
+  std::cerr << "done: " << a.rounds << " rounds in "
+            << std::chrono::duration<double>(Clock::now() - t0).count() << " s; adapter in "
+            << a.out.string();
+  if (a.dp_noise > 0)
+    std::cerr << "; client-level (epsilon " << epsilon << ", delta " << a.dp_delta << ")";
   std::cerr << "\n";
   return lost;
 }
 
 int run(FederatedArgs& a) {
-  if (a.dp_noise > 0 && !(a.dp_clip > 0)) throw UsageError("federated: --dp-noise-multiplier needs --dp-clip C");
-  if (a.dp_noise > 0 && !(a.dp_delta > 0 && a.dp_delta < 1)) throw UsageError("federated: --dp-delta must be in (0, 1)");
+  if (a.dp_noise > 0 && !(a.dp_clip > 0))
+    throw UsageError("federated: --dp-noise-multiplier needs --dp-clip C");
+  if (a.dp_noise > 0 && !(a.dp_delta > 0 && a.dp_delta < 1))
+    throw UsageError("federated: --dp-delta must be in (0, 1)");
   settings::check_ranges(a.train);
   std::vector<std::vector<unsigned char>> abandoned;  // outlives MPI_Finalize (see exchange)
   MpiSession mpi;
@@ -369,16 +395,18 @@ int run(FederatedArgs& a) {
   MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   const int clients = size - 1;
   if (clients < 1) {
-    throw UsageError("federated: start it under MPI with one rank per client and one for the server: "
-                     "mpirun -n K+1 edgetune federated ...");
+    throw UsageError(
+        "federated: start it under MPI with one rank per client and one for the server: "
+        "mpirun -n K+1 edgetune federated ...");
   }
   if (a.secure && clients > federated::kMaxSecureClients) {
-    throw UsageError("federated: secure aggregation sums at most " + std::to_string(federated::kMaxSecureClients) +
-                     " clients");
+    throw UsageError("federated: secure aggregation sums at most " +
+                     std::to_string(federated::kMaxSecureClients) + " clients");
   }
   if (a.train.memory_budget > 0) limit_allocator_slack();
   try {
-    const bool lost = rank == 0 ? run_server(a, clients, abandoned) : run_client(a, rank - 1, clients);
+    const bool lost =
+        rank == 0 ? run_server(a, clients, abandoned) : run_client(a, rank - 1, clients);
     mpi.finalize = !lost;
   } catch (const std::exception& e) {
     // One rank failing outside a client's training leaves the others waiting: end them all.
@@ -390,41 +418,55 @@ int run(FederatedArgs& a) {
 
 const RegisterCommand kRegister{
     "federated",
-    "federated averaging of an adapter over MPI: mpirun -n K+1 edgetune federated ... (rank 0 averages)",
+    "federated averaging of an adapter over MPI: mpirun -n K+1 edgetune federated ... (rank 0 "
+    "averages)",
     [](CLI::App& app) -> std::function<int()> {
       auto a = std::make_shared<FederatedArgs>();
       a->train.schedule = optim::Schedule::Kind::Constant;
       // The run layer's settings of the clients' training, but those a federated round sets itself.
       a->bound = std::make_unique<SettingsBinder>(
-          app, std::set<std::string>{"train", "out", "init_adapter", "eval_split", "epochs", "early_stopping",
-                                     "save_every", "max_steps"});
+          app, std::set<std::string>{"train", "out", "init_adapter", "eval_split", "epochs",
+                                     "early_stopping", "save_every", "max_steps"});
       TrainConfig::fields(a->train, *a->bound);
-      app.add_option("--shards", a->shards, "folder of the clients' files client-1.jsonl ... client-K.jsonl (edgetune split)")
+      app.add_option(
+             "--shards", a->shards,
+             "folder of the clients' files client-1.jsonl ... client-K.jsonl (edgetune split)")
           ->required()
           ->check(CLI::ExistingDirectory);
-      app.add_option("--out", a->out, "run folder: the global adapter, metrics.jsonl, the clients' folders")->required();
-      app.add_option("--rounds", a->rounds, "federated rounds")->capture_default_str()->check(CLI::PositiveNumber);
+      app.add_option("--out", a->out,
+                     "run folder: the global adapter, metrics.jsonl, the clients' folders")
+          ->required();
+      app.add_option("--rounds", a->rounds, "federated rounds")
+          ->capture_default_str()
+          ->check(CLI::PositiveNumber);
       app.add_option("--local-steps", a->local_steps, "optimizer steps of each client per round")
           ->capture_default_str()
           ->check(CLI::PositiveNumber);
       app.add_flag("--secure-aggregation", a->secure,
                    "mask each upload with pairwise keys (X25519), so rank 0 learns only the sum");
-      app.add_option("--dp-clip", a->dp_clip, "client-level DP: clip each client's delta to this L2 norm (0: off)")
+      app.add_option("--dp-clip", a->dp_clip,
+                     "client-level DP: clip each client's delta to this L2 norm (0: off)")
           ->capture_default_str()
           ->check(CLI::NonNegativeNumber);
-      app.add_option("--dp-noise-multiplier", a->dp_noise,
-                     "client-level DP: rank 0 adds N(0, (S * C)^2) per coordinate to the sum (0: off)")
+      app.add_option(
+             "--dp-noise-multiplier", a->dp_noise,
+             "client-level DP: rank 0 adds N(0, (S * C)^2) per coordinate to the sum (0: off)")
           ->capture_default_str()
           ->check(CLI::NonNegativeNumber);
-      app.add_option("--dp-delta", a->dp_delta, "delta of the reported (epsilon, delta)")->capture_default_str();
-      app.add_option("--client-timeout", a->client_timeout,
-                     "seconds rank 0 waits for the uploads of a round; a client silent that long is dropped "
-                     "for good (0: wait for every client; a killed client needs mpirun --enable-recovery)")
+      app.add_option("--dp-delta", a->dp_delta, "delta of the reported (epsilon, delta)")
+          ->capture_default_str();
+      app.add_option(
+             "--client-timeout", a->client_timeout,
+             "seconds rank 0 waits for the uploads of a round; a client silent that long is "
+             "dropped "
+             "for good (0: wait for every client; a killed client needs mpirun --enable-recovery)")
           ->capture_default_str()
           ->check(CLI::NonNegativeNumber);
       return [a] {
-        if (a->bound->options().at("model")->count() == 0 || a->bound->options().at("eval")->count() == 0) {
-          throw UsageError("federated needs --model DIR, --eval FILE, --shards DIR and --out RUN_DIR");
+        if (a->bound->options().at("model")->count() == 0 ||
+            a->bound->options().at("eval")->count() == 0) {
+          throw UsageError(
+              "federated needs --model DIR, --eval FILE, --shards DIR and --out RUN_DIR");
         }
         return run(*a);
       };

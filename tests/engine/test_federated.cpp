@@ -45,7 +45,8 @@ double correlation(const std::vector<double>& a, const std::vector<double>& b) {
 }
 
 // A fresh key pair for each of `clients` clients, and their public keys.
-std::pair<std::vector<federated::KeyPair>, std::vector<federated::PublicKey>> key_pairs(int clients) {
+std::pair<std::vector<federated::KeyPair>, std::vector<federated::PublicKey>> key_pairs(
+    int clients) {
   std::vector<federated::KeyPair> keys;
   std::vector<federated::PublicKey> publics;
   for (int i = 0; i < clients; ++i) {
@@ -68,8 +69,9 @@ fs::path write_rows(const fs::path& path, int n, int only = -1) {
 
 }  // namespace
 
-TEST_CASE("federated: FedAvg of deltas is the weighted mean of the clients' adapters, element by element",
-          "[federated]") {
+TEST_CASE(
+    "federated: FedAvg of deltas is the weighted mean of the clients' adapters, element by element",
+    "[federated]") {
   const std::size_t p = 257;
   const std::vector<float> global = random_values(p, 1, 0.5);
   const std::vector<std::vector<float>> local = {random_values(p, 2, 0.5), random_values(p, 3, 0.5),
@@ -84,7 +86,8 @@ TEST_CASE("federated: FedAvg of deltas is the weighted mean of the clients' adap
   std::vector<float> g = global;
   federated::apply_average(g, sum, n[0] + n[1] + n[2]);
   for (std::size_t k = 0; k < p; ++k) {
-    const double mean = (n[0] * local[0][k] + n[1] * local[1][k] + n[2] * local[2][k]) / (n[0] + n[1] + n[2]);
+    const double mean =
+        (n[0] * local[0][k] + n[1] * local[1][k] + n[2] * local[2][k]) / (n[0] + n[1] + n[2]);
     // The deltas are float differences (each within half an ulp of the exact one, ulps of at most
     // 2^-24 at |x| < 1), so the mean is within 2^-24 plus the float rounding of the result.
     REQUIRE(std::fabs(g[k] - mean) <= std::ldexp(1.0, -24) + std::ldexp(std::fabs(mean), -24));
@@ -105,9 +108,11 @@ TEST_CASE("federated: secure aggregation's sum equals plain FedAvg within the fi
   for (int i = 0; i < clients; ++i) {
     const std::vector<float> d = random_values(p, 10 + static_cast<std::uint64_t>(i), 0.05);
     std::vector<float> u(p);
-    for (std::size_t k = 0; k < p; ++k) u[k] = static_cast<float>(n[static_cast<std::size_t>(i)] * d[k]);
+    for (std::size_t k = 0; k < p; ++k)
+      u[k] = static_cast<float>(n[static_cast<std::size_t>(i)] * d[k]);
     federated::accumulate(plain, u, 1.0);
-    uploads.push_back(federated::masked_upload(u, i, keys[static_cast<std::size_t>(i)], publics, 3));
+    uploads.push_back(
+        federated::masked_upload(u, i, keys[static_cast<std::size_t>(i)], publics, 3));
   }
   const std::vector<double> secure = federated::unmask_sum(uploads);
   const double total = n[0] + n[1] + n[2] + n[3];
@@ -130,23 +135,26 @@ TEST_CASE("federated: secure aggregation's sum equals plain FedAvg within the fi
   CHECK(near < 5);
 }
 
-TEST_CASE("federated: the server's view of one client's masked upload is uniform and uncorrelated with "
-          "the update",
-          "[federated]") {
+TEST_CASE(
+    "federated: the server's view of one client's masked upload is uniform and uncorrelated with "
+    "the update",
+    "[federated]") {
   const std::size_t p = 8192;
   const int clients = 3;
   const auto [keys, publics] = key_pairs(clients);
   // A structured update: a slow ramp, which an unmasked encoding shows plainly.
   std::vector<float> u(p);
   std::vector<double> ud(p);
-  for (std::size_t k = 0; k < p; ++k) ud[k] = u[k] = static_cast<float>(static_cast<double>(k) / p - 0.5);
+  for (std::size_t k = 0; k < p; ++k)
+    ud[k] = u[k] = static_cast<float>(static_cast<double>(k) / p - 0.5);
   const std::vector<std::uint64_t> m = federated::masked_upload(u, 1, keys[1], publics, 0);
 
   // Alone (no other client, no masks) the upload is the fixed-point encoding itself.
   const std::vector<federated::PublicKey> alone = {keys[1].public_key};
   const std::vector<std::uint64_t> bare = federated::masked_upload(u, 0, keys[1], alone, 0);
   const std::vector<double> decoded_bare = federated::unmask_sum({bare});
-  for (std::size_t k = 0; k < p; ++k) REQUIRE(std::fabs(decoded_bare[k] - ud[k]) <= std::ldexp(1.0, -25));
+  for (std::size_t k = 0; k < p; ++k)
+    REQUIRE(std::fabs(decoded_bare[k] - ud[k]) <= std::ldexp(1.0, -25));
   CHECK(correlation(decoded_bare, ud) > 0.999);
 
   // Masked: decoded as the server would decode a sum, the values carry nothing of the ramp.
@@ -168,8 +176,9 @@ TEST_CASE("federated: the server's view of one client's masked upload is uniform
   CHECK(same == 0);
 }
 
-TEST_CASE("federated: masked uploads refuse values outside the fixed-point range and bad client ids",
-          "[federated]") {
+TEST_CASE(
+    "federated: masked uploads refuse values outside the fixed-point range and bad client ids",
+    "[federated]") {
   const federated::KeyPair k = federated::make_key_pair();
   const std::vector<federated::PublicKey> publics = {k.public_key};
   const std::vector<float> big = {1.0f, 4.3e9f};
@@ -180,7 +189,8 @@ TEST_CASE("federated: masked uploads refuse values outside the fixed-point range
   CHECK_THROWS_AS(federated::masked_upload(ok, 1, k, publics, 0), std::invalid_argument);
 }
 
-TEST_CASE("federated: clipping scales a delta to the norm and leaves a shorter one alone", "[federated]") {
+TEST_CASE("federated: clipping scales a delta to the norm and leaves a shorter one alone",
+          "[federated]") {
   std::vector<float> d = {3, 4};
   CHECK(federated::clip_to_norm(d, 1.0) == 5.0);
   CHECK(d[0] == Approx(0.6f));
@@ -191,7 +201,8 @@ TEST_CASE("federated: clipping scales a delta to the norm and leaves a shorter o
   CHECK_THROWS_AS(federated::clip_to_norm(e, 0.0), std::invalid_argument);
 }
 
-TEST_CASE("federated: the DP noise has mean 0 and standard deviation noise multiplier x clip", "[federated]") {
+TEST_CASE("federated: the DP noise has mean 0 and standard deviation noise multiplier x clip",
+          "[federated]") {
   const std::size_t n = 200000;
   std::vector<double> s(n, 0.0);
   federated::add_gaussian_noise(s, 1.5, 0.2, 7);
@@ -206,9 +217,10 @@ TEST_CASE("federated: the DP noise has mean 0 and standard deviation noise multi
   CHECK(again == s);
 }
 
-TEST_CASE("federated: clients' rounds from one initial adapter, a one-class shard among them, averaged "
-          "and evaluated",
-          "[federated]") {
+TEST_CASE(
+    "federated: clients' rounds from one initial adapter, a one-class shard among them, averaged "
+    "and evaluated",
+    "[federated]") {
   test::TempDir dir("federated");
   TrainConfig c;
   c.model_dir = test::golden_dir() / "bert" / "small";
@@ -224,7 +236,8 @@ TEST_CASE("federated: clients' rounds from one initial adapter, a one-class shar
   REQUIRE(p > 0);
 
   std::vector<federated::ClientUpdate> updates;
-  const std::vector<fs::path> shards = {write_rows(dir.path / "a.tsv", 24), write_rows(dir.path / "b.tsv", 8, 1)};
+  const std::vector<fs::path> shards = {write_rows(dir.path / "a.tsv", 24),
+                                        write_rows(dir.path / "b.tsv", 8, 1)};
   for (std::size_t i = 0; i < shards.size(); ++i) {
     TrainConfig ci = c;
     ci.eval_file.clear();
@@ -249,7 +262,8 @@ TEST_CASE("federated: clients' rounds from one initial adapter, a one-class shar
   CHECK(federated::read_adapter(dir.path / "client-1").labels == global.labels);
 
   std::vector<double> sum(p, 0.0);
-  for (const auto& u : updates) federated::accumulate(sum, u.delta, static_cast<double>(u.examples));
+  for (const auto& u : updates)
+    federated::accumulate(sum, u.delta, static_cast<double>(u.examples));
   std::vector<float> g = federated::values(global);
   federated::apply_average(g, sum, 32.0);
   federated::set_values(global, g);

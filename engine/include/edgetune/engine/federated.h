@@ -114,7 +114,8 @@ KeyPair make_key_pair();
 // kMaxSecureClients and |u| < 2^32 elementwise (std::invalid_argument, std::range_error); throws
 // std::runtime_error when a public key is unusable for the key exchange.
 std::vector<std::uint64_t> masked_upload(std::span<const float> u, int self, const KeyPair& keys,
-                                         const std::vector<PublicKey>& publics, std::uint64_t round);
+                                         const std::vector<PublicKey>& publics,
+                                         std::uint64_t round);
 
 // The server's sum of masked uploads: sum (mod 2^64) of each coordinate, decoded as the signed
 // fixed-point value: (P) doubles. Requires at least one upload, each of the same size.
@@ -127,7 +128,8 @@ void accumulate(std::span<double> sum, std::span<const float> u, double w);
 
 // Gaussian noise of DP-FedAvg: adds N(0, (noise_multiplier * clip)^2) to every coordinate of sum,
 // drawn by Box-Muller from data::Rng(seed) (the seed should differ from round to round).
-void add_gaussian_noise(std::span<double> sum, double noise_multiplier, double clip, std::uint64_t seed);
+void add_gaussian_noise(std::span<double> sum, double noise_multiplier, double clip,
+                        std::uint64_t seed);
 
 // The FedAvg step: g += sum / total_weight per coordinate (in double, stored float32).
 // Requires equal sizes and total_weight > 0 (std::invalid_argument).
