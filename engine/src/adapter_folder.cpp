@@ -53,12 +53,6 @@ const AdapterSlot kAdapterSlots[] = {
     {"output.adapter", &EncoderLayer::output_adapter},
 };
 
-void write_adapter_files(const fs::path& dir, const AdapterFiles& folder) {
-  fs::create_directories(dir);
-  safetensors::save(dir / "adapter_model.safetensors", folder.tensors, {{"format", "pt"}});
-  write_file_atomic(dir / "adapter_config.json", folder.config.dump(2) + "\n");
-}
-
 // PEFT target_modules: plain names where they are unambiguous suffixes, else one regex.
 nlohmann::json peft_target_modules(const std::vector<std::string>& targets) {
   const bool ambiguous = std::find(targets.begin(), targets.end(), "output") != targets.end();
@@ -138,6 +132,12 @@ std::vector<std::pair<std::string, Tensor>> adapter_tensors(const BertModel& m) 
     }
   }
   return out;
+}
+
+void write_adapter_files(const fs::path& dir, const AdapterFiles& folder) {
+  fs::create_directories(dir);
+  safetensors::save(dir / "adapter_model.safetensors", folder.tensors, {{"format", "pt"}});
+  write_file_atomic(dir / "adapter_config.json", folder.config.dump(2) + "\n");
 }
 
 bool is_adapter_folder(const fs::path& dir) {

@@ -200,16 +200,24 @@ data::LabelMap Trainer::Impl::load_data(const BertConfig& base_cfg) {
   }
   if (train.examples.empty()) throw std::invalid_argument(train.source + ": no training rows");
   data::LabelMap map = data::LabelMap::from_dataset(train);
-  if (map.size() < 2) {
-    throw data::DataError(train.source, "every training row has the label '" + map.id2label().front() +
-                                            "': a classifier needs rows of at least 2 classes");
-  }
-  // The model's own label order wins when it names exactly the labels of the data.
-  if (!base_cfg.id2label.empty()) {
-    std::vector<std::string> a = base_cfg.id2label, b = map.id2label();
-    std::sort(a.begin(), a.end());
-    std::sort(b.begin(), b.end());
-    if (a == b) map = data::LabelMap(base_cfg.id2label);
+  const std::filesystem::path init_labels =
+      cfg.init_adapter.empty() ? std::filesystem::path() : cfg.init_adapter / "labels.json";
+  if (!init_labels.empty() && std::filesystem::exists(init_labels)) {
+    // The adapter started from brings its classifier head, so its classes in its order, whatever
+    // subset of them these rows hold (a federated client's shard may hold one class only).
+    map = data::LabelMap::load(init_labels);
+  } else {
+    if (map.size() < 2) {
+      throw data::DataError(train.source, "every training row has the label '" + map.id2label().front() +
+                                              "': a classifier needs rows of at least 2 classes");
+    }
+    // The model's own label order wins when it names exactly the labels of the data.
+    if (!base_cfg.id2label.empty()) {
+      std::vector<std::string> a = base_cfg.id2label, b = map.id2label();
+      std::sort(a.begin(), a.end());
+      std::sort(b.begin(), b.end());
+      if (a == b) map = data::LabelMap(base_cfg.id2label);
+    }
   }
   map.assign(train);
   labels = map.id2label();

@@ -84,6 +84,9 @@ bool is_adapter_folder(const std::filesystem::path& dir);
 // file when a file is missing or malformed.
 AdapterFiles read_adapter_files(const std::filesystem::path& dir);
 
+// Writes the two files into dir (created if absent), each atomically.
+void write_adapter_files(const std::filesystem::path& dir, const AdapterFiles& folder);
+
 // Saves what the method trained: an adapter folder (adapter_config.json, adapter_model.safetensors
 // with the adapters and the model tensors the method trains, labels.json with the class names);
 // for `full`, a whole Hugging Face model folder (config.json with the labels, model.safetensors,
