@@ -133,6 +133,7 @@ RegisterCommand run_command(std::string name, std::string help, std::vector<std:
   struct State {
     Config config;
     std::string resume;
+    std::string key_file;
     std::unique_ptr<SettingsBinder> bound;
   };
   auto registrar = [required, usage, report](CLI::App& app) -> std::function<int()> {
@@ -140,8 +141,15 @@ RegisterCommand run_command(std::string name, std::string help, std::vector<std:
     s->bound = std::make_unique<SettingsBinder>(app);
     Config::fields(s->config, *s->bound);
     app.add_option("--resume", s->resume, "continue the interrupted run in RUN_DIR");
+    add_key_option(app, s->key_file);
     return [s, required, usage, report] {
       const StopToken stop = install_stop_signals();
+      // The key reads run.json when resuming (the resumed run takes it from this context) and is
+      // the new run's otherwise.
+      Context keyed;
+      keyed.key = load_key(s->key_file);
+      s->config.key = keyed.key;
+      const ContextScope scope(keyed);
       std::optional<Runner> runner;
       if (!s->resume.empty()) {
         const ResumeOverrides o = resume_overrides(*s->bound, s->config.threads, s->config.memory_budget);
