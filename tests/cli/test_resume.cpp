@@ -1,6 +1,6 @@
 // Killing fine-tuning (kill -9, or Ctrl-C) and resuming ends with the same adapter bytes as an
 // uninterrupted run with the same settings and thread count; the run folder never holds a torn
-// file.
+// file. The same with the run folder encrypted (--key-file): the same decrypted bytes.
 #include <catch2/catch.hpp>
 
 #include <signal.h>
@@ -27,8 +27,8 @@ void write_data(const fs::path& p) {
   }
 }
 
-void interrupted_training_matches(int sig) {
-  ScratchDir d(sig == SIGKILL ? "kill" : "sigint");
+void interrupted_training_matches(int sig, bool encrypted = false) {
+  ScratchDir d(std::string(sig == SIGKILL ? "kill" : "sigint") + (encrypted ? "-key" : ""));
   write_data(d / "train.tsv");
   InterruptibleCommand train;
   train.command = "train";
@@ -42,7 +42,17 @@ void interrupted_training_matches(int sig) {
   // A torn checkpoint under the writer's temporary name, and labels.json under the name older
   // versions wrote it through.
   train.planted_temporaries = {"train_state.safetensors.tmp-4242", "labels.json.tmp.4242"};
+  if (encrypted) {
+    train.key_file = d / "run.key";
+    std::ofstream(train.key_file, std::ios::binary) << std::string(32, '\x5a');
+  }
   interrupted_run_matches(train, d.path, sig);
+  if (encrypted) {
+    for (const auto& e : fs::directory_iterator(d / "cut")) {
+      INFO(e.path().filename().string());
+      CHECK(encryption::is_encrypted(slurp(e.path())));
+    }
+  }
 }
 
 }  // namespace
@@ -50,6 +60,12 @@ void interrupted_training_matches(int sig) {
 TEST_CASE("kill -9 during training, then --resume, gives the same adapter bytes",
           "[cli][resume]") {
   interrupted_training_matches(SIGKILL);
+}
+
+TEST_CASE("kill -9 during an encrypted training, then --resume with the key, gives the same "
+          "decrypted adapter",
+          "[cli][resume][encryption]") {
+  interrupted_training_matches(SIGKILL, true);
 }
 
 TEST_CASE("Ctrl-C saves a checkpoint and exits, and --resume gives the same adapter bytes",
