@@ -17,6 +17,7 @@
 
 using namespace edgetune;
 using edgetune::test::TempDir;
+using edgetune::test::error_of;
 namespace fs = std::filesystem;
 namespace enc = edgetune::encryption;
 
@@ -43,18 +44,6 @@ void put(const fs::path& p, const std::string& bytes) {
 std::string raw(const fs::path& p) {
   std::ifstream in(p, std::ios::binary);
   return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-}
-
-// The message of the FileError `f` throws; fails the test when it returns normally.
-template <class F>
-std::string file_error(F&& f) {
-  try {
-    f();
-  } catch (const FileError& e) {
-    return e.what();
-  }
-  FAIL("no FileError");
-  return "";
 }
 
 // The sizes of a file holding `plain` bytes: header, full chunks, the final chunk.
@@ -122,7 +111,7 @@ TEST_CASE("encryption: the writer encrypts under a context with a key, read_file
   CHECK(bytes.find("learning_rate") == std::string::npos);
   CHECK(bytes.find("secret") == std::string::npos);
   // Without a key: it says what the file is and what is needed.
-  const std::string e = file_error([&] { read_file(p); });
+  const std::string e = error_of<FileError>([&] { read_file(p); });
   CHECK(e.starts_with(p.string() + ": "));
   CHECK(e.find("encrypted") != std::string::npos);
   CHECK(e.find("--key-file") != std::string::npos);
@@ -141,7 +130,7 @@ TEST_CASE("encryption: plain files under a key: inputs are read as they are, out
   const ContextScope scope(keyed);
   CHECK(read_file(p) == "{\"id2label\": [\"a\"]}");
   CHECK_FALSE(read_if_encrypted(p).has_value());
-  const std::string e = file_error([&] { read_file(p, FileOrigin::Output); });
+  const std::string e = error_of<FileError>([&] { read_file(p, FileOrigin::Output); });
   CHECK(e.starts_with(p.string() + ": "));
   CHECK(e.find("not encrypted, but a key is set") != std::string::npos);
 }
@@ -157,7 +146,7 @@ TEST_CASE("encryption: a wrong key is named as such", "[encryption]") {
     write_file_atomic(p, "{\"r\": 8}");
   }
   const ContextScope scope(b);
-  const std::string e = file_error([&] { read_file(p, FileOrigin::Output); });
+  const std::string e = error_of<FileError>([&] { read_file(p, FileOrigin::Output); });
   CHECK(e == p.string() + ": cannot decrypt (encrypted with another key, or its header was altered)");
 }
 
@@ -178,7 +167,7 @@ TEST_CASE("encryption: one flipped bit at every bit of a small file is an error 
       bad[i] = static_cast<char>(bad[i] ^ (1 << bit));
       put(p, bad);
       INFO("byte " << i << " bit " << bit);
-      const std::string e = file_error([&] { read_file(p, FileOrigin::Output); });
+      const std::string e = error_of<FileError>([&] { read_file(p, FileOrigin::Output); });
       CHECK(e.starts_with(p.string() + ": cannot "));
     }
   }
@@ -261,11 +250,11 @@ TEST_CASE("encryption: key files and key sizes", "[encryption]") {
   const auto same = std::make_shared<const EncryptionKey>(
       std::span(reinterpret_cast<const unsigned char*>(noise(32, 5).data()), 32));
   CHECK(enc::decrypt(*same, enc::encrypt(*key, "x"), "f") == "x");
-  CHECK(file_error([&] { EncryptionKey::from_file(bad); }) ==
+  CHECK(error_of<FileError>([&] { EncryptionKey::from_file(bad); }) ==
         bad.string() +
             ": not a key file (holds 31 bytes, expected exactly 32 raw bytes, e.g. from head -c 32 "
             "/dev/urandom)");
-  CHECK(file_error([&] { EncryptionKey::from_file(dir.path / "none.key"); })
+  CHECK(error_of<FileError>([&] { EncryptionKey::from_file(dir.path / "none.key"); })
             .starts_with((dir.path / "none.key").string() + ": cannot read the key file ("));
   const std::vector<unsigned char> short_key(16);
   CHECK_THROWS_AS(EncryptionKey(short_key), std::invalid_argument);
