@@ -73,11 +73,17 @@ void AtomicFile::fail(const std::string& action) {
 }
 
 void AtomicFile::write(const void* data, std::size_t bytes) {
-  const std::string_view plain(static_cast<const char*>(data), bytes);
-  if (encryptor_) {
-    write_raw(encryptor_->push(plain));
-  } else {
+  std::string_view plain(static_cast<const char*>(data), bytes);
+  if (!encryptor_) {
     write_raw(plain);
+    return;
+  }
+  // A slice at a time, so a large tensor written at once is not doubled in memory as ciphertext.
+  constexpr std::size_t kSlice = 16 * encryption::kChunkBytes;
+  while (!plain.empty()) {
+    const std::size_t n = std::min(plain.size(), kSlice);
+    write_raw(encryptor_->push(plain.substr(0, n)));
+    plain.remove_prefix(n);
   }
 }
 

@@ -48,7 +48,7 @@ TrainConfig config(const fs::path& out) {
 
 }  // namespace
 
-TEST_CASE("api: fine_tune with a key encrypts the run; a Classifier needs the same key",
+TEST_CASE("api: fine_tune with a key encrypts the run, and a Classifier needs the same key",
           "[api][encryption]") {
   test::TempDir plain_dir("api_enc_plain"), keyed_dir("api_enc_keyed");
   fine_tune(config(plain_dir.path), kExamples);
