@@ -64,8 +64,8 @@ inline constexpr std::size_t kChunkOverhead = 17;      // secretstream's tag and
 bool is_encrypted(std::string_view bytes);
 
 // Encrypts a stream of bytes into the format above. push() may be called any number of times
-// with any sizes; finish() once at the end. Each returns the ciphertext to append to the file
-// (push() returns nothing until a whole chunk is buffered).
+// with any sizes; finish() once at the end. Each returns the ciphertext to append to the file:
+// the first call the header too, push() then only whole chunks (it buffers less than one).
 class Encryptor {
  public:
   // `key` must outlive the Encryptor.
