@@ -51,7 +51,7 @@ struct ClassifierOptions {
   // The key of the session's files (core's encryption.h: the app's key, e.g. from the Android
   // Keystore or the iOS Keychain): adapters and run folders are written encrypted with it, and
   // encrypted ones read with it. Null: plain files. Not a setting (never in options_json).
-  std::shared_ptr<const EncryptionKey> key;
+  std::shared_ptr<const EncryptionKey> key = nullptr;
 };
 
 // What a TuningSession is opened with: the classifier's options and the memory budget of its
