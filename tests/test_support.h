@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <exception>
 #include <filesystem>
 #include <string>
 #include <vector>
@@ -64,6 +65,19 @@ struct TempDir {
   TempDir(const TempDir&) = delete;
   TempDir& operator=(const TempDir&) = delete;
 };
+
+// The message of the `Error` that `f` throws; fails the test when it throws nothing (another
+// exception type fails it too, by escaping).
+template <class Error = std::exception, class F>
+std::string error_of(F&& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  FAIL("no error was thrown");
+  return "";
+}
 
 // Path of the edgetune command-line binary built beside the tests.
 inline std::string cli_path() { return EDGETUNE_CLI; }

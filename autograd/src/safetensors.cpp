@@ -17,12 +17,14 @@
 #include <cstring>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "checks.h"
 #include "edgetune/autograd/quant.h"
+#include "edgetune/core/context.h"
 #include "edgetune/core/file_io.h"
 
 namespace edgetune::safetensors {
@@ -253,7 +255,22 @@ std::uint16_t f32_to_bf16(float f) {
 // ---------------------------------------------------------------------------------------------
 // Reader.
 
-Reader::Reader(const std::filesystem::path& path) : label_(path.string()) {
+Reader::Reader(const std::filesystem::path& path, FileOrigin origin) : label_(path.string()) {
+  std::optional<std::string> plain;
+  try {
+    plain = read_if_encrypted(path, origin);
+  } catch (const FileError& e) {
+    throw SafetensorsError(e.what());
+  }
+  if (plain) {
+    decrypted_accountant_ = current_context().accountant;
+    decrypted_charge_ = Charge(*decrypted_accountant_, MemCategory::Workspace, plain->size());
+    decrypted_ = std::make_unique<std::string>(std::move(*plain));
+    file_ = reinterpret_cast<const std::byte*>(decrypted_->data());
+    file_size_ = decrypted_->size();
+    parse();
+    return;
+  }
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) fail("cannot open (" + errno_text() + ")");
   struct stat st {};
@@ -308,6 +325,9 @@ Reader& Reader::operator=(Reader&& other) noexcept {
     file_ = std::exchange(other.file_, nullptr);
     file_size_ = std::exchange(other.file_size_, 0);
     mapped_ = std::exchange(other.mapped_, false);
+    decrypted_charge_ = std::move(other.decrypted_charge_);
+    decrypted_ = std::move(other.decrypted_);
+    decrypted_accountant_ = std::move(other.decrypted_accountant_);
     data_ = std::exchange(other.data_, nullptr);
     data_size_ = std::exchange(other.data_size_, 0);
     tensors_ = std::move(other.tensors_);

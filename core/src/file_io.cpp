@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
-#include <fstream>
-#include <iterator>
+
+#include "edgetune/core/context.h"
+#include "edgetune/core/encryption.h"
 
 namespace edgetune {
 
@@ -49,7 +51,8 @@ bool is_temporary_name(std::string_view filename) {
 }
 
 AtomicFile::AtomicFile(std::filesystem::path path)
-    : path_(std::move(path)), tmp_(temporary_path(path_)) {
+    : path_(std::move(path)), tmp_(temporary_path(path_)), key_(current_context().key) {
+  if (key_) encryptor_ = std::make_unique<encryption::Encryptor>(*key_);
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd_ < 0) throw FileError(path_, "cannot create a temporary file beside it", errno_text());
 }
@@ -70,7 +73,23 @@ void AtomicFile::fail(const std::string& action) {
 }
 
 void AtomicFile::write(const void* data, std::size_t bytes) {
-  const char* p = static_cast<const char*>(data);
+  std::string_view plain(static_cast<const char*>(data), bytes);
+  if (!encryptor_) {
+    write_raw(plain);
+    return;
+  }
+  // A slice at a time, so a large tensor written at once is not doubled in memory as ciphertext.
+  constexpr std::size_t kSlice = 16 * encryption::kChunkBytes;
+  while (!plain.empty()) {
+    const std::size_t n = std::min(plain.size(), kSlice);
+    write_raw(encryptor_->push(plain.substr(0, n)));
+    plain.remove_prefix(n);
+  }
+}
+
+void AtomicFile::write_raw(std::string_view text) {
+  const char* p = text.data();
+  std::size_t bytes = text.size();
   while (bytes > 0) {
     const ssize_t w = ::write(fd_, p, bytes);
     if (w < 0) {
@@ -83,6 +102,7 @@ void AtomicFile::write(const void* data, std::size_t bytes) {
 }
 
 void AtomicFile::commit() {
+  if (encryptor_) write_raw(encryptor_->finish());
   if (::fsync(fd_) != 0) fail("cannot flush to disk");
   const int rc = ::close(fd_);
   fd_ = -1;
@@ -108,10 +128,51 @@ void write_file_atomic(const std::filesystem::path& path, std::string_view bytes
   f.commit();
 }
 
-std::string read_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) throw FileError(path, "cannot open", errno_text());
-  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+namespace {
+std::string read_plain(const std::filesystem::path& path) {
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  if (!f) throw FileError(path, "cannot open", errno_text());
+  std::string bytes;
+  char buffer[1 << 16];
+  std::size_t n;
+  while ((n = std::fread(buffer, 1, sizeof buffer, f)) > 0) bytes.append(buffer, n);
+  const bool failed = std::ferror(f) != 0;
+  const std::string reason = failed ? errno_text() : std::string();
+  std::fclose(f);
+  if (failed) throw FileError(path, "cannot read", reason);
+  return bytes;
+}
+}  // namespace
+
+std::optional<std::string> read_if_encrypted(const std::filesystem::path& path,
+                                             FileOrigin origin) {
+  char head[encryption::kMagic.size()];
+  std::size_t got = 0;
+  {
+    std::FILE* f = std::fopen(path.c_str(), "rb");
+    if (!f) throw FileError(path, "cannot open", errno_text());
+    got = std::fread(head, 1, sizeof head, f);
+    std::fclose(f);
+  }
+  const std::shared_ptr<const EncryptionKey>& key = current_context().key;
+  if (!encryption::is_encrypted(std::string_view(head, got))) {
+    if (origin == FileOrigin::Output && key) {
+      throw FileError(path, "cannot read",
+                      "not encrypted, but a key is set: it was written without a key, or its "
+                      "header was altered");
+    }
+    return std::nullopt;
+  }
+  if (!key) {
+    throw FileError(path, "cannot read",
+                    "it is encrypted: give the key it was written with, --key-file FILE");
+  }
+  return encryption::decrypt(*key, read_plain(path), path);
+}
+
+std::string read_file(const std::filesystem::path& path, FileOrigin origin) {
+  std::optional<std::string> plain = read_if_encrypted(path, origin);
+  return plain ? std::move(*plain) : read_plain(path);
 }
 
 std::size_t remove_stale_temporaries(const std::filesystem::path& dir) {

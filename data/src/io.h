@@ -5,11 +5,14 @@
 #include <string>
 #include <string_view>
 
+#include "edgetune/core/file_io.h"
+
 namespace edgetune::data::io {
 
-// The bytes of `file`; "-" reads standard input to its end. Throws DataError naming the file
-// when it cannot be opened or read.
-std::string read_all(const std::filesystem::path& file);
+// The bytes of `file`, decrypted when edgetune wrote it encrypted (core's read_file, with the
+// current context's key; `origin` as there); "-" reads standard input to its end. Throws
+// DataError naming the file when it cannot be opened, read or decrypted.
+std::string read_all(const std::filesystem::path& file, FileOrigin origin = FileOrigin::Input);
 
 // Name of `file` in messages: "<stdin>" for "-", else the path as given.
 std::string display_name(const std::filesystem::path& file);

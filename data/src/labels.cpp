@@ -126,7 +126,7 @@ LabelMap LabelMap::load(const std::filesystem::path& file) {
   const std::string name = io::display_name(file);
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(io::read_all(file));
+    j = nlohmann::json::parse(io::read_all(file, FileOrigin::Output));
   } catch (const nlohmann::json::exception& e) {
     throw DataError(name, std::string("invalid JSON: ") + e.what());
   }

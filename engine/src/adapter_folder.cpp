@@ -4,7 +4,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <map>
 #include <set>
 #include <stdexcept>
@@ -148,24 +147,24 @@ bool is_adapter_folder(const fs::path& dir) {
 AdapterFiles read_adapter_files(const fs::path& dir) {
   AdapterFiles f;
   const fs::path cfg = dir / "adapter_config.json";
-  std::ifstream in(cfg);
-  if (!in) {
+  std::error_code ec;
+  if (!fs::exists(cfg, ec)) {
     throw std::runtime_error(cfg.string() + ": missing (expected an adapter folder with "
                                             "adapter_config.json and adapter_model.safetensors)");
   }
+  const std::string text = read_file(cfg, FileOrigin::Output);
   try {
-    f.config = nlohmann::json::parse(in);
+    f.config = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     throw std::runtime_error(cfg.string() + ": invalid JSON (" + e.what() + ")");
   }
   if (!f.config.is_object()) throw std::runtime_error(cfg.string() + ": expected a JSON object");
   fs::path weights = dir / "adapter_model.safetensors";
-  std::error_code ec;
   if (!fs::exists(weights, ec)) {
     throw std::runtime_error(weights.string() + ": missing (adapter_model.bin is not read: "
                                                 "save the adapter with safetensors)");
   }
-  safetensors::Reader r(weights);
+  safetensors::Reader r(weights, FileOrigin::Output);
   for (const auto& info : r.tensors()) {
     f.tensors.emplace_back(info.name, r.load(info, DType::F32, MemCategory::Trainable));
   }

@@ -52,6 +52,7 @@ Classifier Classifier::open(const std::filesystem::path& model_dir,
                             const ClassifierOptions& options) {
   Context context;
   context.threads = kernels::resolve_threads(options.threads);
+  context.key = options.key;
   std::optional<Model> m;
   {
     const ContextScope scope(context);
@@ -129,6 +130,7 @@ std::unique_ptr<TuningSession> TuningSession::open(const std::filesystem::path& 
   settings::check_ranges(options);
   Context context;
   context.threads = kernels::resolve_threads(options.threads);
+  context.key = options.key;
   std::optional<Model> m;
   {
     const ContextScope scope(context);
@@ -191,15 +193,21 @@ TrainResult TuningSession::train(const nlohmann::json& options, const std::files
   base.data.max_length = options_.max_length;
   TrainConfig cfg = settings::from_json(options, "options", std::move(base));
   const std::lock_guard g(lock_);
+  cfg.key = context_.key;
   if (examples_.empty()) throw std::invalid_argument("train: no examples: add labelled examples first");
   cfg.train_data = to_dataset(examples_);
   return run(Trainer(std::move(cfg), nullptr), out, progress);
 }
 
 TrainResult TuningSession::resume(const std::filesystem::path& out, const ProgressFn& progress) {
-  TrainConfig cfg = TrainConfig::from_json(RunFolder::open_for_resume(out), (out / "run.json").string());
-  cfg.out = out;
   const std::lock_guard g(lock_);
+  TrainConfig cfg;
+  {
+    const ContextScope scope(context_);
+    cfg = TrainConfig::from_json(RunFolder::open_for_resume(out), (out / "run.json").string());
+  }
+  cfg.out = out;
+  cfg.key = context_.key;
   // A run of rows in memory records "<memory>" as its training file.
   if (cfg.train_file == "<memory>") {
     if (examples_.empty()) throw std::invalid_argument("resume: no examples: add the run's examples first");
@@ -311,6 +319,11 @@ void TuningSession::save_adapter(const std::filesystem::path& dir) const {
   const Model& m = model();
   const ContextScope scope(context_);
   save_trained(m.bert, m.method, dir, model_dir_);
+}
+
+void TuningSession::set_key(std::shared_ptr<const EncryptionKey> key) {
+  const std::lock_guard g(lock_);
+  context_.key = std::move(key);
 }
 
 void TuningSession::load_adapter(const std::filesystem::path& dir) {

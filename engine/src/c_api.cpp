@@ -6,6 +6,7 @@
 #include <mutex>
 #include <string>
 
+#include "edgetune/core/encryption.h"
 #include "edgetune/engine/api.h"
 #include "edgetune/engine/planner.h"
 #include "edgetune/engine/trainer.h"
@@ -276,6 +277,19 @@ int edgetune_session_load_adapter(edgetune_session* s, const char* dir) {
     require(dir != nullptr, "dir is NULL");
     s->session->load_adapter(dir);
     refresh_labels(s);
+    return EDGETUNE_OK;
+  });
+}
+
+int edgetune_session_set_key(edgetune_session* s, const uint8_t* key, size_t key_len) {
+  return on_session(s, "edgetune_session_set_key", [&] {
+    if (key == nullptr && key_len == 0) {
+      s->session->set_key(nullptr);
+      return EDGETUNE_OK;
+    }
+    require(key != nullptr, "key is NULL");
+    require(key_len == edgetune::EncryptionKey::kBytes, "key_len must be 32 (bytes)");
+    s->session->set_key(std::make_shared<const edgetune::EncryptionKey>(std::span(key, key_len)));
     return EDGETUNE_OK;
   });
 }

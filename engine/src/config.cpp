@@ -1,8 +1,9 @@
 // config.json parsing and writing (see config.h).
 #include "edgetune/engine/config.h"
 
-#include <fstream>
 #include <sstream>
+
+#include "edgetune/core/file_io.h"
 
 namespace edgetune {
 
@@ -139,15 +140,20 @@ void BertConfig::validate(const std::string& source) const {
 }
 
 BertConfig BertConfig::load(const std::filesystem::path& path) {
-  std::ifstream in(path);
-  if (!in) throw ModelError(path.string() + ": cannot open (expected a Hugging Face config.json)");
+  std::string text;
+  try {
+    text = read_file(path);
+  } catch (const FileError& e) {
+    if (e.action() == "cannot open") {
+      throw ModelError(path.string() + ": cannot open (expected a Hugging Face config.json)");
+    }
+    throw ModelError(e.what());
+  }
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(in);
+    j = nlohmann::json::parse(text);
   } catch (const nlohmann::json::parse_error& e) {
     // e.byte is the offset of the error; report it as a line for people.
-    std::ifstream again(path);
-    std::string text((std::istreambuf_iterator<char>(again)), std::istreambuf_iterator<char>());
     std::size_t line = 1;
     for (std::size_t i = 0; i < text.size() && i + 1 < e.byte; ++i) line += text[i] == '\n';
     throw ModelError(path.string() + ":" + std::to_string(line) + ": invalid JSON (" +

@@ -352,6 +352,7 @@ void Pretrainer::Impl::prepare() {
   if (cfg.corpus.empty()) throw std::invalid_argument("--corpus needs at least one text file");
   cfg.validate();
   context.threads = kernels::resolve_threads(cfg.threads);
+  context.key = cfg.key;
   // A resumed run reads its model (with the MLM head) back from the run folder.
   const fs::path source = resuming ? cfg.out : cfg.model_dir;
 

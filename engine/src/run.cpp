@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
-#include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 #include "edgetune/autograd/autograd.h"
@@ -26,7 +26,7 @@ nlohmann::json RunFolder::open_for_resume(const fs::path& dir) {
   const fs::path run_json = dir / "run.json";
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(read_file(run_json));
+    j = nlohmann::json::parse(read_file(run_json, FileOrigin::Output));
   } catch (const nlohmann::json::exception& e) {
     throw std::runtime_error(run_json.string() + ": not a run description (" + e.what() + ")");
   }
@@ -59,7 +59,7 @@ void RunFolder::write_metrics() const {
 
 void RunFolder::restore_metrics(std::size_t lines) {
   metrics_.clear();
-  std::ifstream in(dir_ / "metrics.jsonl");
+  std::istringstream in(read_file(dir_ / "metrics.jsonl", FileOrigin::Output));
   std::string line;
   while (metrics_.size() < lines && std::getline(in, line)) metrics_.push_back(line);
 }
@@ -258,7 +258,7 @@ void TrainingRun::save_state() {
 
 void TrainingRun::load_state() {
   const fs::path path = folder_.state_path();
-  safetensors::Reader r(path);
+  safetensors::Reader r(path, FileOrigin::Output);
   const auto meta = r.metadata();
   auto get = [&](const char* key) -> const std::string& {
     const auto it = meta.find(key);

@@ -35,6 +35,7 @@ Runner<Config, Result> Runner<Config, Result>::resume(const std::filesystem::pat
                                                       ResumeOverrides overrides) {
   Config c = Config::from_json(RunFolder::open_for_resume(run_dir), (run_dir / "run.json").string());
   c.out = run_dir;
+  c.key = current_context().key;
   if (overrides.threads) c.threads = *overrides.threads;
   if (overrides.memory_budget) c.memory_budget = *overrides.memory_budget;
   return resume(std::move(c), log);

@@ -158,6 +158,7 @@ void Trainer::Impl::prepare(RunFolder& folder) {
   if (cfg.out.empty()) throw std::invalid_argument("--out RUN_DIR is required");
   cfg.validate();
   context.threads = kernels::resolve_threads(cfg.threads);
+  context.key = cfg.key;
   if (cfg.memory_budget > 0 && cfg.budget_scope == BudgetScope::Process) baseline = measure_baseline();
   const BertConfig base_cfg = load_config(cfg.model_dir);
   const data::LabelMap map = load_data(base_cfg);

@@ -12,6 +12,7 @@
 
 #include "commands.h"
 #include "edgetune/engine/adapter_folder.h"
+#include "options.h"
 
 namespace edgetune::cli {
 namespace {
@@ -21,6 +22,7 @@ struct AggregateArgs {
   std::string weights_csv;
   std::vector<double> weights;
   std::vector<std::filesystem::path> dirs;
+  std::string key_file;
 };
 
 // "N1,N2,..." as numbers; anything else is a usage error naming the value.
@@ -49,6 +51,8 @@ std::vector<double> parse_weights(const std::string& csv) {
 
 int run(AggregateArgs a) {
   if (!a.weights_csv.empty()) a.weights = parse_weights(a.weights_csv);
+  Context context = command_context(0, load_key(a.key_file));
+  const ContextScope scope(context);
   try {
     aggregate_adapters(a.dirs, a.weights, a.out);
   } catch (const std::invalid_argument& e) {  // the weights: a usage error
@@ -69,6 +73,7 @@ const RegisterCommand kRegister{
       app.add_option("adapters", a->dirs, "adapter folders (adapter_config.json, adapter_model.safetensors)")
           ->required()
           ->check(CLI::ExistingDirectory);
+      add_key_option(app, a->key_file);
       return [a] { return run(*a); };
     }};
 

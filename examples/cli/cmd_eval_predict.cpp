@@ -16,7 +16,7 @@ namespace {
 struct EvalArgs {
   ModelArgs model;
   DataOptions data;
-  std::string adapter, data_file, out;
+  std::string adapter, data_file, out, key_file;
   bool json = false;
   int batch_size = 64;
   int threads = 0;
@@ -24,7 +24,7 @@ struct EvalArgs {
 
 int run_eval(const EvalArgs& a) {
   settings::check_ranges(a.data);
-  Context context = command_context(a.threads);
+  Context context = command_context(a.threads, load_key(a.key_file));
   const ContextScope scope(context);
   Model m = open_model(a.model.model_dir, a.adapter, a.model.quant, a.model.quant_embeddings);
   const data::LabelMap map = eval_label_map(m.labels());
@@ -44,7 +44,7 @@ int run_eval(const EvalArgs& a) {
 
 int run_predict(const EvalArgs& a) {
   settings::check_ranges(a.data);
-  Context context = command_context(a.threads);
+  Context context = command_context(a.threads, load_key(a.key_file));
   const ContextScope scope(context);
   Model m = open_model(a.model.model_dir, a.adapter, a.model.quant, a.model.quant_embeddings);
   data::Dataset ds = read_data(a.data_file, a.data, false);
@@ -80,6 +80,7 @@ void add_common(CLI::App& app, EvalArgs& a, bool labelled) {
   add_data_options(app, a.data, labelled);
   app.add_option("--batch-size", a.batch_size, "rows per forward pass")->capture_default_str();
   add_threads_option(app, a.threads);
+  add_key_option(app, a.key_file);
 }
 
 const RegisterCommand kEval{

@@ -109,11 +109,13 @@ int run_inspect(const InspectArgs& a) {
 }
 
 struct MergeArgs {
-  std::string model_dir, adapter, out;
+  std::string model_dir, adapter, out, key_file;
   bool f16 = false;
 };
 
 int run_merge(const MergeArgs& a) {
+  Context context = command_context(0, load_key(a.key_file));
+  const ContextScope scope(context);
   // Merge over the float32 base so the folded weights lose nothing.
   Model m = open_model(a.model_dir, a.adapter, DType::F32, false);
   merge_lora(m.bert);
@@ -149,6 +151,7 @@ const RegisterCommand kMerge{
       app.add_option("--adapter", a->adapter, "LoRA adapter or run folder")->required();
       app.add_option("--out", a->out, "folder to write")->required();
       app.add_flag("--f16", a->f16, "store the merged weights as float16");
+      add_key_option(app, a->key_file);
       return [a] { return run_merge(*a); };
     }};
 

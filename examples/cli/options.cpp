@@ -82,9 +82,21 @@ void add_threads_option(CLI::App& app, int& threads) {
   app.add_option("--threads", threads, "threads for the kernels (0: all cores)")->capture_default_str();
 }
 
-Context command_context(int threads) {
+void add_key_option(CLI::App& app, std::string& key_file) {
+  app.add_option("--key-file", key_file,
+                 "encrypt what is written, and decrypt what was, with the 32-byte key in FILE "
+                 "(raw bytes, e.g. head -c 32 /dev/urandom > FILE)");
+}
+
+std::shared_ptr<const EncryptionKey> load_key(const std::string& key_file) {
+  if (key_file.empty()) return nullptr;
+  return EncryptionKey::from_file(key_file);
+}
+
+Context command_context(int threads, std::shared_ptr<const EncryptionKey> key) {
   Context context;
   context.threads = kernels::resolve_threads(threads);
+  context.key = std::move(key);
   return context;
 }
 

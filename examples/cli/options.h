@@ -8,6 +8,7 @@
 
 #include "edgetune/autograd/tensor.h"
 #include "edgetune/core/context.h"
+#include "edgetune/core/encryption.h"
 #include "edgetune/engine/run.h"
 #include "edgetune/engine/session.h"
 
@@ -45,8 +46,15 @@ std::size_t stderr_columns();
 
 // --threads N (0: all cores).
 void add_threads_option(CLI::App& app, int& threads);
+// --key-file FILE: the key of edgetune's files (core's encryption.h): what the command writes is
+// encrypted with it, and encrypted files it reads are decrypted with it.
+void add_key_option(CLI::App& app, std::string& key_file);
+// The key in `key_file` (32 raw bytes; a file of another size is a one-line error naming it);
+// null when `key_file` is empty.
+std::shared_ptr<const EncryptionKey> load_key(const std::string& key_file);
+
 // The context a command that uses the library outside a training run installs (ContextScope) for
-// its work: its own accountant, `threads` as --threads gives it.
-Context command_context(int threads);
+// its work: its own accountant, `threads` as --threads gives it, and `key` (--key-file).
+Context command_context(int threads, std::shared_ptr<const EncryptionKey> key = nullptr);
 
 }  // namespace edgetune::cli

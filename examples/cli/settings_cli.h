@@ -134,6 +134,7 @@ RegisterCommand run_command(std::string name, std::string help, std::vector<std:
   struct State {
     Config config;
     std::string resume;
+    std::string key_file;
     std::unique_ptr<SettingsBinder> bound;
   };
   auto registrar = [required, usage, report](CLI::App& app) -> std::function<int()> {
@@ -141,8 +142,15 @@ RegisterCommand run_command(std::string name, std::string help, std::vector<std:
     s->bound = std::make_unique<SettingsBinder>(app);
     Config::fields(s->config, *s->bound);
     app.add_option("--resume", s->resume, "continue the interrupted run in RUN_DIR");
+    add_key_option(app, s->key_file);
     return [s, required, usage, report] {
       const StopToken stop = install_stop_signals();
+      // The key reads run.json when resuming (the resumed run takes it from this context) and is
+      // the new run's otherwise.
+      Context keyed;
+      keyed.key = load_key(s->key_file);
+      s->config.key = keyed.key;
+      const ContextScope scope(keyed);
       // On a terminal, progress is one live line; elsewhere (a file, a pipe, a test) the plain lines.
       std::optional<LiveTerminal> terminal;
       if (stderr_is_terminal()) terminal.emplace(std::cerr);

@@ -33,11 +33,6 @@ void write_file(const fs::path& p, const std::string& bytes) {
   REQUIRE(f.good());
 }
 
-std::string read_file(const fs::path& p) {
-  std::ifstream f(p, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
-
 // A safetensors image from a header text and raw data bytes.
 std::string image(const std::string& header, const std::string& data = {}) {
   std::string out(8, '\0');

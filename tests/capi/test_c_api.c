@@ -1,6 +1,7 @@
 /* The C ABI driven from C (compiled as C99, -pedantic): every function of c_api.h's sessions,
  * with every error path: NULL pointers, a bad model path, bad options, a budget too small, an
- * unknown label and labels out of range, a probs buffer too small, calls after close.
+ * unknown label and labels out of range, a probs buffer too small, calls after close; and a
+ * session's key (encryption at rest): files written encrypted, read back only with that key.
  *
  *   test_c_api MODEL_DIR SCRATCH_DIR
  *
@@ -196,6 +197,7 @@ static void test_null_session(void) {
   CHECK(edgetune_session_save_adapter(NULL, "x") == EDGETUNE_BAD_ARGUMENT);
   CHECK(edgetune_session_load_adapter(NULL, "x") == EDGETUNE_BAD_ARGUMENT);
   CHECK(edgetune_session_memory(NULL, &m) == EDGETUNE_BAD_ARGUMENT);
+  CHECK(edgetune_session_set_key(NULL, NULL, 0) == EDGETUNE_BAD_ARGUMENT);
   edgetune_session_close(NULL);
   edgetune_session_close(&s);
   CHECK(s == NULL);
@@ -401,6 +403,67 @@ static void test_save_load(edgetune_session* s, const char* model, const char* s
   CHECK(other == NULL);
 }
 
+/* The first 8 bytes of dir/name are the encrypted format's magic. */
+static int starts_encrypted(const char* dir, const char* name) {
+  static const unsigned char magic[8] = {0x89, 'E', 'T', 'E', 'N', 'C', '\r', '\n'};
+  unsigned char head[8] = {0};
+  char path[1024 + 64];
+  FILE* f;
+  size_t n;
+  snprintf(path, sizeof path, "%s/%s", dir, name);
+  f = fopen(path, "rb");
+  if (f == NULL) return 0;
+  n = fread(head, 1, sizeof head, f);
+  fclose(f);
+  return n == sizeof head && memcmp(head, magic, sizeof magic) == 0;
+}
+
+/* A session with a key writes every file encrypted; the adapter loads back only with that key. */
+static void test_key(const char* model, const char* run, const char* saved) {
+  static const char* const names[] = {"adapter_config.json", "adapter_model.safetensors", "labels.json",
+                                      "run.json", "metrics.jsonl", "train_state.safetensors"};
+  uint8_t key[32], other[32];
+  const char* texts[] = {"good", "awful"};
+  float a[4], b[4];
+  size_t i;
+  edgetune_session* s = open_ok(model, "{\"threads\": 1}");
+  edgetune_session* reader = open_ok(model, "{\"threads\": 1}");
+  for (i = 0; i < 32; ++i) {
+    key[i] = (uint8_t)(3 * i + 1);
+    other[i] = (uint8_t)(5 * i + 2);
+  }
+  CHECK(edgetune_session_set_key(s, key, 16) == EDGETUNE_BAD_ARGUMENT);
+  CHECK_CONTAINS(edgetune_session_last_error(s), "32");
+  CHECK(edgetune_session_set_key(s, NULL, 32) == EDGETUNE_BAD_ARGUMENT);
+  CHECK(edgetune_session_set_key(s, key, sizeof key) == EDGETUNE_OK);
+  add_examples(s);
+  CHECK(edgetune_session_train(s, "{\"epochs\": 1, \"batch_size\": 4, \"save_every\": 1}", run, NULL,
+                               NULL) == EDGETUNE_OK);
+  for (i = 0; i < sizeof names / sizeof names[0]; ++i) CHECK(starts_encrypted(run, names[i]));
+  CHECK(edgetune_session_save_adapter(s, saved) == EDGETUNE_OK);
+  CHECK(starts_encrypted(saved, "adapter_model.safetensors") && starts_encrypted(saved, "labels.json"));
+
+  /* Without the key, and with another one: one line naming the file. */
+  CHECK(edgetune_session_load_adapter(reader, saved) == EDGETUNE_ERROR);
+  CHECK_CONTAINS(edgetune_session_last_error(reader), "adapter_config.json");
+  CHECK_CONTAINS(edgetune_session_last_error(reader), "encrypted");
+  CHECK(edgetune_session_set_key(reader, other, sizeof other) == EDGETUNE_OK);
+  CHECK(edgetune_session_load_adapter(reader, saved) == EDGETUNE_ERROR);
+  CHECK_CONTAINS(edgetune_session_last_error(reader), "another key");
+  CHECK(edgetune_session_set_key(reader, key, sizeof key) == EDGETUNE_OK);
+  CHECK(edgetune_session_load_adapter(reader, saved) == EDGETUNE_OK);
+  CHECK(edgetune_session_predict(s, texts, 2, a, 4) == EDGETUNE_OK);
+  CHECK(edgetune_session_predict(reader, texts, 2, b, 4) == EDGETUNE_OK);
+  for (i = 0; i < 4; ++i) CHECK(a[i] == b[i]);
+  /* The key removed: files are plain again. */
+  CHECK(edgetune_session_set_key(s, NULL, 0) == EDGETUNE_OK);
+  remove_tree(saved);
+  CHECK(edgetune_session_save_adapter(s, saved) == EDGETUNE_OK);
+  CHECK(file_exists(saved, "labels.json") && !starts_encrypted(saved, "labels.json"));
+  edgetune_session_close(&reader);
+  edgetune_session_close(&s);
+}
+
 /* Requests still queued at close are served before it returns. */
 static void test_close_serves_queue(const char* model) {
   const char* texts[] = {"one", "two"};
@@ -419,7 +482,7 @@ static void test_close_serves_queue(const char* model) {
 }
 
 int main(int argc, char** argv) {
-  char run[1024], budget_run[1024], saved[1024], dp_run[1024], scratch[960];
+  char run[1024], budget_run[1024], saved[1024], dp_run[1024], key_run[1024], key_saved[1024], scratch[960];
   edgetune_session* s;
   if (argc != 3) {
     fprintf(stderr, "usage: %s MODEL_DIR SCRATCH_DIR\n", argv[0]);
@@ -430,6 +493,8 @@ int main(int argc, char** argv) {
   snprintf(budget_run, sizeof budget_run, "%s/budget", scratch);
   snprintf(saved, sizeof saved, "%s/saved", scratch);
   snprintf(dp_run, sizeof dp_run, "%s/dp", scratch);
+  snprintf(key_run, sizeof key_run, "%s/key-run", scratch);
+  snprintf(key_saved, sizeof key_saved, "%s/key-saved", scratch);
 
   test_versions();
   test_open_errors(argv[1]);
@@ -443,6 +508,7 @@ int main(int argc, char** argv) {
   edgetune_session_close(&s);
   CHECK(s == NULL);
   test_close_serves_queue(argv[1]);
+  test_key(argv[1], key_run, key_saved);
   remove_tree(scratch);
   printf("%d checks passed\n", g_checks);
   return 0;

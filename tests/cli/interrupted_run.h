@@ -2,6 +2,7 @@
 // behind the resume tests of `edgetune train` and `edgetune pretrain`. The resumed run must end
 // with the same bytes as an uninterrupted run with the same settings and thread count, the run
 // folder must never hold a torn file, and --resume clears the temporary files killed writes left.
+// With a key file, every command gets --key-file and the files are compared decrypted.
 #pragma once
 
 #include <signal.h>
@@ -11,12 +12,15 @@
 #include <fstream>
 #include <functional>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "cli_run.h"
 #include "edgetune/autograd/safetensors.h"
+#include "edgetune/core/context.h"
+#include "edgetune/core/encryption.h"
 #include "edgetune/core/file_io.h"
 
 namespace edgetune::test {
@@ -35,7 +39,8 @@ inline void wait_exit(pid_t pid) {
   while (alive(pid)) std::this_thread::sleep_for(std::chrono::milliseconds(20));
 }
 
-// Every file of the run folder is whole: safetensors files parse, JSON files parse.
+// Every file of the run folder is whole: safetensors files parse, JSON files parse (decrypted
+// with the current context's key).
 inline void require_whole(const std::filesystem::path& run) {
   for (const auto& e : std::filesystem::directory_iterator(run)) {
     const std::string name = e.path().filename().string();
@@ -43,9 +48,9 @@ inline void require_whole(const std::filesystem::path& run) {
     if (name.ends_with(".safetensors")) {
       REQUIRE_NOTHROW(safetensors::Reader(e.path()));
     } else if (name.ends_with(".json")) {
-      REQUIRE_NOTHROW(nlohmann::json::parse(slurp(e.path())));
+      REQUIRE_NOTHROW(nlohmann::json::parse(read_file(e.path())));
     } else if (name.ends_with(".jsonl")) {
-      std::ifstream in(e.path());
+      std::istringstream in(read_file(e.path()));
       std::string line;
       while (std::getline(in, line)) REQUIRE_NOTHROW(nlohmann::json::parse(line));
     }
@@ -62,6 +67,8 @@ struct InterruptibleCommand {
   std::string final_file;               // written only at the end ("" when none)
   // Temporary files a write killed earlier could have left (the writer's and older schemes).
   std::vector<std::string> planted_temporaries;
+  // Empty: plain files. Else every command gets --key-file with it.
+  std::filesystem::path key_file;
 };
 
 // Runs `c` straight into dir/straight, then into dir/cut interrupted by `sig` mid-run, then
@@ -70,12 +77,16 @@ inline void interrupted_run_matches(const InterruptibleCommand& c, const std::fi
                                     int sig) {
   namespace fs = std::filesystem;
   REQUIRE(cli_built());
-  const RunResult straight = run_cli(c.command + " " + c.args(dir / "straight"));
+  const std::string key = c.key_file.empty() ? "" : " --key-file " + q(c.key_file);
+  Context keyed;
+  if (!c.key_file.empty()) keyed.key = EncryptionKey::from_file(c.key_file);
+  const ContextScope scope(keyed);
+  const RunResult straight = run_cli(c.command + " " + c.args(dir / "straight") + key);
   INFO(straight.err);
   REQUIRE(straight.exit_code == 0);
 
   const fs::path cut = dir / "cut";
-  const pid_t pid = start_background(cli_command() + " " + c.command + " " + c.args(cut), dir / "cut.log");
+  const pid_t pid = start_background(cli_command() + " " + c.command + " " + c.args(cut) + key, dir / "cut.log");
   // Wait for a few checkpoints, then interrupt.
   const fs::path state = cut / "train_state.safetensors";
   for (int i = 0; i < 3000 && !fs::exists(state) && alive(pid); ++i) {
@@ -97,14 +108,14 @@ inline void interrupted_run_matches(const InterruptibleCommand& c, const std::fi
   if (!c.final_file.empty()) REQUIRE_FALSE(fs::exists(cut / c.final_file));
   for (const std::string& name : c.planted_temporaries) std::ofstream(cut / name) << "{\"torn";
 
-  const RunResult resumed = run_cli(c.command + " --resume " + q(cut) + " --threads 1");
+  const RunResult resumed = run_cli(c.command + " --resume " + q(cut) + " --threads 1" + key);
   INFO(resumed.err);
   REQUIRE(resumed.exit_code == 0);
   REQUIRE(resumed.err.find("resumed at step") != std::string::npos);
   for (const std::string& name : c.same_files) {
     INFO(name);
     REQUIRE(fs::exists(dir / "straight" / name));
-    REQUIRE(slurp(cut / name) == slurp(dir / "straight" / name));
+    REQUIRE(read_file(cut / name) == read_file(dir / "straight" / name));
   }
   require_whole(cut);
   for (const auto& e : fs::directory_iterator(cut)) {

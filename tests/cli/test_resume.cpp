@@ -1,6 +1,6 @@
 // Killing fine-tuning (kill -9, or Ctrl-C) and resuming ends with the same adapter bytes as an
 // uninterrupted run with the same settings and thread count; the run folder never holds a torn
-// file.
+// file. The same with the run folder encrypted (--key-file): the same decrypted bytes.
 #include <catch2/catch.hpp>
 
 #include <signal.h>
@@ -28,8 +28,8 @@ void write_data(const fs::path& p) {
 }
 
 // `extra`: more arguments of the run (DP-SGD's, whose sampling and noise generator must resume too).
-void interrupted_training_matches(int sig, const std::string& extra = "") {
-  ScratchDir d(sig == SIGKILL ? "kill" : "sigint");
+void interrupted_training_matches(int sig, bool encrypted = false, const std::string& extra = "") {
+  ScratchDir d(std::string(sig == SIGKILL ? "kill" : "sigint") + (encrypted ? "-key" : ""));
   write_data(d / "train.tsv");
   InterruptibleCommand train;
   train.command = "train";
@@ -44,7 +44,17 @@ void interrupted_training_matches(int sig, const std::string& extra = "") {
   // A torn checkpoint under the writer's temporary name, and labels.json under the name older
   // versions wrote it through.
   train.planted_temporaries = {"train_state.safetensors.tmp-4242", "labels.json.tmp.4242"};
+  if (encrypted) {
+    train.key_file = d / "run.key";
+    std::ofstream(train.key_file, std::ios::binary) << std::string(32, '\x5a');
+  }
   interrupted_run_matches(train, d.path, sig);
+  if (encrypted) {
+    for (const auto& e : fs::directory_iterator(d / "cut")) {
+      INFO(e.path().filename().string());
+      CHECK(encryption::is_encrypted(slurp(e.path())));
+    }
+  }
 }
 
 }  // namespace
@@ -54,11 +64,17 @@ TEST_CASE("kill -9 during training, then --resume, gives the same adapter bytes"
   interrupted_training_matches(SIGKILL);
 }
 
+TEST_CASE("kill -9 during an encrypted training, then --resume with the key, gives the same "
+          "decrypted adapter",
+          "[cli][resume][encryption]") {
+  interrupted_training_matches(SIGKILL, true);
+}
+
 TEST_CASE("Ctrl-C saves a checkpoint and exits, and --resume gives the same adapter bytes",
           "[cli][resume]") {
   interrupted_training_matches(SIGINT);
 }
 
 TEST_CASE("kill -9 during DP-SGD training, then --resume, gives the same adapter bytes", "[cli][resume][dp]") {
-  interrupted_training_matches(SIGKILL, " --dp-noise-multiplier 0.8 --dp-max-grad-norm 0.5");
+  interrupted_training_matches(SIGKILL, false, " --dp-noise-multiplier 0.8 --dp-max-grad-norm 0.5");
 }

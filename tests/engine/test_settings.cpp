@@ -18,6 +18,7 @@
 #include "test_support.h"
 
 using namespace edgetune;
+using edgetune::test::error_of;
 namespace fs = std::filesystem;
 
 namespace {
@@ -44,17 +45,6 @@ TrainConfig tiny_run(const fs::path& train, const fs::path& out) {
   return c;
 }
 
-// The message of what `f` throws; fails the test when it throws nothing.
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& e) {
-    return e.what();
-  }
-  FAIL("no error was thrown");
-  return "";
-}
 
 // One line naming `key` (as a whole word between quotes or at the start) and holding every one of
 // `also`.

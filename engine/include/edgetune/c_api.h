@@ -52,8 +52,9 @@
 extern "C" {
 #endif
 
-/* 1: edgetune_open / predict / train with a process-wide stop request. 2: sessions. */
-#define EDGETUNE_ABI_VERSION 2
+/* 1: edgetune_open / predict / train with a process-wide stop request. 2: sessions.
+ * 3: edgetune_session_set_key (encryption at rest). */
+#define EDGETUNE_ABI_VERSION 3
 
 enum {
   EDGETUNE_OK = 0,
@@ -186,6 +187,17 @@ EDGETUNE_API int edgetune_session_evaluate(edgetune_session* s, const char* cons
 EDGETUNE_API int edgetune_session_save_adapter(edgetune_session* s, const char* dir);
 /* Replaces the session's model by the base with the adapter (or run) folder dir. */
 EDGETUNE_API int edgetune_session_load_adapter(edgetune_session* s, const char* dir);
+
+/* Encryption at rest. From this call on, every file the session writes (train, resume,
+ * save_adapter: the adapter, labels.json, run.json, metrics.jsonl, the checkpoint) is encrypted
+ * and authenticated with key (XChaCha20-Poly1305, libsodium's secretstream), and the files it
+ * reads back (resume, load_adapter) must be encrypted with it: a wrong key, or a file altered or
+ * truncated, fails with a one-line error naming the file. The model folder given to open is read
+ * as it is. key is key_len == 32 bytes (e.g. from the Android Keystore or the iOS Keychain),
+ * copied into memory the library locks and wipes when the session closes or the key is replaced;
+ * the caller may wipe its own copy after the call. key == NULL with key_len == 0 removes the key
+ * (files are written plain again). Waits for a running call of the session. */
+EDGETUNE_API int edgetune_session_set_key(edgetune_session* s, const uint8_t* key, size_t key_len);
 
 /* Memory figures, in bytes. */
 typedef struct edgetune_memory {

@@ -25,6 +25,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <map>
+#include <memory>
 #include <span>
 #include <stdexcept>
 #include <string>
@@ -33,6 +34,7 @@
 #include <vector>
 
 #include "edgetune/autograd/tensor.h"
+#include "edgetune/core/file_io.h"
 #include "edgetune/core/memory.h"
 
 namespace edgetune::safetensors {
@@ -89,7 +91,12 @@ std::uint16_t f32_to_bf16(float f);
 class Reader {
  public:
   // Maps and validates `path`. Throws SafetensorsError (file missing, unreadable, malformed).
-  explicit Reader(const std::filesystem::path& path);
+  // A file that edgetune wrote encrypted (core's encryption.h) is decrypted into memory instead,
+  // with the current context's key, and that copy is counted by the current context's accountant
+  // as workspace for the Reader's life; a key that does not open it, an altered or truncated file,
+  // or an Output file that is plain while a key is set (read_if_encrypted() of file_io.h) throws
+  // SafetensorsError naming the file.
+  explicit Reader(const std::filesystem::path& path, FileOrigin origin = FileOrigin::Input);
   // Validates a safetensors image already in memory (a file embedded in an app bundle, a buffer
   // received from elsewhere). `bytes` is not copied: it must outlive the Reader. `label` stands
   // for the file name in error messages. release() does nothing for such a reader.
@@ -159,6 +166,10 @@ class Reader {
   const std::byte* file_ = nullptr;  // the whole file (mapping or caller's bytes)
   std::size_t file_size_ = 0;
   bool mapped_ = false;              // file_ is our mmap
+  // The decrypted image of an encrypted file (file_ points into it), and its charge.
+  std::shared_ptr<Accountant> decrypted_accountant_;
+  std::unique_ptr<std::string> decrypted_;
+  Charge decrypted_charge_;
   const std::byte* data_ = nullptr;  // start of the data section
   std::size_t data_size_ = 0;
   std::vector<TensorInfo> tensors_;

@@ -1,5 +1,5 @@
 // The execution context of a session: the accountant its tensors are counted by, the number of
-// threads its kernels use, and its dropout generator. This is what the library would otherwise
+// threads its kernels use, its dropout generator, and the key its files are encrypted with. This is what the library would otherwise
 // keep process-wide; instead a session (a training run, a classifier) owns one and installs it on
 // the calling thread for the duration of each call with a ContextScope.
 //
@@ -7,7 +7,7 @@
 // here is shared between threads unless a caller shares a Context. A Context is used by one
 // thread at a time (the one whose scope installed it); its accountant is thread-safe and may be
 // read from any thread. A thread with no scope installed has a default context of its own, made
-// on first use: an accountant with no budget, threads 0, generator (0, 0).
+// on first use: an accountant with no budget, threads 0, generator (0, 0), no key.
 #pragma once
 
 #include <cstdint>
@@ -16,6 +16,8 @@
 #include "edgetune/core/memory.h"
 
 namespace edgetune {
+
+class EncryptionKey;
 
 // The dropout generator: counter-based, so any element's draw depends only on (seed, counter),
 // which makes masks independent of thread count and cheap to replay.
@@ -33,6 +35,9 @@ struct Context {
   // (omp_get_max_threads(), which OMP_NUM_THREADS sets).
   int threads = 0;
   RngState rng;  // dropout draws advance rng.counter
+  // While set, core's file writer encrypts every file with it and read_file() decrypts with it
+  // (file_io.h, encryption.h). Null: files are written plain, and an encrypted one cannot be read.
+  std::shared_ptr<const EncryptionKey> key;
 };
 
 // The calling thread's current context: the one of the innermost ContextScope alive on this

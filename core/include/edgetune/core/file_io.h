@@ -3,15 +3,26 @@
 // name beside the target, is flushed to disk, and is renamed over the target, so a kill at any
 // moment leaves either the old file or the new one, never a torn one. A kill can leave the
 // temporary file itself behind; remove_stale_temporaries() clears those from a folder.
+//
+// Encryption at rest: while the current context (context.h) holds a key, the writer encrypts
+// what it writes (encryption.h), and read_file() decrypts every file that carries the encrypted
+// header, whatever the context, as long as the key is there.
 #pragma once
 
 #include <cstddef>
 #include <filesystem>
+#include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
 
 namespace edgetune {
+
+class EncryptionKey;
+namespace encryption {
+class Encryptor;
+}
 
 // A file that could not be read or written. what() is one line starting with the file name:
 // "<path>: <action> (<reason>)<note>", where an atomic write that failed after making its
@@ -46,7 +57,9 @@ bool is_temporary_name(std::string_view filename);
 // A file being written atomically. Writes go to temporary_path(path); commit() fsyncs it,
 // renames it over `path` and fsyncs the folder. Destroying it without commit() removes the
 // temporary file and leaves `path` as it was. Every failure throws FileError naming `path`, after
-// removing the temporary file.
+// removing the temporary file. When the current context holds a key at construction, the file
+// is written encrypted with it (the key is kept until the file is done): `path` then holds the
+// encryption of the bytes written.
 class AtomicFile {
  public:
   explicit AtomicFile(std::filesystem::path path);
@@ -63,16 +76,37 @@ class AtomicFile {
 
  private:
   [[noreturn]] void fail(const std::string& action);
+  void write_raw(std::string_view bytes);
   std::filesystem::path path_;
   std::filesystem::path tmp_;
   int fd_ = -1;
+  std::shared_ptr<const EncryptionKey> key_;
+  std::unique_ptr<encryption::Encryptor> encryptor_;  // set when key_ is
 };
 
 // Writes `bytes` to `path` atomically (an AtomicFile written once and committed).
 void write_file_atomic(const std::filesystem::path& path, std::string_view bytes);
 
-// The whole content of a file; throws FileError ("cannot open") naming it.
-std::string read_file(const std::filesystem::path& path);
+// Who made a file being read, which decides what an unencrypted one means while the current
+// context holds a key.
+enum class FileOrigin {
+  Input,   // given to edgetune (a model folder, data, a key file): read as it is
+  Output,  // one edgetune wrote (run and adapter folders): must be encrypted when a key is set,
+           // so a file swapped for a plain one, or whose magic bytes were altered, is refused
+};
+
+// The content of `path`, decrypted when it carries the encrypted header (encryption.h) with the
+// current context's key. Throws FileError naming the file when it cannot be opened or read, when
+// it is encrypted and no key is set ("it is encrypted: ... --key-file"), when decryption fails
+// (another key, altered or truncated: never part of a file), and for an Output file without the
+// header while a key is set.
+std::string read_file(const std::filesystem::path& path, FileOrigin origin = FileOrigin::Input);
+
+// The decrypted content of `path` when it carries the encrypted header, else nullopt (the file
+// is plain and may be read as it is). Reads only the first bytes of a plain file. Throws as
+// read_file() does.
+std::optional<std::string> read_if_encrypted(const std::filesystem::path& path,
+                                             FileOrigin origin = FileOrigin::Input);
 
 // Removes the regular files of `dir` whose names satisfy is_temporary_name(): what atomic writes
 // that were killed left behind. Nothing else is touched, and sub-folders are not entered. Returns

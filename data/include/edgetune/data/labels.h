@@ -32,7 +32,9 @@ class LabelMap {
 
   // labels.json: {"id2label": {"0": "neg", "1": "pos"}, "label2id": {"neg": 0, "pos": 1}}, the
   // layout of a Hugging Face config. load() also accepts "id2label" as a JSON array and ignores
-  // "label2id". Throws DataError naming the file when it is missing or malformed.
+  // "label2id". Throws DataError naming the file when it is missing or malformed. labels.json
+  // is a file edgetune writes: read as core's FileOrigin::Output (file_io.h), so while the current
+  // context holds a key it must be encrypted with it.
   static LabelMap load(const std::filesystem::path& file);
   // Writes labels.json atomically (temporary file, flush, rename). Throws DataError on failure.
   void save(const std::filesystem::path& file) const;

@@ -48,6 +48,10 @@ struct ClassifierOptions {
   int max_length = 128;           // tokens per text, [CLS] and [SEP] included
   int batch_size = 32;
   int threads = 0;                // 0: all cores
+  // The key of the session's files (core's encryption.h: the app's key, e.g. from the Android
+  // Keystore or the iOS Keychain): adapters and run folders are written encrypted with it, and
+  // encrypted ones read with it. Null: plain files. Not a setting (never in options_json).
+  std::shared_ptr<const EncryptionKey> key = nullptr;
 };
 
 // What a TuningSession is opened with: the classifier's options and the memory budget of its
@@ -175,6 +179,9 @@ class TuningSession {
   void save_adapter(const std::filesystem::path& dir) const;
   // Replaces the session's model by the base with the adapter (or run) folder dir.
   void load_adapter(const std::filesystem::path& dir);
+  // The key of every file the session writes or reads from now on (ClassifierOptions::key);
+  // null: plain files. Waits for a running call, as the calls that use the model do.
+  void set_key(std::shared_ptr<const EncryptionKey> key);
 
   MemoryUse memory() const;
 

@@ -42,6 +42,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "edgetune/core/encryption.h"
 #include "edgetune/core/memory.h"
 #include "edgetune/autograd/tensor.h"
 #include "edgetune/data/shuffle.h"
@@ -311,6 +312,10 @@ struct MemorySettings {
   BudgetScope budget_scope = BudgetScope::Process;
   int micro_batch = 0;
   std::optional<bool> checkpoint_layers;
+  // The key the run folder is written and read with (core's encryption.h), made the run's
+  // context's key; null: plain files. Not a setting: never in run.json, and a resume takes the
+  // key of the calling thread's context, with which it read run.json.
+  std::shared_ptr<const EncryptionKey> key;
 
   template <class Self, class V>
   static void fields(Self& c, V& v) {
