@@ -44,6 +44,19 @@ void train_run(const ScratchDir& d, const fs::path& run) {
   REQUIRE(r.exit_code == 0);
 }
 
+// A finished run in d/run, its files as train left them, and 60 new rows in d/new.tsv.
+struct TrainedRun {
+  ScratchDir d;
+  fs::path run = d / "run";
+  std::map<std::string, std::string> before;
+  explicit TrainedRun(const std::string& tag) : d(tag) {
+    REQUIRE(cli_built());
+    train_run(d, run);
+    before = files_of(run);
+    write_rows(d / "new.tsv", "great", "awful", 30);
+  }
+};
+
 }  // namespace
 
 TEST_CASE("update after train: a new label grows the head, the buffer and metrics record it",
@@ -74,12 +87,10 @@ TEST_CASE("update after train: a new label grows the head, the buffer and metric
 TEST_CASE("kill -9 at any moment of an update leaves the run as before, or committed and completed "
           "by the next update",
           "[cli][update]") {
-  REQUIRE(cli_built());
-  ScratchDir d("update-kill");
-  const fs::path run = d / "run";
-  train_run(d, run);
-  const auto before = files_of(run);
-  write_rows(d / "new.tsv", "great", "awful", 30);
+  const TrainedRun t("update-kill");
+  const ScratchDir& d = t.d;
+  const fs::path& run = t.run;
+  const auto& before = t.before;
   const std::string update = cli_command() + " update --run " + q(run) + " --train " + q(d / "new.tsv") +
                              " --threads 1 --max-steps 300";
   int before_kept = 0, committed = 0, finished = 0;
@@ -125,12 +136,9 @@ TEST_CASE("kill -9 at any moment of an update leaves the run as before, or commi
 }
 
 TEST_CASE("Ctrl-C stops an update and leaves the run folder as it was", "[cli][update]") {
-  REQUIRE(cli_built());
-  ScratchDir d("update-sigint");
-  const fs::path run = d / "run";
-  train_run(d, run);
-  const auto before = files_of(run);
-  write_rows(d / "new.tsv", "great", "awful", 30);
+  const TrainedRun t("update-sigint");
+  const ScratchDir& d = t.d;
+  const fs::path& run = t.run;
   const pid_t pid = start_background(cli_command() + " update --run " + q(run) + " --train " + q(d / "new.tsv") +
                                          " --threads 1 --max-steps 100000",
                                      d / "update.log");
@@ -142,7 +150,7 @@ TEST_CASE("Ctrl-C stops an update and leaves the run folder as it was", "[cli][u
   const std::string log = slurp(d / "update.log");
   INFO(log);
   REQUIRE(log.find("update stopped: ") != std::string::npos);
-  REQUIRE(files_of(run) == before);
+  REQUIRE(files_of(run) == t.before);
   REQUIRE_FALSE(fs::exists(run / "update-staging"));
 }
 

@@ -118,6 +118,8 @@ TrainConfig non_default_train(std::size_t i) {
   c.max_steps = 100;
   c.log_every = 5;
   c.eval_batch_size = 32;
+  c.replay_examples = 500;
+  c.replay_bytes = 256u << 10;
   c.memory_budget = 128u << 20;
   c.micro_batch = 4;
   c.checkpoint_layers = i % 2 == 0;
