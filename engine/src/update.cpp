@@ -186,7 +186,7 @@ UpdateResult update_run(const UpdateConfig& u, std::ostream* log, const RunHooks
                                     {"replayed_rows", replayed.size()},
                                     {"new_labels", std::vector<std::string>(brought.begin(), brought.end())},
                                     {"steps", result.train.steps},
-                                    {"lr", u.lr},
+                                    {"settings", settings::to_json(u)},
                                     {"replay_size", after->size()},
                                     {"replay_seen", after->seen()}};
     write_file_atomic(commit / "metrics.jsonl", merged_metrics(u.run, trained, result.update, summary));

@@ -114,6 +114,7 @@ TEST_CASE("update: the adapter moves and learns the new rows; the buffer takes t
   REQUIRE_FALSE(fs::exists(run / "train_state.safetensors"));
   const std::string metrics = read_file(run / "metrics.jsonl");
   REQUIRE(metrics.find("\"type\":\"update\"") != std::string::npos);
+  REQUIRE(metrics.find("\"min_steps\":30") != std::string::npos);  // the update's settings
   fs::remove_all(run);
 }
 

@@ -17,7 +17,7 @@
 //   5. stages in RUN/update-staging/commit/ the files that change: adapter_config.json,
 //      adapter_model.safetensors, labels.json, replay.json (the buffer with the new rows added,
 //      its update count raised) and metrics.jsonl (RUN's lines, then the update's, each tagged
-//      "update": n, then one "type": "update" summary line);
+//      "update": n, then one "type": "update" summary line with the update's settings);
 //   6. writes RUN/update-staging/COMMITTED (the list of staged files), copies each staged file over
 //      RUN's, removes RUN/train_state.safetensors (its tensors are the run's before the update: a
 //      `train --resume` of it would overwrite the update) and then RUN/update-staging/.
