@@ -352,7 +352,7 @@ TrainedFolder read_trained_folder(const fs::path& dir) {
   return out;
 }
 
-MethodOptions load_trained(BertModel& m, const fs::path& dir) {
+MethodOptions load_trained(BertModel& m, const fs::path& dir, bool grow_head) {
   AdapterFiles f = read_adapter_files(dir);
   const MethodOptions o = method_of(f, dir);
   const std::string source = (dir / "adapter_model.safetensors").string();
@@ -409,6 +409,17 @@ MethodOptions load_trained(BertModel& m, const fs::path& dir) {
     if (!slot->defined()) continue;
     Tensor t = take(name);
     if (!t.defined()) continue;
+    const bool grows = grow_head && name.starts_with("classifier.") && t.rank() == slot->rank() &&
+                       t.dim(0) < slot->dim(0) && t.numel() / t.dim(0) == slot->numel() / slot->dim(0);
+    if (grows) {
+      // The saved rows over the model's fresh ones: old classes keep their rows bit for bit.
+      Tensor v = adapters::trainable_copy(*slot);
+      const Tensor saved = t.to(DType::F32, MemCategory::Workspace);
+      std::copy_n(saved.data<float>(), saved.numel(), v.data<float>());
+      v.set_name(name);
+      *slot = v;
+      continue;
+    }
     if (t.shape() != slot->shape()) {
       throw ModelError(source + ": tensor '" + name + "' has shape " + t.shape().str() +
                        ", the model's is " + slot->shape().str() +

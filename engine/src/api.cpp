@@ -216,7 +216,42 @@ TrainResult TuningSession::resume(const std::filesystem::path& out, const Progre
   return run(Trainer::resume(std::move(cfg), nullptr), out, progress);
 }
 
+UpdateResult TuningSession::update(const std::filesystem::path& run_dir, const nlohmann::json& options,
+                                   const ProgressFn& progress) {
+  if (!options.is_object()) throw settings::SettingError("options: expected a JSON object of settings");
+  for (const char* key : {"run", "train"}) {
+    if (options.contains(key)) {
+      throw settings::SettingError(std::string("options: setting '") + key +
+                                   "' is the session's (the run folder given to update, its examples)");
+    }
+  }
+  UpdateConfig base;
+  base.memory_budget = options_.memory_budget;
+  base.threads = options_.threads;
+  base.data.max_length = options_.max_length;
+  UpdateConfig cfg = settings::from_json(options, "options", std::move(base));
+  cfg.run = run_dir;
+  const std::lock_guard g(lock_);
+  if (examples_.empty()) throw std::invalid_argument("update: no examples: add the new labelled examples first");
+  cfg.train_data = to_dataset(examples_);
+  UpdateResult result;
+  run(nullptr,
+      [&](const RunHooks& hooks) {
+        result = update_run(cfg, nullptr, hooks);
+        return result.train;
+      },
+      run_dir, progress);
+  return result;
+}
+
 TrainResult TuningSession::run(Trainer trainer, const std::filesystem::path& out, const ProgressFn& progress) {
+  const std::shared_ptr<const Accountant> figures = trainer.accountant();
+  return run(figures, [&trainer](const RunHooks& hooks) { return trainer.run(hooks); }, out, progress);
+}
+
+TrainResult TuningSession::run(std::shared_ptr<const Accountant> figures,
+                               const std::function<TrainResult(const RunHooks&)>& body, const std::filesystem::path& out,
+                               const ProgressFn& progress) {
   stop_.reset();
   model_.reset();  // the training's memory; the model is loaded again when next used
   const StopToken stop = stop_;
@@ -227,9 +262,9 @@ TrainResult TuningSession::run(Trainer trainer, const std::filesystem::path& out
       if (progress(p)) stop.request_stop();
     };
   }
-  {
+  if (figures) {
     const std::lock_guard f(figures_lock_);
-    figures_ = trainer.accountant();
+    figures_ = std::move(figures);
   }
   struct Restore {  // memory() reads the session's own figures again, however the run ends
     TuningSession& s;
@@ -238,7 +273,7 @@ TrainResult TuningSession::run(Trainer trainer, const std::filesystem::path& out
       s.figures_ = s.context_.accountant;
     }
   } restore{*this};
-  const TrainResult r = trainer.run(hooks);
+  const TrainResult r = body(hooks);
   if (!r.interrupted) adapter_dir_ = out;
   return r;
 }

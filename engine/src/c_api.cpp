@@ -202,6 +202,14 @@ int edgetune_session_resume(edgetune_session* s, const char* out_dir, edgetune_p
   });
 }
 
+int edgetune_session_update(edgetune_session* s, const char* run_dir, const char* options_json,
+                            edgetune_progress_fn progress, void* user) {
+  return on_session(s, "edgetune_session_update", [&] {
+    require(run_dir != nullptr, "run_dir is NULL");
+    return train_code(s, s->session->update(run_dir, parse_options(options_json), progress_fn(progress, user)).train);
+  });
+}
+
 void edgetune_session_cancel(edgetune_session* s) {
   if (s != nullptr) s->session->cancel();
 }

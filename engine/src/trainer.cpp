@@ -112,6 +112,9 @@ struct Runner<TrainConfig, TrainResult>::Impl : ModeState<TrainConfig> {
   std::vector<std::string> labels;
   data::TokenStore train_store{accountant}, eval_store{accountant};
   std::vector<std::size_t> train_rows;  // 0 .. train_store.size() - 1
+  // The replay buffer written at the end, counted as data.
+  std::shared_ptr<const data::ReplayBuffer> replay;
+  Charge replay_charge;
 
   // Model and optimisation.
   BertModel model;
@@ -200,10 +203,12 @@ data::LabelMap Trainer::Impl::load_data(const BertConfig& base_cfg) {
         train.bad_row_messages.front() + ")\n");
   }
   if (train.examples.empty()) throw std::invalid_argument(train.source + ": no training rows");
-  data::LabelMap map = data::LabelMap::from_dataset(train);
   const std::filesystem::path init_labels =
       cfg.init_adapter.empty() ? std::filesystem::path() : cfg.init_adapter / "labels.json";
-  if (!init_labels.empty() && std::filesystem::exists(init_labels)) {
+  data::LabelMap map = data::LabelMap::from_dataset(train);
+  if (!cfg.labels.empty()) {
+    map = data::LabelMap(cfg.labels);
+  } else if (!init_labels.empty() && std::filesystem::exists(init_labels)) {
     // The adapter started from brings its classifier head, so its classes in its order, whatever
     // subset of them these rows hold (a federated client's shard may hold one class only).
     map = data::LabelMap::load(init_labels);
@@ -230,6 +235,14 @@ data::LabelMap Trainer::Impl::load_data(const BertConfig& base_cfg) {
   const data::Split split = data::train_eval_split(n, cfg.eval_file.empty() ? cfg.eval_split : 0, cfg.seed);
   data::encode_rows(*tokenizer, train, split.train, cfg.data.max_length, train_store);
   data::encode_rows(*tokenizer, train, split.eval, cfg.data.max_length, eval_store);
+  if (cfg.replay) {
+    replay = cfg.replay;
+  } else {
+    auto fresh = std::make_shared<data::ReplayBuffer>(cfg.replay_examples, cfg.replay_bytes, cfg.seed);
+    for (const std::size_t i : split.train) fresh->add(train.examples[i]);
+    replay = std::move(fresh);
+  }
+  replay_charge = Charge(accountant, MemCategory::Data, replay->bytes());
   say(invalid_utf8_note(train_store.rows_with_invalid_utf8() + eval_store.rows_with_invalid_utf8(),
                         train.source));
   if (!cfg.eval_file.empty()) {
@@ -295,7 +308,7 @@ DType Trainer::Impl::build_model(const BertConfig& base_cfg) {
     }
     // The loaded adapter takes its shape (rank, targets, size) from the file.
     const bool freeze_a = cfg.method.lora.freeze_a;
-    cfg.method = load_trained(model, cfg.init_adapter);
+    cfg.method = load_trained(model, cfg.init_adapter, !cfg.labels.empty());
     cfg.method.lora.freeze_a = freeze_a;
     if (freeze_a) {
       for (EncoderLayer& l : model.layers) {
@@ -355,6 +368,7 @@ bool Trainer::Impl::after_epoch(TrainingRun& run) {
 
 void Trainer::Impl::finish(TrainingRun& run, bool interrupted) {
   if (interrupted) return;
+  replay->save(cfg.out / "replay.json");
   if (cfg.early_stopping <= 0) {
     save_adapter();
     return;

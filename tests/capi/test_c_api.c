@@ -386,6 +386,42 @@ static void test_train_cancel_resume(edgetune_session* s, const char* run) {
   for (i = 0; i < 6; ++i) CHECK(r.probs[i] == probs[i]);
 }
 
+/* Continual update of the finished run: refusals, a cancel that leaves the run as it was, then an
+ * update whose new label grows the head. */
+static void test_update(edgetune_session* s, const char* run) {
+  const char* texts[] = {"so so", "fine i guess"};
+  progress_log steps = {0, 0, 0, 0, s, 0, 0};
+  float probs[6];
+  CHECK(edgetune_session_clear_examples(s) == EDGETUNE_OK);
+  CHECK(edgetune_session_update(s, run, NULL, NULL, NULL) == EDGETUNE_ERROR);
+  CHECK_CONTAINS(edgetune_session_last_error(s), "no examples");
+  CHECK(edgetune_session_add_example(s, texts[0], "meh") == EDGETUNE_OK);
+  CHECK(edgetune_session_add_example(s, texts[1], "meh") == EDGETUNE_OK);
+  CHECK(edgetune_session_update(NULL, run, NULL, NULL, NULL) == EDGETUNE_BAD_ARGUMENT);
+  CHECK(edgetune_session_update(s, NULL, NULL, NULL, NULL) == EDGETUNE_BAD_ARGUMENT);
+  CHECK(edgetune_session_update(s, "/no/such/run", NULL, NULL, NULL) == EDGETUNE_ERROR);
+  CHECK_CONTAINS(edgetune_session_last_error(s), "/no/such/run: no such run folder");
+  CHECK(edgetune_session_update(s, run, "{\"run\": \"x\"}", NULL, NULL) == EDGETUNE_ERROR);
+  CHECK_CONTAINS(edgetune_session_last_error(s), "'run'");
+
+  /* Stopped at step 2 of 4: the run keeps its two labels. */
+  steps.stop_at = 2;
+  CHECK(edgetune_session_update(s, run, "{\"max_steps\": 4}", on_progress, &steps) == EDGETUNE_INTERRUPTED);
+  CHECK(steps.last_step == 2 && steps.total == 4);
+  CHECK(edgetune_session_num_labels(s) == 2);
+  CHECK(!file_exists(run, "update-staging"));
+
+  steps.stop_at = 0;
+  CHECK(edgetune_session_update(s, run, "{\"max_steps\": 4}", on_progress, &steps) == EDGETUNE_OK);
+  CHECK(steps.last_step == 4 && steps.memory_ok);
+  CHECK(edgetune_session_num_labels(s) == 3);
+  CHECK(strcmp(edgetune_session_label(s, 2), "meh") == 0);
+  CHECK(edgetune_session_predict(s, texts, 2, probs, 6) == EDGETUNE_OK);
+  check_rows_sum_to_one(probs, 2, 3);
+  CHECK(file_exists(run, "replay.json"));
+  CHECK(!file_exists(run, "update-staging"));
+}
+
 static void test_save_load(edgetune_session* s, const char* model, const char* saved) {
   const char* texts[] = {"good", "awful"};
   float a[4], b[4];
@@ -505,6 +541,7 @@ int main(int argc, char** argv) {
   test_train_dp(argv[1], dp_run);
   test_train_cancel_resume(s, run);
   test_save_load(s, argv[1], saved);
+  test_update(s, run);
   edgetune_session_close(&s);
   CHECK(s == NULL);
   test_close_serves_queue(argv[1]);

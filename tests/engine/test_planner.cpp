@@ -443,10 +443,13 @@ TEST_CASE("planner: training counts the packed rows and the vocabulary as data, 
     t.run(hooks);
   }
   // Two stores (training and evaluation rows), each one block of ids and one of row facts, and
-  // the tokenizer's tables charged by their size.
+  // the tokenizer's tables and the replay buffer (the 30 training rows) charged by their size.
   const data::WordPieceTokenizer tok = data::load_tokenizer_from_model_dir(c.model_dir);
   const std::size_t block = accounted_bytes(data::TokenStore::kBlockIds * sizeof(std::int32_t));
-  REQUIRE(data_live == 4 * block + tok.bytes());
+  const data::ReplayBuffer replay = data::ReplayBuffer::load(c.out / "replay.json");
+  REQUIRE(replay.size() == 30);
+  REQUIRE(replay.bytes() > 0);
+  REQUIRE(data_live == 4 * block + tok.bytes() + replay.bytes());
   // The trainer gave all of it back.
   REQUIRE(accountant->live(MemCategory::Data) == 0);
   fs::remove_all(c.out);

@@ -111,6 +111,8 @@ TrainConfig non_default_train(std::size_t i) {
   (i % 2 == 0 ? c.dp.noise_multiplier : c.dp.target_epsilon) = 1.5;
   c.dp.max_grad_norm = 0.25;
   c.dp.delta = 1e-6;
+  c.replay_examples = 500;
+  c.replay_bytes = 256u << 10;
   c.memory_budget = 128u << 20;
   c.micro_batch = 4;
   c.checkpoint_layers = i % 2 == 0;

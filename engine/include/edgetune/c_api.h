@@ -53,7 +53,8 @@ extern "C" {
 #endif
 
 /* 1: edgetune_open / predict / train with a process-wide stop request. 2: sessions.
- * 3: edgetune_session_set_key (encryption at rest). */
+ * 3: edgetune_session_set_key (encryption at rest), edgetune_session_update (continual updates
+ *    with a replay buffer). */
 #define EDGETUNE_ABI_VERSION 3
 
 enum {
@@ -140,8 +141,21 @@ EDGETUNE_API int edgetune_session_train(edgetune_session* s, const char* options
 EDGETUNE_API int edgetune_session_resume(edgetune_session* s, const char* out_dir,
                                          edgetune_progress_fn progress, void* user);
 
-/* Asks the session's running train or resume to stop after its current step; it saves a
- * checkpoint and returns EDGETUNE_INTERRUPTED. Any thread, never waits; NULL does nothing. */
+/* Continues the finished run in run_dir (written by train) on the added examples, mixed with the
+ * run's replay buffer (run_dir/replay.json), as one atomic step: labels the run lacks grow the
+ * classifier head (old classes keep their rows; labels.json updated), the buffer takes the new
+ * examples, and a kill at any moment leaves run_dir as before the update or, once committed, is
+ * completed by the next update. options_json (NULL: {}) holds update settings over the session's
+ * threads, memory budget and max_length: "epochs" (3), "min_steps" (10), "max_steps" (0: the
+ * epochs), "lr" (2e-4), "replay_ratio" (1: a replayed example per new one), "memory_budget", ...;
+ * "run" and "train" are not allowed. Returns EDGETUNE_OK and from then on predicts with the
+ * updated adapter; EDGETUNE_INTERRUPTED when cancelled (run_dir unchanged, nothing to resume).
+ * Codes and callback otherwise as for train. Since ABI 3. */
+EDGETUNE_API int edgetune_session_update(edgetune_session* s, const char* run_dir, const char* options_json,
+                                         edgetune_progress_fn progress, void* user);
+/* Asks the session's running train, resume or update to stop after its current step; train and
+ * resume save a checkpoint, an update is discarded; it returns EDGETUNE_INTERRUPTED. Any thread,
+ * never waits; NULL does nothing. */
 EDGETUNE_API void edgetune_session_cancel(edgetune_session* s);
 
 /* Number of classes K of the session's model (0 for NULL or on failure), and the name of class

@@ -120,6 +120,9 @@ void aggregate_adapters(const std::vector<std::filesystem::path>& dirs,
 // Loads an adapter folder onto a model loaded from the base: attaches the adapters with the saved
 // values and overwrites the saved model tensors. Returns the method options read from the folder.
 // A full-model folder is not an adapter: load it as the model.
-MethodOptions load_trained(BertModel& model, const std::filesystem::path& dir);
+// With grow_head, a saved classifier.weight (K, C) / classifier.bias (K) with fewer classes than
+// the model's (K', C) / (K') (an update that brought new labels) fills the first K rows and leaves
+// rows K..K'-1 as the model initialised them; without it, any other shape is a ModelError.
+MethodOptions load_trained(BertModel& model, const std::filesystem::path& dir, bool grow_head = false);
 
 }  // namespace edgetune

@@ -38,6 +38,7 @@
 
 #include "edgetune/core/context.h"
 #include "edgetune/engine/trainer.h"
+#include "edgetune/engine/update.h"
 
 namespace edgetune {
 
@@ -160,7 +161,16 @@ class TuningSession {
   // Continues the run in `out` from its checkpoint with its run.json settings and, for a run of
   // examples in memory, the session's examples (the same ones give the same result).
   TrainResult resume(const std::filesystem::path& out, const ProgressFn& progress = {});
-  // Asks the running train or resume to stop after its current step (it saves a checkpoint).
+  // Continues the finished run in `run_dir` on the added examples, mixed with its replay buffer,
+  // as one atomic step (update.h: labels the run lacks grow the head; a stopped or failed update
+  // leaves the folder as it was). options: UpdateConfig settings ("epochs", "min_steps",
+  // "max_steps", "lr", "replay_ratio", "memory_budget", ...) over the session's threads, memory
+  // budget and max_length; "run" and "train" are the session's. Clears an earlier cancel() first;
+  // the updated adapter becomes the session's model unless the update was stopped.
+  UpdateResult update(const std::filesystem::path& run_dir, const nlohmann::json& options = nlohmann::json::object(),
+                      const ProgressFn& progress = {});
+  // Asks the running train, resume or update to stop after its current step (train and resume
+  // save a checkpoint; an update is discarded).
   void cancel() noexcept;
 
   // The model's class names, in id order (a copy: training may change them).
@@ -193,6 +203,12 @@ class TuningSession {
   TuningSession(std::filesystem::path model_dir, SessionOptions options, Context context, Model model);
   // The caller holds lock_ in these.
   const Model& model() const;  // loads it when absent
+  // Runs `body` with the session's stop and progress hooks, without a model loaded (the training
+  // needs the memory); memory() reads `figures` meanwhile (null: the session's own). On success
+  // `out` holds the session's adapter from then on.
+  TrainResult run(std::shared_ptr<const Accountant> figures,
+                  const std::function<TrainResult(const RunHooks&)>& body, const std::filesystem::path& out,
+                  const ProgressFn& progress);
   TrainResult run(Trainer trainer, const std::filesystem::path& out, const ProgressFn& progress);
   void serve();
 

@@ -18,6 +18,8 @@
 //   labels.json          the class names, in id order
 //   metrics.jsonl        one JSON object per logged step and per evaluation
 //   run.json             the settings of the run (what --resume continues with)
+//   replay.json          the replay buffer for continual updates (data/replay.h): a uniform sample
+//        of the training rows, written when the run ends
 //   train_state.safetensors  everything a resume needs: trainable tensors, optimizer state, step,
 //        position in the data, dropout generator, early-stopping bookkeeping
 // Every file is written atomically: a kill at any moment leaves the previous version whole.
@@ -36,6 +38,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "edgetune/data/replay.h"
 #include "edgetune/engine/dp.h"
 #include "edgetune/engine/finetune.h"
 #include "edgetune/engine/metrics.h"
@@ -95,7 +98,18 @@ struct TrainConfig : MemorySettings {
   int log_every = 10;               // optimizer steps between progress lines
   int eval_batch_size = 64;
   DpSettings dp;                    // DP-SGD (off unless a noise multiplier or target epsilon is set)
+  // The replay buffer (replay.json) a finished run leaves for continual updates (update.h).
+  std::size_t replay_examples = 1000;
+  std::size_t replay_bytes = std::size_t{1} << 20;
   // memory_budget, micro_batch, checkpoint_layers: MemorySettings (run.h).
+
+  // Set by a continual update (update.h), not recorded in run.json:
+  // the class names in id order instead of the map made from the data (so rows of one class
+  // train, and labels an update brings come after the run's); with init_adapter, a saved head for
+  // fewer classes grows to these (load_trained's grow_head);
+  std::vector<std::string> labels;
+  // the replay buffer to write at the end instead of one sampled from the training rows.
+  std::shared_ptr<const data::ReplayBuffer> replay;
 
   // The table of the settings: JSON key (and command-line flag), help, range. The default of each
   // is its initialiser above.
@@ -149,6 +163,9 @@ struct TrainConfig : MemorySettings {
     v("log_every", c.log_every, "optimizer steps between progress lines", at_least(1));
     v("eval_batch_size", c.eval_batch_size, "rows per forward pass of evaluation", at_least(1));
     DpSettings::fields(c.dp, v);
+    v("replay_examples", c.replay_examples,
+      "examples the replay buffer (replay.json) keeps for later updates: a uniform sample of the training rows");
+    v("replay_bytes", c.replay_bytes, "bytes of text the replay buffer keeps at most, e.g. 1M", bytes());
     MemorySettings::fields(c, v);
   }
 
