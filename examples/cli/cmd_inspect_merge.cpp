@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "edgetune/data/tokenizer.h"
 #include "edgetune/engine/loader.h"
+#include "edgetune/engine/model_file.h"
 #include "edgetune/engine/planner.h"
 #include "edgetune/engine/session.h"
 #include "edgetune/engine/trainer.h"
@@ -39,7 +40,7 @@ int run_inspect(const InspectArgs& a) {
     params += t.numel();
     by_type[static_cast<int>(t.dtype())] += t.nbytes();
   }
-  const data::WordPieceTokenizer tok = data::load_tokenizer_from_model_dir(dir);
+  const data::WordPieceTokenizer tok = load_model_tokenizer(dir);
   nlohmann::json j;
   j["model"] = dir.string();
   j["config"] = c.to_json();
