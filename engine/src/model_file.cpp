@@ -5,6 +5,7 @@
 
 #include <charconv>
 #include <cstring>
+#include <set>
 
 #include "edgetune/autograd/quant.h"
 #include "edgetune/core/file_io.h"
@@ -114,7 +115,11 @@ void compress_model(const fs::path& source, const fs::path& out, const CompressO
   }
   LoadOptions lo;
   lo.base = DType::F32;
-  BertModel m = load_bert(source, lo);
+  LoadReport report;
+  BertModel m = load_bert(source, lo, &report);
+  // Heads the source lacks stay out of the file, so loading it initialises them as loading the
+  // folder does.
+  const std::set<std::string> fresh(report.initialised.begin(), report.initialised.end());
   if (!options.keep_layers.empty()) {
     std::vector<EncoderLayer> kept;
     for (std::int64_t i : options.keep_layers) {
@@ -135,7 +140,7 @@ void compress_model(const fs::path& source, const fs::path& out, const CompressO
     return std::span<const std::byte>(static_cast<const std::byte*>(p), n);
   };
   for (const BertTensor& t : bert_tensors(m, stored)) {
-    if (!t.slot->defined()) continue;
+    if (!t.slot->defined() || fresh.count(t.name)) continue;
     const std::vector<std::int64_t> dims(t.shape.dims().begin(), t.shape.dims().end());
     if (!is_quantized(t.storage)) {
       raw.push_back({t.name, "F32", dims, bytes_of(t.slot->data<float>(), t.slot->nbytes())});
