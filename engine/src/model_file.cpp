@@ -3,6 +3,7 @@
 
 #include <sodium.h>
 
+#include <algorithm>
 #include <charconv>
 #include <cstring>
 #include <set>
@@ -27,18 +28,13 @@ DType storage_from_name(const std::string& name, const std::string& label) {
   throw ModelError(label + ": \"edgetune.storage\" is '" + name + "', expected f32, q8 or q4");
 }
 
-}  // namespace
-
-std::vector<std::int64_t> parse_keep_layers(std::string_view text, std::int64_t layers) {
-  auto bad = [&](const std::string& why) -> std::invalid_argument {
-    return std::invalid_argument("--keep-layers '" + std::string(text) + "': " + why +
-                                 " (expected a count like 6 or ascending layer indices like 0,2,4 "
-                                 "of the model's " + std::to_string(layers) + " layers)");
-  };
+// Whole numbers separated by `sep`; `bad(item)` makes the error for one that is not.
+template <class Bad>
+std::vector<std::int64_t> parse_numbers(std::string_view text, char sep, Bad&& bad) {
   std::vector<std::int64_t> values;
   std::size_t start = 0;
   while (start <= text.size()) {
-    const std::size_t end = std::min(text.find(',', start), text.size());
+    const std::size_t end = std::min(text.find(sep, start), text.size());
     const std::string_view item = text.substr(start, end - start);
     std::int64_t v = 0;
     const auto [ptr, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
@@ -48,6 +44,69 @@ std::vector<std::int64_t> parse_keep_layers(std::string_view text, std::int64_t 
     values.push_back(v);
     start = end + 1;
   }
+  return values;
+}
+
+// Rows (columns: false) of a float (N, K) matrix or (N) vector at `keep`.
+Tensor select(const Tensor& w, const std::vector<std::int64_t>& keep, bool rows) {
+  const std::int64_t n = w.dim(0), k = w.rank() == 2 ? w.dim(1) : 1;
+  const auto kept = static_cast<std::int64_t>(keep.size());
+  Tensor out = rows ? (w.rank() == 2 ? Tensor::empty({kept, k}, DType::F32, w.category())
+                                     : Tensor::empty({kept}, DType::F32, w.category()))
+                    : Tensor::empty({n, kept}, DType::F32, w.category());
+  const float* src = w.data<float>();
+  float* dst = out.data<float>();
+  if (rows) {
+    for (std::int64_t i = 0; i < kept; ++i) std::memcpy(dst + i * k, src + keep[i] * k, sizeof(float) * k);
+  } else {
+    for (std::int64_t r = 0; r < n; ++r)
+      for (std::int64_t j = 0; j < kept; ++j) dst[r * kept + j] = src[r * k + keep[j]];
+  }
+  out.set_name(w.name());
+  return out;
+}
+
+}  // namespace
+
+std::map<std::int64_t, std::vector<std::int64_t>> parse_drop_heads(std::string_view text, std::int64_t layers,
+                                                                    std::int64_t heads) {
+  auto bad = [&](const std::string& why) {
+    return std::invalid_argument("--drop-heads '" + std::string(text) + "': " + why +
+                                 " (expected layer:heads;... like 0:1,3;5:0, of the model's " +
+                                 std::to_string(layers) + " layers of " + std::to_string(heads) + " heads)");
+  };
+  std::map<std::int64_t, std::vector<std::int64_t>> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t end = std::min(text.find(';', start), text.size());
+    const std::string_view item = text.substr(start, end - start);
+    const std::size_t colon = item.find(':');
+    if (colon == std::string_view::npos) throw bad("'" + std::string(item) + "' has no ':'");
+    const std::vector<std::int64_t> layer_part = parse_numbers(item.substr(0, colon), ',', bad);
+    if (layer_part.size() != 1) throw bad("one layer goes before each ':'");
+    const std::int64_t layer = layer_part[0];
+    if (layer < 0 || layer >= layers) throw bad("layer " + std::to_string(layer) + " does not exist");
+    if (out.count(layer)) throw bad("layer " + std::to_string(layer) + " is named twice");
+    std::vector<std::int64_t> list = parse_numbers(item.substr(colon + 1), ',', bad);
+    std::sort(list.begin(), list.end());
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      if (list[i] < 0 || list[i] >= heads) throw bad("head " + std::to_string(list[i]) + " does not exist");
+      if (i > 0 && list[i] == list[i - 1]) throw bad("head " + std::to_string(list[i]) + " is named twice");
+    }
+    if (static_cast<std::int64_t>(list.size()) >= heads) throw bad("layer " + std::to_string(layer) + " would keep no head");
+    out[layer] = std::move(list);
+    start = end + 1;
+  }
+  return out;
+}
+
+std::vector<std::int64_t> parse_keep_layers(std::string_view text, std::int64_t layers) {
+  auto bad = [&](const std::string& why) -> std::invalid_argument {
+    return std::invalid_argument("--keep-layers '" + std::string(text) + "': " + why +
+                                 " (expected a count like 6 or ascending layer indices like 0,2,4 "
+                                 "of the model's " + std::to_string(layers) + " layers)");
+  };
+  std::vector<std::int64_t> values = parse_numbers(text, ',', bad);
   if (values.size() == 1 && text.find(',') == std::string_view::npos) {
     const std::int64_t n = values[0];
     if (n < 1 || n > layers) throw bad("a count must be in [1, " + std::to_string(layers) + "]");
@@ -120,15 +179,39 @@ void compress_model(const fs::path& source, const fs::path& out, const CompressO
   // Heads the source lacks stay out of the file, so loading it initialises them as loading the
   // folder does.
   const std::set<std::string> fresh(report.initialised.begin(), report.initialised.end());
+  const std::int64_t d = m.config.head_size();
+  for (const auto& [layer, heads] : options.drop_heads) {
+    if (layer < 0 || layer >= m.config.num_hidden_layers || m.config.pruned_heads.count(layer)) {
+      throw std::invalid_argument("compress: --drop-heads names layer " + std::to_string(layer) +
+                                  ", which does not exist or already has pruned heads");
+    }
+    std::vector<std::int64_t> keep;
+    for (std::int64_t h = 0; h < m.config.num_attention_heads; ++h) {
+      if (std::find(heads.begin(), heads.end(), h) != heads.end()) continue;
+      for (std::int64_t i = 0; i < d; ++i) keep.push_back(h * d + i);
+    }
+    EncoderLayer& l = m.layers[static_cast<std::size_t>(layer)];
+    for (LinearLayer* lin : {&l.query, &l.key, &l.value}) {
+      lin->weight = select(lin->weight, keep, true);
+      lin->bias = select(lin->bias, keep, true);
+    }
+    l.attention_output.weight = select(l.attention_output.weight, keep, false);
+    m.config.pruned_heads[layer] = heads;
+  }
   if (!options.keep_layers.empty()) {
     std::vector<EncoderLayer> kept;
+    std::map<std::int64_t, std::vector<std::int64_t>> pruned;
     for (std::int64_t i : options.keep_layers) {
       if (i < 0 || i >= static_cast<std::int64_t>(m.layers.size())) {
         throw std::invalid_argument("compress: layer " + std::to_string(i) + " does not exist");
       }
+      if (const auto it = m.config.pruned_heads.find(i); it != m.config.pruned_heads.end()) {
+        pruned[static_cast<std::int64_t>(kept.size())] = it->second;
+      }
       kept.push_back(m.layers[static_cast<std::size_t>(i)]);
     }
     m.layers = std::move(kept);
+    m.config.pruned_heads = std::move(pruned);
     m.config.num_hidden_layers = static_cast<std::int64_t>(m.layers.size());
   }
 
@@ -180,9 +263,11 @@ void compress_model(const fs::path& source, const fs::path& out, const CompressO
   }
   nlohmann::json keep = nlohmann::json::array();
   for (std::int64_t i : options.keep_layers) keep.push_back(i);
+  nlohmann::json dropped = nlohmann::json::object();
+  for (const auto& [layer, heads] : options.drop_heads) dropped[std::to_string(layer)] = heads;
   meta["edgetune.provenance"] =
       nlohmann::json{{"source", source.string()},
-                     {"options", {{"quant", dtype_name(options.quant)}, {"keep_layers", keep}}},
+                     {"options", {{"quant", dtype_name(options.quant)}, {"keep_layers", keep}, {"drop_heads", dropped}}},
                      {"edgetune_version", EDGETUNE_VERSION}}
           .dump();
   meta[kChecksumKey] = model_file_checksum(meta, raw);

@@ -10,18 +10,20 @@ namespace edgetune::cli {
 namespace {
 
 struct CompressArgs {
-  std::string model, out, quant = "q8", keep_layers;
+  std::string model, out, quant = "q8", keep_layers, drop_heads;
 };
 
 int run(const CompressArgs& a) {
   CompressOptions o;
   o.quant = a.quant == "f32" ? DType::F32 : a.quant == "q4" ? DType::Q4 : DType::Q8;
-  if (!a.keep_layers.empty()) {
-    try {
-      o.keep_layers = parse_keep_layers(a.keep_layers, load_config(a.model).num_hidden_layers);
-    } catch (const std::invalid_argument& e) {
-      throw UsageError(e.what());
+  const BertConfig config = load_config(a.model);
+  try {
+    if (!a.keep_layers.empty()) o.keep_layers = parse_keep_layers(a.keep_layers, config.num_hidden_layers);
+    if (!a.drop_heads.empty()) {
+      o.drop_heads = parse_drop_heads(a.drop_heads, config.num_hidden_layers, config.num_attention_heads);
     }
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
   }
   compress_model(a.model, a.out, o);
   const ModelFile written(a.out);
@@ -43,6 +45,9 @@ const RegisterCommand kRegister{
           ->capture_default_str();
       app.add_option("--keep-layers", a->keep_layers,
                      "the layers kept: a count (6: the first six) or indices (0,2,4)");
+      app.add_option("--drop-heads", a->drop_heads,
+                     "attention heads removed, as Hugging Face's prune_heads: layer:heads;... (0:1,3;5:0), "
+                     "layers numbered before --keep-layers");
       return [a] { return run(*a); };
     }};
 

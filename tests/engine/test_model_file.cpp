@@ -8,6 +8,7 @@
 #include <cstring>
 #include <fstream>
 
+#include "edgetune/autograd/quant.h"
 #include "edgetune/autograd/safetensors.h"
 #include "edgetune/core/context.h"
 #include "edgetune/core/file_io.h"
@@ -37,7 +38,7 @@ BertModel load(const fs::path& model, DType base) {
 
 fs::path compressed(const test::TempDir& tmp, DType quant, std::vector<std::int64_t> keep = {}) {
   const fs::path out = tmp.path / (std::string("tiny-") + dtype_name(quant) + ".safetensors");
-  compress_model(tiny_dir(), out, {quant, std::move(keep)});
+  compress_model(tiny_dir(), out, {quant, std::move(keep), {}});
   return out;
 }
 
@@ -191,9 +192,49 @@ TEST_CASE("model files that are truncated, corrupt or of another version are ref
              Catch::Contains("stores q4 base weights, not q8"));
   CHECK_THAT(model_error([&] { load_bert(tiny_dir() / "model.safetensors", LoadOptions{}); }),
              Catch::Contains("no \"edgetune.format\""));
-  CHECK_THAT(model_error([&] { compress_model(tiny_dir(), tiny_dir() / "model.safetensors", {}); }),
+  CHECK_THAT(model_error([&] { compress_model(tiny_dir(), tiny_dir() / "model.safetensors", {DType::Q8, {}, {}}); }),
              Catch::Contains("would overwrite the model it compresses"));
-  CHECK_THAT(model_error([&] { compress_model(file, file, {}); }),
+  CHECK_THAT(model_error([&] { compress_model(file, file, {DType::Q8, {}, {}}); }),
              Catch::Contains("would overwrite the model it compresses"));
   CHECK(read_file(file) == bytes);
+}
+
+TEST_CASE("--drop-heads and --keep-layers give PyTorch's logits for the pruned model") {
+  // tests/golden/bert/make_pruned_golden.py: Hugging Face prune_heads({0: [1, 3], 1: [0]}), then
+  // only layer 1 kept.
+  test::TempDir tmp("model_file");
+  const safetensors::Reader golden(tiny_dir() / "pruned_golden.safetensors");
+  const std::map<std::int64_t, std::vector<std::int64_t>> drop{{0, {1, 3}}, {1, {0}}};
+  CHECK(parse_drop_heads("0:1,3;1:0", 2, 4) == drop);
+  for (const char* bad : {"0", "0:4", "2:0", "0:1;0:2", "0:0,1,2,3", "0:1,1", "0,1:2", "x:1", ""}) {
+    INFO(bad);
+    CHECK_THROWS_AS(parse_drop_heads(bad, 2, 4), std::invalid_argument);
+  }
+  const BertInputs in = golden_inputs();
+
+  const fs::path heads = tmp.path / "heads.safetensors";
+  compress_model(tiny_dir(), heads, {DType::F32, {}, drop});
+  BertModel pruned = load(heads, DType::F32);
+  CHECK(pruned.config.pruned_heads == drop);
+  CHECK(pruned.config.to_json()["pruned_heads"] == nlohmann::json{{"0", {1, 3}}, {"1", {0}}});
+  CHECK(pruned.layers[0].query.weight.shape() == Shape{32, 64});
+  CHECK(pruned.layers[0].attention_output.weight.shape() == Shape{64, 32});
+  CHECK(pruned.layers[1].value.bias.shape() == Shape{48});
+  test::require_close("logits, heads pruned", pruned.classify(in, {}).to_vector(),
+                      golden.load("logits.heads").to_vector(), 1e-4, 1e-6);
+
+  const fs::path both = tmp.path / "both.safetensors";
+  compress_model(tiny_dir(), both, {DType::F32, {1}, drop});
+  BertModel cropped = load(both, DType::F32);
+  CHECK(cropped.config.pruned_heads == std::map<std::int64_t, std::vector<std::int64_t>>{{0, {0}}});
+  test::require_close("logits, heads pruned and layer 1 kept", cropped.classify(in, {}).to_vector(),
+                      golden.load("logits.heads_layers").to_vector(), 1e-4, 1e-6);
+
+  // The quantized file of the pruned model holds what quantizing its f32 file on load gives.
+  const fs::path q8 = tmp.path / "heads-q8.safetensors";
+  compress_model(heads, q8, {DType::Q8, {}, {}});
+  const BertModel a = load(q8, DType::Q8);
+  CHECK(a.layers[0].key.weight.dtype() == DType::Q8);
+  CHECK(a.layers[0].key.weight.shape() == Shape{32, 64});
+  CHECK(bytes_of(a.layers[0].key.weight) == bytes_of(quantize(pruned.layers[0].key.weight, DType::Q8)));
 }

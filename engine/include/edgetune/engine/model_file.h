@@ -40,12 +40,21 @@ struct CompressOptions {
   DType quant = DType::Q8;  // storage of the base weights: F32, Q8 or Q4
   // Source layers kept, ascending and distinct, renumbered 0.. in the file; empty: all.
   std::vector<std::int64_t> keep_layers;
+  // Heads removed per source layer, as Hugging Face's prune_heads removes them (rows of query,
+  // key, value weights and biases; columns of attention.output.dense); applied before cropping.
+  std::map<std::int64_t, std::vector<std::int64_t>> drop_heads;
 };
 
 // --keep-layers: "0,2,4" (those layers) or "6" (the first six) of a model with `layers` layers.
 // Throws std::invalid_argument (one line, what was expected) for a malformed list, an index out
 // of range, a repeated or unsorted index, or a count outside [1, layers].
 std::vector<std::int64_t> parse_keep_layers(std::string_view text, std::int64_t layers);
+
+// --drop-heads: "0:1,3;5:0" (layer:heads;...) for a model of `layers` layers of `heads` heads.
+// Throws std::invalid_argument for a malformed list, an index out of range, a layer named twice,
+// or a layer left with no head.
+std::map<std::int64_t, std::vector<std::int64_t>> parse_drop_heads(std::string_view text, std::int64_t layers,
+                                                                    std::int64_t heads);
 
 // True when `path` is a regular file (a model file) rather than a Hugging Face folder.
 bool is_model_file(const std::filesystem::path& path);
