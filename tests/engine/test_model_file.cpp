@@ -138,7 +138,7 @@ TEST_CASE("the mapped base is clean, file-backed memory") {
   CHECK(private_dirty == 0);
 }
 
-TEST_CASE("--keep-layers keeps the chosen layers, renumbered") {
+TEST_CASE("compress --keep-layers keeps the chosen layers, renumbered") {
   test::TempDir tmp("model_file");
   CHECK(parse_keep_layers("1", 2) == std::vector<std::int64_t>{0});
   CHECK(parse_keep_layers("0,1", 2) == std::vector<std::int64_t>{0, 1});
@@ -199,7 +199,7 @@ TEST_CASE("model files that are truncated, corrupt or of another version are ref
   CHECK(read_file(file) == bytes);
 }
 
-TEST_CASE("--drop-heads and --keep-layers give PyTorch's logits for the pruned model") {
+TEST_CASE("compress --drop-heads and --keep-layers give PyTorch's logits for the pruned model") {
   // tests/golden/bert/make_pruned_golden.py: Hugging Face prune_heads({0: [1, 3], 1: [0]}), then
   // only layer 1 kept.
   test::TempDir tmp("model_file");
