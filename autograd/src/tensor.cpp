@@ -2,6 +2,7 @@
 #include "edgetune/autograd/tensor.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <stdexcept>
 
@@ -80,7 +81,17 @@ Storage::Storage(MemCategory category, std::size_t bytes)
       bytes_(bytes),
       category_(category) {}
 
-Storage::~Storage() { accountant_->release(category_, data_, bytes_); }
+Storage::Storage(std::shared_ptr<const void> owner, const void* data, std::size_t bytes,
+                 MemCategory category)
+    : owner_(std::move(owner)),
+      // The mapping is read-only (PROT_READ): frozen tensors only read through this pointer.
+      data_(const_cast<void*>(data)),
+      bytes_(bytes),
+      category_(category) {}
+
+Storage::~Storage() {
+  if (accountant_) accountant_->release(category_, data_, bytes_);
+}
 
 std::size_t storage_bytes(const Shape& shape, DType dtype) {
   const auto n = static_cast<std::size_t>(shape.numel());
@@ -117,6 +128,31 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, MemCategory category) {
   if (is_quantized(dtype)) {
     impl->scales = std::make_shared<Storage>(
         category, static_cast<std::size_t>(scale_count(shape, dtype)) * sizeof(float));
+  }
+  return Tensor(std::move(impl));
+}
+
+Tensor Tensor::mapped(const Shape& shape, DType dtype, std::shared_ptr<const void> owner,
+                      const void* values, const float* scales, MemCategory category) {
+  if (!(dtype == DType::F32 || is_quantized(dtype))) {
+    throw std::invalid_argument("Tensor::mapped: only f32, q8 and q4 tensors can be mapped");
+  }
+  if (is_quantized(dtype) && (shape.rank() != 2 || scales == nullptr)) {
+    throw std::invalid_argument(std::string(dtype_name(dtype)) +
+                                " tensors are (N, K) matrices with scales, got shape " + shape.str());
+  }
+  if (reinterpret_cast<std::uintptr_t>(values) % alignof(float) != 0 ||
+      reinterpret_cast<std::uintptr_t>(scales) % alignof(float) != 0) {
+    throw std::invalid_argument("Tensor::mapped: values and scales must be 4-byte aligned");
+  }
+  auto impl = std::make_shared<TensorImpl>();
+  impl->shape = shape;
+  impl->dtype = dtype;
+  impl->storage = std::make_shared<Storage>(owner, values, storage_bytes(shape, dtype), category);
+  if (is_quantized(dtype)) {
+    impl->scales = std::make_shared<Storage>(
+        std::move(owner), scales, static_cast<std::size_t>(scale_count(shape, dtype)) * sizeof(float),
+        category);
   }
   return Tensor(std::move(impl));
 }

@@ -435,15 +435,14 @@ Encoding WordPieceTokenizer::encode(std::string_view a, std::optional<std::strin
 
 // ----------------------------------------------------------------------------- model folder
 
-WordPieceTokenizer load_tokenizer_from_model_dir(const std::filesystem::path& dir) {
+WordPieceTokenizer tokenizer_from_texts(std::string_view vocab_text, std::string vocab_source,
+                                        std::string_view config_json, const std::string& config_source) {
   TokenizerOptions options;
-  const std::filesystem::path config = dir / "tokenizer_config.json";
-  std::error_code ec;
-  if (std::filesystem::exists(config, ec)) {
-    const std::string name = config.string();
+  if (!config_json.empty()) {
+    const std::string& name = config_source;
     nlohmann::json j;
     try {
-      j = nlohmann::json::parse(io::read_all(config));
+      j = nlohmann::json::parse(config_json);
     } catch (const nlohmann::json::exception& err) {
       throw DataError(name, std::string("invalid JSON: ") + err.what());
     }
@@ -465,11 +464,18 @@ WordPieceTokenizer load_tokenizer_from_model_dir(const std::filesystem::path& di
       options.strip_accents = strip;
     }
   }
+  return WordPieceTokenizer(Vocab::parse(vocab_text, std::move(vocab_source)), options);
+}
+
+WordPieceTokenizer load_tokenizer_from_model_dir(const std::filesystem::path& dir) {
+  const std::filesystem::path config = dir / "tokenizer_config.json";
   const std::filesystem::path vocab = dir / "vocab.txt";
+  std::error_code ec;
   if (!std::filesystem::exists(vocab, ec)) {
     throw DataError(vocab.string(), "not found (a BERT model folder holds vocab.txt)");
   }
-  return WordPieceTokenizer(Vocab::load(vocab), options);
+  const std::string config_json = std::filesystem::exists(config, ec) ? io::read_all(config) : std::string();
+  return tokenizer_from_texts(io::read_all(vocab), io::display_name(vocab), config_json, config.string());
 }
 
 }  // namespace edgetune::data

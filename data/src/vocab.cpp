@@ -11,7 +11,10 @@
 namespace edgetune::data {
 
 Vocab Vocab::load(const std::filesystem::path& file) {
-  const std::string bytes = io::read_all(file);
+  return parse(io::read_all(file), io::display_name(file));
+}
+
+Vocab Vocab::parse(std::string_view bytes, std::string source) {
   std::string blob;
   std::vector<uint32_t> offsets{0};
   size_t start = 0;
@@ -29,9 +32,9 @@ Vocab Vocab::load(const std::filesystem::path& file) {
     start = end + 1;
   }
   if (offsets.size() == 1) {
-    throw DataError(io::display_name(file), "empty vocabulary (expected one token per line)");
+    throw DataError(source, "empty vocabulary (expected one token per line)");
   }
-  return Vocab(std::move(blob), std::move(offsets), io::display_name(file));
+  return Vocab(std::move(blob), std::move(offsets), std::move(source));
 }
 
 Vocab::Vocab(const std::vector<std::string>& tokens, std::string source) : source_(std::move(source)) {

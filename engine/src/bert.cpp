@@ -44,14 +44,15 @@ Tensor activation(Activation act, const Tensor& x) {
   return x;
 }
 
-// One encoder layer. x (B, T, C); mask additive (B, T).
-Tensor encoder_layer(const BertConfig& cfg, const EncoderLayer& layer, const Tensor& x,
+// One encoder layer with h heads (fewer than the config's when some were pruned). x (B, T, C);
+// mask additive (B, T).
+Tensor encoder_layer(const BertConfig& cfg, const EncoderLayer& layer, std::int64_t h, const Tensor& x,
                      const Tensor& mask, const ForwardOptions& opt) {
   const bool training = opt.training;
-  const std::int64_t b = x.dim(0), t = x.dim(1), c = x.dim(2);
-  const std::int64_t h = cfg.num_attention_heads, d = cfg.head_size();
+  const std::int64_t b = x.dim(0), t = x.dim(1);
+  const std::int64_t d = cfg.head_size();
   static const std::array<int, 4> split{0, 2, 1, 3};
-  auto heads = [&](const Tensor& y) {  // (B, T, C) -> (B, H, T, D)
+  auto heads = [&](const Tensor& y) {  // (B, T, h*D) -> (B, h, T, D)
     return ops::permute(ops::reshape(y, {b, t, h, d}), split);
   };
   const Tensor q = heads(layer.query.forward(x, opt));
@@ -60,7 +61,7 @@ Tensor encoder_layer(const BertConfig& cfg, const EncoderLayer& layer, const Ten
   Tensor scores = ops::scale(ops::matmul(q, k, false, true), 1.0 / std::sqrt(double(d)));
   Tensor probs = ops::dropout(ops::softmax(scores, mask), cfg.attention_probs_dropout_prob, training);
   scores = Tensor();
-  Tensor ctx = ops::reshape(ops::permute(ops::matmul(probs, v), split), {b, t, c});
+  Tensor ctx = ops::reshape(ops::permute(ops::matmul(probs, v), split), {b, t, h * d});
   probs = Tensor();
 
   Tensor a = ops::dropout(layer.attention_output.forward(ctx, opt), cfg.hidden_dropout_prob,
@@ -99,17 +100,19 @@ Tensor BertModel::encode(const BertInputs& in, const ForwardOptions& opt) const 
   h = ops::dropout(embeddings_norm.forward(h, config.layer_norm_eps), config.hidden_dropout_prob,
                    opt.training);
   const Tensor mask = additive_attention_mask(in.attention_mask);
-  for (const EncoderLayer& layer : layers) {
+  for (std::size_t l = 0; l < layers.size(); ++l) {
+    const EncoderLayer& layer = layers[l];
+    const std::int64_t heads = config.heads_in_layer(static_cast<std::int64_t>(l));
     if (opt.checkpoint_layers) {
       // The recomputation runs during backward, after encode() returned: capture by value
       // (the layer lives in the model).
       h = checkpoint(
-          [this, &layer, mask, opt](const std::vector<Tensor>& xs) {
-            return encoder_layer(config, layer, xs[0], mask, opt);
+          [this, &layer, heads, mask, opt](const std::vector<Tensor>& xs) {
+            return encoder_layer(config, layer, heads, xs[0], mask, opt);
           },
           {h});
     } else {
-      h = encoder_layer(config, layer, h, mask, opt);
+      h = encoder_layer(config, layer, heads, h, mask, opt);
     }
   }
   return h;
@@ -155,10 +158,11 @@ std::vector<TensorSlot> BertModel::tensor_slots() {
   for (size_t i = 0; i < layers.size(); ++i) {
     const std::string p = "bert.encoder.layer." + std::to_string(i) + ".";
     EncoderLayer& l = layers[i];
-    linear(p + "attention.self.query", l.query, c, c, TensorKind::BaseMatrix);
-    linear(p + "attention.self.key", l.key, c, c, TensorKind::BaseMatrix);
-    linear(p + "attention.self.value", l.value, c, c, TensorKind::BaseMatrix);
-    linear(p + "attention.output.dense", l.attention_output, c, c, TensorKind::BaseMatrix);
+    const std::int64_t a = config.heads_in_layer(static_cast<std::int64_t>(i)) * config.head_size();
+    linear(p + "attention.self.query", l.query, a, c, TensorKind::BaseMatrix);
+    linear(p + "attention.self.key", l.key, a, c, TensorKind::BaseMatrix);
+    linear(p + "attention.self.value", l.value, a, c, TensorKind::BaseMatrix);
+    linear(p + "attention.output.dense", l.attention_output, c, a, TensorKind::BaseMatrix);
     norm(p + "attention.output.LayerNorm", l.attention_norm);
     linear(p + "intermediate.dense", l.intermediate, f, c, TensorKind::BaseMatrix);
     linear(p + "output.dense", l.output, c, f, TensorKind::BaseMatrix);

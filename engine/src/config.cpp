@@ -1,6 +1,8 @@
 // config.json parsing and writing (see config.h).
 #include "edgetune/engine/config.h"
 
+#include <algorithm>
+#include <charconv>
 #include <sstream>
 
 #include "edgetune/core/file_io.h"
@@ -71,6 +73,23 @@ BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& sou
     if (!it->is_number()) fail(source, "classifier_dropout", "must be a number or null", &*it);
     c.classifier_dropout = it->get<double>();
   }
+  if (auto it = j.find("pruned_heads"); it != j.end() && !it->is_null()) {
+    if (!it->is_object()) fail(source, "pruned_heads", "must be an object of layer: [heads]", &*it);
+    for (const auto& [key, heads] : it->items()) {
+      std::int64_t layer = -1;
+      const auto [ptr, ec] = std::from_chars(key.data(), key.data() + key.size(), layer);
+      if (ec != std::errc() || ptr != key.data() + key.size() || !heads.is_array()) {
+        fail(source, "pruned_heads", "must map layer numbers to arrays of head numbers", &*it);
+      }
+      std::vector<std::int64_t>& list = c.pruned_heads[layer];
+      for (const auto& h : heads) {
+        if (!h.is_number_integer()) fail(source, "pruned_heads", "must map layer numbers to arrays of head numbers", &*it);
+        list.push_back(h.get<std::int64_t>());
+      }
+      std::sort(list.begin(), list.end());
+      if (list.empty()) c.pruned_heads.erase(layer);
+    }
+  }
   if (auto it = j.find("hidden_act"); it != j.end()) {
     const std::string act = it->is_string() ? it->get<std::string>() : "";
     if (act == "gelu") {
@@ -122,6 +141,21 @@ void BertConfig::validate(const std::string& source) const {
   positive("max_position_embeddings", max_position_embeddings);
   positive("type_vocab_size", type_vocab_size);
   positive("num_labels", num_labels);
+  for (const auto& [layer, heads] : pruned_heads) {
+    if (layer < 0 || layer >= num_hidden_layers) {
+      fail(source, "pruned_heads", "names layer " + std::to_string(layer) + " of a model with " +
+                                       std::to_string(num_hidden_layers) + " layers");
+    }
+    for (std::size_t i = 0; i < heads.size(); ++i) {
+      if (heads[i] < 0 || heads[i] >= num_attention_heads || (i > 0 && heads[i] == heads[i - 1])) {
+        fail(source, "pruned_heads", "layer " + std::to_string(layer) + ": heads must be distinct, in [0, " +
+                                         std::to_string(num_attention_heads) + ")");
+      }
+    }
+    if (static_cast<std::int64_t>(heads.size()) >= num_attention_heads) {
+      fail(source, "pruned_heads", "layer " + std::to_string(layer) + " would keep no head");
+    }
+  }
   if (hidden_size % num_attention_heads != 0) {
     fail(source, "hidden_size", "must be a multiple of num_attention_heads (" +
                                     std::to_string(num_attention_heads) + "), got " +
@@ -179,6 +213,11 @@ nlohmann::json BertConfig::to_json() const {
   j["attention_probs_dropout_prob"] = attention_probs_dropout_prob;
   j["classifier_dropout"] = classifier_dropout ? nlohmann::json(*classifier_dropout) : nullptr;
   j["initializer_range"] = initializer_range;
+  if (!pruned_heads.empty()) {
+    nlohmann::json p = nlohmann::json::object();
+    for (const auto& [layer, heads] : pruned_heads) p[std::to_string(layer)] = heads;
+    j["pruned_heads"] = p;
+  }
   j["pad_token_id"] = pad_token_id;
   j["position_embedding_type"] = "absolute";
   j["torch_dtype"] = "float32";

@@ -13,12 +13,14 @@
 #include "edgetune/autograd/quant.h"
 #include "edgetune/autograd/safetensors.h"
 #include "edgetune/core/file_io.h"
+#include "edgetune/engine/model_file.h"
 
 namespace edgetune {
 
 namespace fs = std::filesystem;
 
 BertConfig load_config(const fs::path& dir) {
+  if (is_model_file(dir)) return ModelFile(dir, false).config();
   const fs::path path = dir / "config.json";
   std::error_code ec;
   if (!fs::is_directory(dir, ec)) {
@@ -65,8 +67,10 @@ class Builder {
   Builder(const LoadOptions& opt, BertConfig& cfg, LoadReport& report)
       : opt_(opt), cfg_(cfg), report_(report) {}
 
-  Builder(const fs::path& dir, const LoadOptions& opt, BertConfig& cfg, LoadReport& report)
-      : reader_(std::in_place, dir / "model.safetensors"), opt_(opt), cfg_(cfg), report_(report) {
+  // `mapped`: the reader is a model file's, whose frozen tensors are used in place.
+  Builder(std::shared_ptr<const safetensors::Reader> reader, bool mapped, const LoadOptions& opt,
+          BertConfig& cfg, LoadReport& report)
+      : reader_(std::move(reader)), mapped_(mapped), opt_(opt), cfg_(cfg), report_(report) {
     if (reader_->find("bert.embeddings.word_embeddings.weight")) {
       prefix_ = "bert.";
     } else if (reader_->find("embeddings.word_embeddings.weight")) {
@@ -90,19 +94,53 @@ class Builder {
                        "' (expected shape " + t.shape.str() + " from config.json)");
     }
     const Shape got(std::span<const std::int64_t>(info->shape.data(), info->shape.size()));
-    if (info->shape.size() > 4 || got != t.shape) {
+    const bool packed = mapped_ && info->dtype == "U8";  // q4 codes: (N, ceil(K/2)), checked by map()
+    if (!packed && (info->shape.size() > 4 || got != t.shape)) {
       throw ModelError(reader_->label() + ": tensor '" + file_name + "' has shape " + shape_str(*info) +
                        ", expected " + t.shape.str() + " from config.json (hidden_size " +
                        std::to_string(cfg_.hidden_size) + ", intermediate_size " +
                        std::to_string(cfg_.intermediate_size) + ", vocab_size " +
                        std::to_string(cfg_.vocab_size) + ")");
     }
-    Tensor out = reader_->load(*info, t.storage, t.category);
-    reader_->release(*info);
+    Tensor out = mapped_ ? map(t, *info) : reader_->load(*info, t.storage, t.category);
+    if (!out.is_mapped()) reader_->release(*info);
     used_.insert(file_name);
     out.set_name(t.name);
     if (t.trainable) out.set_requires_grad(true);
     return out;
+  }
+
+  // A model file's tensor `t`: frozen ones used in place from the mapping (codes beside their
+  // "<name>.scales" for q8 / q4), trainable ones copied as float32.
+  Tensor map(const BertTensor& t, const safetensors::TensorInfo& info) {
+    const char* expected = t.storage == DType::Q8 ? "I8" : t.storage == DType::Q4 ? "U8" : "F32";
+    if (t.trainable) {
+      if (info.dtype != "F32") {
+        throw ModelError(reader_->label() + ": tensor '" + info.name + "' is stored " + info.dtype +
+                         " and cannot be trained (train it from an f32 model file or the folder)");
+      }
+      return reader_->load(info, DType::F32, t.category);
+    }
+    if (info.dtype != expected) {
+      throw ModelError(reader_->label() + ": tensor '" + info.name + "' is " + info.dtype + ", expected " +
+                       expected + " for " + dtype_name(t.storage) + " storage");
+    }
+    if (!is_quantized(t.storage)) {
+      return Tensor::mapped(t.shape, DType::F32, reader_, reader_->bytes(info).data(), nullptr, t.category);
+    }
+    const std::int64_t n = t.shape[0], k = t.shape[1];
+    const std::vector<std::int64_t> codes = {n, t.storage == DType::Q8 ? k : (k + 1) / 2};
+    const std::vector<std::int64_t> scales =
+        t.storage == DType::Q8 ? std::vector<std::int64_t>{n} : std::vector<std::int64_t>{n, (k + kQ4Group - 1) / kQ4Group};
+    const safetensors::TensorInfo* s = reader_->find(info.name + ".scales");
+    if (info.shape != codes || s == nullptr || s->dtype != "F32" || s->shape != scales) {
+      throw ModelError(reader_->label() + ": tensor '" + info.name + "' is not " + dtype_name(t.storage) +
+                       " codes of shape " + t.shape.str() + " with F32 '" + info.name +
+                       ".scales' (a corrupt model file?)");
+    }
+    used_.insert(s->name);
+    return Tensor::mapped(t.shape, t.storage, reader_, reader_->bytes(info).data(),
+                          reinterpret_cast<const float*>(reader_->bytes(*s).data()), t.category);
   }
 
   // A fresh tensor as Hugging Face's _init_weights makes it, stored as `t.storage`: LayerNorm
@@ -176,7 +214,7 @@ class Builder {
 
   const std::string& prefix() const { return prefix_; }
   void set_fresh_classifier() { fresh_classifier_ = true; }
-  bool from_file() const { return reader_.has_value(); }
+  bool from_file() const { return reader_ != nullptr; }
   bool file_has(const std::string& name) const { return reader_ && reader_->find(name); }
 
  private:
@@ -193,7 +231,8 @@ class Builder {
     return s + ")";
   }
 
-  std::optional<safetensors::Reader> reader_;
+  std::shared_ptr<const safetensors::Reader> reader_;
+  bool mapped_ = false;
   const LoadOptions& opt_;
   BertConfig& cfg_;
   LoadReport& report_;
@@ -253,8 +292,38 @@ void apply_labels(BertConfig& cfg, const LoadOptions& opt) {
 
 }  // namespace
 
+namespace {
+
+// A model file: its storage must be the one asked for (re-quantizing is compress's).
+BertModel load_model_file(const fs::path& path, const LoadOptions& opt, LoadReport& report) {
+  const ModelFile file(path);
+  if (opt.base != file.storage()) {
+    throw ModelError(file.label() + ": the model file stores " + dtype_name(file.storage()) +
+                     " base weights, not " + dtype_name(opt.base) + " (leave --quant out, or give --quant " +
+                     dtype_name(file.storage()) + "; re-quantize with edgetune compress)");
+  }
+  if (opt.quant_embeddings) {
+    throw ModelError(file.label() + ": a model file keeps its embeddings float32; --quant-embeddings "
+                     "applies to a Hugging Face folder");
+  }
+  BertConfig config = file.config();
+  const std::int64_t file_labels = config.num_labels;
+  apply_labels(config, opt);
+  BertModel m = bert_layout(config, opt.with_mlm_head);
+  Builder b(file.reader(), true, opt, m.config, report);
+  build(m, b, opt, file_labels, report);
+  return m;
+}
+
+}  // namespace
+
 BertModel load_bert(const fs::path& dir, const LoadOptions& opt, LoadReport* report_out) {
   LoadReport report;
+  if (is_model_file(dir)) {
+    BertModel m = load_model_file(dir, opt, report);
+    if (report_out) *report_out = std::move(report);
+    return m;
+  }
   BertConfig config = load_config(dir);
   const std::int64_t file_labels = config.num_labels;
   apply_labels(config, opt);
@@ -264,7 +333,8 @@ BertModel load_bert(const fs::path& dir, const LoadOptions& opt, LoadReport* rep
                      ": missing (expected the model's weights in safetensors format)");
   }
   BertModel m = bert_layout(config, opt.with_mlm_head);
-  Builder b(dir, opt, m.config, report);
+  Builder b(std::make_shared<const safetensors::Reader>(dir / "model.safetensors"), false, opt, m.config,
+            report);
   build(m, b, opt, file_labels, report);
   if (report_out) *report_out = std::move(report);
   return m;

@@ -8,6 +8,7 @@
 #include "edgetune/data/error.h"
 #include "edgetune/data/labels.h"
 #include "edgetune/engine/loader.h"
+#include "edgetune/engine/model_file.h"
 
 namespace edgetune {
 
@@ -142,7 +143,7 @@ Model open_model(const fs::path& model_dir, const fs::path& adapter_dir, DType b
     if (method.method == Method::Full) weights_dir = adapter_dir;  // the run folder is a whole model
     lo.id2label = std::move(trained.labels);
   }
-  Model m{load_bert(weights_dir, lo), data::load_tokenizer_from_model_dir(model_dir), method,
+  Model m{load_bert(weights_dir, lo), load_model_tokenizer(model_dir), method,
           model_dir};
   if (!adapter_dir.empty() && method.method != Method::Full) load_trained(m.bert, adapter_dir);
   return m;

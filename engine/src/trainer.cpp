@@ -12,6 +12,7 @@
 #include "edgetune/data/labels.h"
 #include "edgetune/data/shuffle.h"
 #include "edgetune/engine/loader.h"
+#include "edgetune/engine/model_file.h"
 #include "edgetune/engine/planner.h"
 #include "runner_impl.h"
 
@@ -228,7 +229,7 @@ data::LabelMap Trainer::Impl::load_data(const BertConfig& base_cfg) {
   map.assign(train);
   labels = map.id2label();
 
-  tokenizer.emplace(data::load_tokenizer_from_model_dir(cfg.model_dir));
+  tokenizer.emplace(load_model_tokenizer(cfg.model_dir));
   tokenizer_bytes = Charge(accountant, MemCategory::Data, tokenizer->bytes());
   // Each row is encoded straight into the store of its side of the split.
   const std::size_t n = train.examples.size();

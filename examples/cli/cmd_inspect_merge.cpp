@@ -1,4 +1,4 @@
-// `edgetune inspect` (a model folder's config, parameter count, bytes per storage type, tokenizer
+// `edgetune inspect` (a model folder's or model file's config, parameter count, bytes per storage type, mapped bytes, tokenizer
 // settings, and with --batch-size the memory estimate of a training run per category) and
 // `edgetune merge` (a Hugging Face folder with LoRA folded into the weights).
 #include <cstdio>
@@ -7,6 +7,7 @@
 #include "commands.h"
 #include "edgetune/data/tokenizer.h"
 #include "edgetune/engine/loader.h"
+#include "edgetune/engine/model_file.h"
 #include "edgetune/engine/planner.h"
 #include "edgetune/engine/session.h"
 #include "edgetune/engine/trainer.h"
@@ -35,11 +36,13 @@ int run_inspect(const InspectArgs& a) {
   const BertModel m = load_bert(dir, lo);
   std::int64_t params = 0;
   std::size_t by_type[5] = {0, 0, 0, 0, 0};
+  std::size_t mapped = 0;  // used in place from a model file: clean, file-backed pages
   for (auto& [name, t] : m.named_tensors()) {
     params += t.numel();
     by_type[static_cast<int>(t.dtype())] += t.nbytes();
+    if (t.is_mapped()) mapped += t.nbytes();
   }
-  const data::WordPieceTokenizer tok = data::load_tokenizer_from_model_dir(dir);
+  const data::WordPieceTokenizer tok = load_model_tokenizer(dir);
   nlohmann::json j;
   j["model"] = dir.string();
   j["config"] = c.to_json();
@@ -49,6 +52,7 @@ int run_inspect(const InspectArgs& a) {
     if (by_type[static_cast<int>(t)]) bytes[dtype_name(t)] = by_type[static_cast<int>(t)];
   }
   j["bytes_by_storage"] = bytes;
+  j["mapped_bytes"] = mapped;
   j["tokenizer"] = {{"vocab_size", tok.vocab().size()},
                     {"do_lower_case", tok.options().do_lower_case},
                     {"strip_accents", tok.options().strip_accents.value_or(tok.options().do_lower_case)},
@@ -75,6 +79,7 @@ int run_inspect(const InspectArgs& a) {
     }
     est["total"] = plan->estimate.total();
     j["training_estimate"] = {{"method", a.method}, {"batch_size", a.batch_size},
+                              {"base_weights_mapped", mapped > 0},
                               {"max_length", a.max_length}, {"checkpoint_layers", plan->checkpoint_layers},
                               {"micro_batch", plan->micro_batch}, {"bytes", est}};
   }
@@ -93,14 +98,20 @@ int run_inspect(const InspectArgs& a) {
   std::printf("  storage with --quant %s%s:", settings::name_of<DType>(kQuantNames, a.model.quant),
               a.model.quant_embeddings ? " --quant-embeddings" : "");
   for (auto& [k, v] : bytes.items()) std::printf(" %s %s", k.c_str(), format_bytes(v.get<std::size_t>()).c_str());
+  if (mapped > 0) {
+    std::printf("\n  mapped from the file %s (clean, file-backed pages; the rest is private memory)",
+                format_bytes(mapped).c_str());
+  }
   std::printf("\n  tokenizer: vocab %lld, do_lower_case %s\n", static_cast<long long>(tok.vocab().size()),
               tok.options().do_lower_case ? "true" : "false");
   if (plan) {
     std::printf("  training estimate (%s, batch %lld x %lld tokens, %s):\n", a.method.c_str(),
                 static_cast<long long>(a.batch_size), static_cast<long long>(a.max_length), a.optimizer.c_str());
     for (int i = 0; i < kNumMemCategories; ++i) {
-      std::printf("    %-16s %10s\n", category_name(static_cast<MemCategory>(i)),
-                  format_bytes(plan->estimate.bytes[static_cast<size_t>(i)]).c_str());
+      const bool mapped_base = mapped > 0 && static_cast<MemCategory>(i) == MemCategory::BaseWeights;
+      std::printf("    %-16s %10s%s\n", category_name(static_cast<MemCategory>(i)),
+                  format_bytes(plan->estimate.bytes[static_cast<size_t>(i)]).c_str(),
+                  mapped_base ? "  (frozen ones mapped from the file; counted toward the budget)" : "");
     }
     std::printf("    %-16s %10s\n  %s\n", "total", format_bytes(plan->estimate.total()).c_str(),
                 plan->describe().c_str());
@@ -125,7 +136,7 @@ int run_merge(const MergeArgs& a) {
 }
 
 const RegisterCommand kInspect{
-    "inspect", "show a model folder: config, parameters, bytes per storage, tokenizer; with "
+    "inspect", "show a model folder or file: config, parameters, bytes per storage, tokenizer; with "
                "--batch-size, the memory estimate of training per category",
     [](CLI::App& app) -> std::function<int()> {
       auto a = std::make_shared<InspectArgs>();
@@ -147,7 +158,7 @@ const RegisterCommand kMerge{
     "merge", "write a Hugging Face folder with a LoRA adapter folded into the weights (float32)",
     [](CLI::App& app) -> std::function<int()> {
       auto a = std::make_shared<MergeArgs>();
-      app.add_option("--model", a->model_dir, "base model folder")->required();
+      app.add_option("--model", a->model_dir, "base model folder or model file")->required();
       app.add_option("--adapter", a->adapter, "LoRA adapter or run folder")->required();
       app.add_option("--out", a->out, "folder to write")->required();
       app.add_flag("--f16", a->f16, "store the merged weights as float16");

@@ -11,6 +11,7 @@
 #include "commands.h"
 #include "edgetune/data/reader.h"
 #include "edgetune/data/tokenizer.h"
+#include "edgetune/engine/model_file.h"
 
 namespace edgetune::cli {
 namespace {
@@ -59,7 +60,7 @@ int run_tokenize(const TokenizeArgs& a) {
   }
 
   const data::WordPieceTokenizer tokenizer = [&] {
-    if (!a.model_dir.empty()) return data::load_tokenizer_from_model_dir(a.model_dir);
+    if (!a.model_dir.empty()) return load_model_tokenizer(a.model_dir);
     data::TokenizerOptions options;
     options.do_lower_case = !a.no_lower_case;
     return data::WordPieceTokenizer(data::Vocab::load(a.vocab_file), options);

@@ -7,6 +7,7 @@
 
 #include "commands.h"
 #include "edgetune/engine/api.h"
+#include "options.h"
 
 namespace edgetune::cli {
 std::vector<Command>& command_registry() {
@@ -42,7 +43,9 @@ int main(int argc, char** argv) {
   }
   try {
     for (auto& [sub, run] : runners) {
-      if (sub->parsed()) return run();
+      if (!sub->parsed()) continue;
+      use_model_file_storage(*sub);
+      return run();
     }
     return 2;
   } catch (const UsageError& e) {

@@ -11,6 +11,7 @@
 
 #include "commands.h"
 #include "edgetune/autograd/kernels.h"
+#include "edgetune/engine/model_file.h"
 #include "settings_cli.h"
 
 namespace edgetune::cli {
@@ -71,6 +72,16 @@ void add_model_options(CLI::App& app, ModelArgs& a, bool required) {
   SettingsBinder bound(app);
   model_fields(a, bound);
   if (required) bound.options().at("model")->required();
+}
+
+void use_model_file_storage(CLI::App& sub) {
+  CLI::Option* model = sub.get_option_no_throw("--model");
+  CLI::Option* quant = sub.get_option_no_throw("--quant");
+  if (model == nullptr || quant == nullptr || model->count() == 0 || quant->count() != 0) return;
+  const std::filesystem::path path = model->as<std::string>();
+  if (!is_model_file(path)) return;
+  quant->add_result(dtype_name(ModelFile(path, false).storage()));
+  quant->run_callback();
 }
 
 void add_data_options(CLI::App& app, DataOptions& o, bool with_label) {

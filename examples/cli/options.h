@@ -22,6 +22,9 @@ struct ModelArgs {
   Compute compute = Compute::Int8;
 };
 void add_model_options(CLI::App& app, ModelArgs& a, bool required = true);
+// After parsing: when `sub`'s --model names a model file and --quant was left out, --quant takes
+// the file's storage (a --quant given is checked against it when the model loads).
+void use_model_file_storage(CLI::App& sub);
 
 // The data-file options (session.h's DataOptions table); --label-column only when with_label.
 void add_data_options(CLI::App& app, DataOptions& o, bool with_label = true);

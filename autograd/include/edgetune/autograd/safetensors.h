@@ -191,4 +191,21 @@ void save(const std::filesystem::path& path,
           const std::vector<std::pair<std::string, Tensor>>& tensors,
           const std::map<std::string, std::string>& metadata = {}, bool as_f16 = false);
 
+// One tensor given as its bytes, for save_aligned: any dtype dtype_size() knows ("U8", "I8",
+// "F32", ...), `bytes` holding exactly numel(shape) * dtype_size(dtype) little-endian bytes.
+struct RawTensor {
+  std::string name;
+  std::string dtype;
+  std::vector<std::int64_t> shape;
+  std::span<const std::byte> bytes;
+};
+
+// Writes `tensors` and `metadata` to `path` as safetensors whose every tensor starts at a file
+// offset that is a multiple of `alignment` (a power of two from 8 up, at most 4096): the header is
+// padded with spaces so the data section starts aligned, and zero bytes pad between tensors (gaps
+// the format allows), so a reader mapping the file from a page boundary can use each tensor in
+// place. Checks and atomicity as save(); throws SafetensorsError naming `path`.
+void save_aligned(const std::filesystem::path& path, const std::vector<RawTensor>& tensors,
+                  const std::map<std::string, std::string>& metadata, std::size_t alignment);
+
 }  // namespace edgetune::safetensors

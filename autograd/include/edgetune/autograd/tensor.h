@@ -72,14 +72,22 @@ class Shape {
 class Storage {
  public:
   Storage(MemCategory category, std::size_t bytes);
+  // Bytes owned elsewhere (a read-only file mapping), kept alive by `owner` for the Storage's
+  // lifetime. No accountant allocates or counts them: they are clean, file-backed pages the OS
+  // can drop and fault back in. Writing to them is a fault, so only frozen tensors use this.
+  Storage(std::shared_ptr<const void> owner, const void* data, std::size_t bytes,
+          MemCategory category);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
   void* data() const { return data_; }
   std::size_t bytes() const { return bytes_; }
   MemCategory category() const { return category_; }
+  // True for bytes of a file mapping (the second constructor).
+  bool mapped() const { return owner_ != nullptr; }
 
  private:
+  std::shared_ptr<const void> owner_;
   std::shared_ptr<Accountant> accountant_;
   void* data_ = nullptr;
   std::size_t bytes_ = 0;
@@ -119,6 +127,13 @@ class Tensor {
                             MemCategory category = MemCategory::Activations);
   static Tensor from_ints(const Shape& shape, std::span<const std::int32_t> values,
                           MemCategory category = MemCategory::Activations);
+  // A frozen F32, Q8 or Q4 tensor over bytes of a read-only mapping kept alive by `owner`, used
+  // in place (no copy, not counted by the accountant): `values` holds storage_bytes(shape, dtype)
+  // bytes (values, int8 codes or packed nibbles), `scales` scale_count(shape, dtype) floats
+  // (nullptr for F32). Both must be 4-byte aligned.
+  static Tensor mapped(const Shape& shape, DType dtype, std::shared_ptr<const void> owner,
+                       const void* values, const float* scales,
+                       MemCategory category = MemCategory::BaseWeights);
 
   bool defined() const { return impl_ != nullptr; }
   const Shape& shape() const { return impl_->shape; }
@@ -127,6 +142,8 @@ class Tensor {
   std::int64_t numel() const { return impl_->shape.numel(); }
   DType dtype() const { return impl_->dtype; }
   MemCategory category() const { return impl_->storage->category(); }
+  // True when the values are used in place from a file mapping (Tensor::mapped).
+  bool is_mapped() const { return impl_->storage->mapped(); }
   // Bytes of storage (codes and scales for quantized tensors).
   std::size_t nbytes() const;
 

@@ -138,5 +138,9 @@ class WordPieceTokenizer {
 // `tokenize_chinese_chars`, default true). Throws DataError naming the file when one is
 // missing or malformed.
 WordPieceTokenizer load_tokenizer_from_model_dir(const std::filesystem::path& dir);
+// The same from the texts of vocab.txt and tokenizer_config.json (empty: the defaults) held in
+// memory (a compressed model file's metadata); the sources name them in errors.
+WordPieceTokenizer tokenizer_from_texts(std::string_view vocab_text, std::string vocab_source,
+                                        std::string_view config_json, const std::string& config_source);
 
 }  // namespace edgetune::data

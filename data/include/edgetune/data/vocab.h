@@ -22,6 +22,8 @@ class Vocab {
   // still each line's text.
   // Throws DataError when the file cannot be read or has no lines.
   static Vocab load(const std::filesystem::path& file);
+  // The same from the text of a vocab.txt held in memory; `source` names it in errors.
+  static Vocab parse(std::string_view text, std::string source);
 
   // The same from tokens in id order (tests, vocabularies built in memory).
   // `source` names the vocabulary in error messages.

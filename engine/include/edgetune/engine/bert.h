@@ -45,8 +45,9 @@ struct LayerNormLayer {
 };
 
 struct EncoderLayer {
-  LinearLayer query, key, value;          // attention.self.{query,key,value}   (C, C)
-  LinearLayer attention_output;           // attention.output.dense              (C, C)
+  // H_l heads: H less the layer's pruned heads (BertConfig::heads_in_layer).
+  LinearLayer query, key, value;          // attention.self.{query,key,value}   (H_l*D, C)
+  LinearLayer attention_output;           // attention.output.dense              (C, H_l*D)
   LayerNormLayer attention_norm;          // attention.output.LayerNorm
   LinearLayer intermediate;               // intermediate.dense                  (F, C)
   LinearLayer output;                     // output.dense                        (C, F)

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -37,6 +38,15 @@ struct BertConfig {
   std::int64_t pad_token_id = 0;
   std::vector<std::string> id2label;            // empty when the config names no labels
   std::int64_t num_labels = 2;                  // K
+  // Heads removed per layer, as Hugging Face's prune_heads records them ("pruned_heads":
+  // {"0": [1, 3]}): original head indices, ascending. Such a layer's query / key / value are
+  // (H_l*D, C) and its attention.output.dense (C, H_l*D), H_l = heads_in_layer(l).
+  std::map<std::int64_t, std::vector<std::int64_t>> pruned_heads;
+
+  std::int64_t heads_in_layer(std::int64_t layer) const {
+    const auto it = pruned_heads.find(layer);
+    return num_attention_heads - (it == pruned_heads.end() ? 0 : static_cast<std::int64_t>(it->second.size()));
+  }
 
   std::int64_t head_size() const { return hidden_size / num_attention_heads; }  // D
   double classifier_dropout_prob() const { return classifier_dropout.value_or(hidden_dropout_prob); }

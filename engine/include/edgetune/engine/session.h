@@ -29,7 +29,7 @@ inline constexpr settings::Choice<Compute> kComputeNames[] = {{Compute::Int8, "i
 // quant_embeddings and compute.
 template <class Self, class V>
 void model_fields(Self& c, V& v) {
-  v("model", c.model_dir, "Hugging Face BERT folder (config.json, model.safetensors, vocab.txt)");
+  v("model", c.model_dir, "Hugging Face BERT folder (config.json, model.safetensors, vocab.txt), or a model file from edgetune compress");
   v("quant", c.quant, kQuantNames, "storage of the frozen base Linear weights: f32, q8 or q4");
   v("quant_embeddings", c.quant_embeddings,
     "store the word-embedding table as --quant too, the position table as q8 (frozen gathers)");

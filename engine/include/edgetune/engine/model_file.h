@@ -1,0 +1,104 @@
+// The compressed model file: one safetensors file that holds a whole model an app ships.
+//
+// Layout (format version kModelFileVersion, ARCHITECTURE.md "File formats"):
+//   tensors   Hugging Face names (BertForSequenceClassification). A float tensor is F32. A q8 base
+//             weight (N, K) is `<name>` I8 (N, K) codes beside `<name>.scales` F32 (N); a q4 one is
+//             `<name>` U8 (N, ceil(K/2)) packed nibbles beside `<name>.scales` F32 (N, ceil(K/32)):
+//             the engine's own layouts (tensor.h), so the loader maps them and uses them in place.
+//             Every tensor starts at a multiple of kModelFileAlignment bytes of the file.
+//   __metadata__  "format": "pt"; "edgetune.format": "edgetune-model";
+//             "edgetune.format_version"; "edgetune.storage" (f32, q8, q4: the base weights');
+//             "edgetune.config" (config.json, with id2label: the labels of a kept head);
+//             "edgetune.vocab" (vocab.txt); "edgetune.tokenizer_config" (tokenizer_config.json, or
+//             absent); "edgetune.provenance" (JSON: source, options, edgetune version);
+//             "edgetune.checksum" ("blake2b-256:" + 64 hex digits, see model_file_checksum).
+// What this is not: a general container; embeddings stay float32 and adapters live in their own
+// folders.
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "edgetune/autograd/safetensors.h"
+#include "edgetune/autograd/tensor.h"
+#include "edgetune/data/tokenizer.h"
+#include "edgetune/engine/config.h"
+
+namespace edgetune {
+
+inline constexpr int kModelFileVersion = 1;
+// Tensor data alignment in the file: a cache line, and 4-byte aligned floats once mapped.
+inline constexpr std::size_t kModelFileAlignment = 64;
+
+// What `edgetune compress` does to a model.
+struct CompressOptions {
+  DType quant = DType::Q8;  // storage of the base weights: F32, Q8 or Q4
+  // Source layers kept, ascending and distinct, renumbered 0.. in the file; empty: all.
+  std::vector<std::int64_t> keep_layers;
+  // Heads removed per source layer, as Hugging Face's prune_heads removes them (rows of query,
+  // key, value weights and biases; columns of attention.output.dense); applied before cropping.
+  std::map<std::int64_t, std::vector<std::int64_t>> drop_heads;
+};
+
+// --keep-layers: "0,2,4" (those layers) or "6" (the first six) of a model with `layers` layers.
+// Throws std::invalid_argument (one line, what was expected) for a malformed list, an index out
+// of range, a repeated or unsorted index, or a count outside [1, layers].
+std::vector<std::int64_t> parse_keep_layers(std::string_view text, std::int64_t layers);
+
+// --drop-heads: "0:1,3;5:0" (layer:heads;...) for a model of `layers` layers of `heads` heads.
+// Throws std::invalid_argument for a malformed list, an index out of range, a layer named twice,
+// or a layer left with no head.
+std::map<std::int64_t, std::vector<std::int64_t>> parse_drop_heads(std::string_view text, std::int64_t layers,
+                                                                    std::int64_t heads);
+
+// True when `path` is a regular file (a model file) rather than a Hugging Face folder.
+bool is_model_file(const std::filesystem::path& path);
+
+// Writes the model of the Hugging Face folder (or f32 model file) `source` to `out` as a model
+// file, after cropping its layers, with the base weights quantized as quantize-on-load would.
+// Atomic (through core's writer). Throws ModelError when `out` is `source` or a file inside it,
+// or an existing folder; std::invalid_argument for bad options.
+void compress_model(const std::filesystem::path& source, const std::filesystem::path& out,
+                    const CompressOptions& options);
+
+// BLAKE2b-256, as hex, of the metadata (sorted by key, without "edgetune.checksum"; each key and
+// value followed by a zero byte) then of each tensor in `tensors` order (name, zero, dtype, zero,
+// each dimension as 8 little-endian bytes, the data). It detects a torn or corrupted file; it is
+// not a signature.
+std::string model_file_checksum(const std::map<std::string, std::string>& metadata,
+                                const std::vector<safetensors::RawTensor>& tensors);
+
+// An opened model file. The mapping stays alive as long as the ModelFile or any tensor mapped
+// from reader().
+class ModelFile {
+ public:
+  // Maps `path` and checks the header, the format name and version, and the config; with
+  // verify, also the checksum (reading every byte once, then dropping the pages again). Throws
+  // ModelError (one line naming the file) for anything wrong: truncated, corrupt, another format
+  // version, not a model file.
+  explicit ModelFile(const std::filesystem::path& path, bool verify = true);
+
+  const std::string& label() const { return reader_->label(); }
+  const BertConfig& config() const { return config_; }
+  DType storage() const { return storage_; }
+  const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  const std::shared_ptr<const safetensors::Reader>& reader() const { return reader_; }
+  // The tokenizer the file holds (vocabulary and settings).
+  data::WordPieceTokenizer tokenizer() const;
+
+ private:
+  std::shared_ptr<const safetensors::Reader> reader_;
+  std::map<std::string, std::string> metadata_;
+  BertConfig config_;
+  DType storage_ = DType::F32;
+};
+
+// The tokenizer of `model`: a folder's vocab.txt and tokenizer_config.json, or a model file's.
+data::WordPieceTokenizer load_model_tokenizer(const std::filesystem::path& model);
+
+}  // namespace edgetune

@@ -1,0 +1,336 @@
+// The compressed model file (see model_file.h).
+#include "edgetune/engine/model_file.h"
+
+#include <sodium.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cstring>
+#include <set>
+
+#include "edgetune/autograd/quant.h"
+#include "edgetune/core/file_io.h"
+#include "edgetune/engine/loader.h"
+
+namespace edgetune {
+
+namespace fs = std::filesystem;
+
+namespace {
+
+constexpr const char* kFormatName = "edgetune-model";
+constexpr const char* kChecksumKey = "edgetune.checksum";
+
+DType storage_from_name(const std::string& name, const std::string& label) {
+  for (DType t : {DType::F32, DType::Q8, DType::Q4}) {
+    if (name == dtype_name(t)) return t;
+  }
+  throw ModelError(label + ": \"edgetune.storage\" is '" + name + "', expected f32, q8 or q4");
+}
+
+// Whole numbers separated by `sep`; `bad(item)` makes the error for one that is not.
+template <class Bad>
+std::vector<std::int64_t> parse_numbers(std::string_view text, char sep, Bad&& bad) {
+  std::vector<std::int64_t> values;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t end = std::min(text.find(sep, start), text.size());
+    const std::string_view item = text.substr(start, end - start);
+    std::int64_t v = 0;
+    const auto [ptr, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+    if (item.empty() || ec != std::errc() || ptr != item.data() + item.size()) {
+      throw bad("'" + std::string(item) + "' is not a whole number");
+    }
+    values.push_back(v);
+    start = end + 1;
+  }
+  return values;
+}
+
+// Rows (columns: false) of a float (N, K) matrix or (N) vector at `keep`.
+Tensor select(const Tensor& w, const std::vector<std::int64_t>& keep, bool rows) {
+  const std::int64_t n = w.dim(0), k = w.rank() == 2 ? w.dim(1) : 1;
+  const auto kept = static_cast<std::int64_t>(keep.size());
+  Tensor out = rows ? (w.rank() == 2 ? Tensor::empty({kept, k}, DType::F32, w.category())
+                                     : Tensor::empty({kept}, DType::F32, w.category()))
+                    : Tensor::empty({n, kept}, DType::F32, w.category());
+  const float* src = w.data<float>();
+  float* dst = out.data<float>();
+  if (rows) {
+    for (std::int64_t i = 0; i < kept; ++i) std::memcpy(dst + i * k, src + keep[i] * k, sizeof(float) * k);
+  } else {
+    for (std::int64_t r = 0; r < n; ++r)
+      for (std::int64_t j = 0; j < kept; ++j) dst[r * kept + j] = src[r * k + keep[j]];
+  }
+  out.set_name(w.name());
+  return out;
+}
+
+}  // namespace
+
+std::map<std::int64_t, std::vector<std::int64_t>> parse_drop_heads(std::string_view text, std::int64_t layers,
+                                                                    std::int64_t heads) {
+  auto bad = [&](const std::string& why) {
+    return std::invalid_argument("--drop-heads '" + std::string(text) + "': " + why +
+                                 " (expected layer:heads;... like 0:1,3;5:0, of the model's " +
+                                 std::to_string(layers) + " layers of " + std::to_string(heads) + " heads)");
+  };
+  std::map<std::int64_t, std::vector<std::int64_t>> out;
+  std::size_t start = 0;
+  while (start <= text.size()) {
+    const std::size_t end = std::min(text.find(';', start), text.size());
+    const std::string_view item = text.substr(start, end - start);
+    const std::size_t colon = item.find(':');
+    if (colon == std::string_view::npos) throw bad("'" + std::string(item) + "' has no ':'");
+    const std::vector<std::int64_t> layer_part = parse_numbers(item.substr(0, colon), ',', bad);
+    if (layer_part.size() != 1) throw bad("one layer goes before each ':'");
+    const std::int64_t layer = layer_part[0];
+    if (layer < 0 || layer >= layers) throw bad("layer " + std::to_string(layer) + " does not exist");
+    if (out.count(layer)) throw bad("layer " + std::to_string(layer) + " is named twice");
+    std::vector<std::int64_t> list = parse_numbers(item.substr(colon + 1), ',', bad);
+    std::sort(list.begin(), list.end());
+    for (std::size_t i = 0; i < list.size(); ++i) {
+      if (list[i] < 0 || list[i] >= heads) throw bad("head " + std::to_string(list[i]) + " does not exist");
+      if (i > 0 && list[i] == list[i - 1]) throw bad("head " + std::to_string(list[i]) + " is named twice");
+    }
+    if (static_cast<std::int64_t>(list.size()) >= heads) throw bad("layer " + std::to_string(layer) + " would keep no head");
+    out[layer] = std::move(list);
+    start = end + 1;
+  }
+  return out;
+}
+
+std::vector<std::int64_t> parse_keep_layers(std::string_view text, std::int64_t layers) {
+  auto bad = [&](const std::string& why) -> std::invalid_argument {
+    return std::invalid_argument("--keep-layers '" + std::string(text) + "': " + why +
+                                 " (expected a count like 6 or ascending layer indices like 0,2,4 "
+                                 "of the model's " + std::to_string(layers) + " layers)");
+  };
+  std::vector<std::int64_t> values = parse_numbers(text, ',', bad);
+  if (values.size() == 1 && text.find(',') == std::string_view::npos) {
+    const std::int64_t n = values[0];
+    if (n < 1 || n > layers) throw bad("a count must be in [1, " + std::to_string(layers) + "]");
+    values.clear();
+    for (std::int64_t i = 0; i < n; ++i) values.push_back(i);
+    return values;
+  }
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (values[i] < 0 || values[i] >= layers) throw bad("layer " + std::to_string(values[i]) + " does not exist");
+    if (i > 0 && values[i] <= values[i - 1]) throw bad("indices must be ascending and distinct");
+  }
+  return values;
+}
+
+bool is_model_file(const fs::path& path) {
+  std::error_code ec;
+  return fs::is_regular_file(path, ec);
+}
+
+std::string model_file_checksum(const std::map<std::string, std::string>& metadata,
+                                const std::vector<safetensors::RawTensor>& tensors) {
+  if (sodium_init() < 0) throw std::runtime_error("libsodium failed to initialise");
+  crypto_generichash_state state;
+  crypto_generichash_init(&state, nullptr, 0, crypto_generichash_BYTES);
+  auto add = [&state](const void* p, std::size_t n) {
+    crypto_generichash_update(&state, static_cast<const unsigned char*>(p), n);
+  };
+  const char zero = 0;
+  for (const auto& [key, value] : metadata) {
+    if (key == kChecksumKey) continue;
+    add(key.data(), key.size());
+    add(&zero, 1);
+    add(value.data(), value.size());
+    add(&zero, 1);
+  }
+  for (const safetensors::RawTensor& t : tensors) {
+    add(t.name.data(), t.name.size());
+    add(&zero, 1);
+    add(t.dtype.data(), t.dtype.size());
+    add(&zero, 1);
+    for (std::int64_t d : t.shape) add(&d, sizeof d);  // little-endian hosts only (safetensors.cpp)
+    add(t.bytes.data(), t.bytes.size());
+  }
+  unsigned char digest[crypto_generichash_BYTES];
+  crypto_generichash_final(&state, digest, sizeof digest);
+  char hex[2 * sizeof digest + 1];
+  sodium_bin2hex(hex, sizeof hex, digest, sizeof digest);
+  return std::string("blake2b-256:") + hex;
+}
+
+void compress_model(const fs::path& source, const fs::path& out, const CompressOptions& options) {
+  if (!(options.quant == DType::F32 || is_quantized(options.quant))) {
+    throw std::invalid_argument("compress: --quant must be f32, q8 or q4");
+  }
+  std::error_code ec;
+  const fs::path src = fs::weakly_canonical(source, ec);
+  const fs::path dst = fs::weakly_canonical(out, ec);
+  const bool inside = dst == src || (fs::is_directory(src, ec) && dst.parent_path() == src);
+  if (inside) {
+    throw ModelError(out.string() + ": would overwrite the model it compresses (" + source.string() +
+                     "); choose another --out");
+  }
+  if (fs::is_directory(out, ec)) {
+    throw ModelError(out.string() + ": is a folder (expected the path of the model file to write)");
+  }
+  LoadOptions lo;
+  lo.base = DType::F32;
+  LoadReport report;
+  BertModel m = load_bert(source, lo, &report);
+  // Heads the source lacks stay out of the file, so loading it initialises them as loading the
+  // folder does.
+  const std::set<std::string> fresh(report.initialised.begin(), report.initialised.end());
+  const std::int64_t d = m.config.head_size();
+  for (const auto& [layer, heads] : options.drop_heads) {
+    if (layer < 0 || layer >= m.config.num_hidden_layers || m.config.pruned_heads.count(layer)) {
+      throw std::invalid_argument("compress: --drop-heads names layer " + std::to_string(layer) +
+                                  ", which does not exist or already has pruned heads");
+    }
+    std::vector<std::int64_t> keep;
+    for (std::int64_t h = 0; h < m.config.num_attention_heads; ++h) {
+      if (std::find(heads.begin(), heads.end(), h) != heads.end()) continue;
+      for (std::int64_t i = 0; i < d; ++i) keep.push_back(h * d + i);
+    }
+    EncoderLayer& l = m.layers[static_cast<std::size_t>(layer)];
+    for (LinearLayer* lin : {&l.query, &l.key, &l.value}) {
+      lin->weight = select(lin->weight, keep, true);
+      lin->bias = select(lin->bias, keep, true);
+    }
+    l.attention_output.weight = select(l.attention_output.weight, keep, false);
+    m.config.pruned_heads[layer] = heads;
+  }
+  if (!options.keep_layers.empty()) {
+    std::vector<EncoderLayer> kept;
+    std::map<std::int64_t, std::vector<std::int64_t>> pruned;
+    for (std::int64_t i : options.keep_layers) {
+      if (i < 0 || i >= static_cast<std::int64_t>(m.layers.size())) {
+        throw std::invalid_argument("compress: layer " + std::to_string(i) + " does not exist");
+      }
+      if (const auto it = m.config.pruned_heads.find(i); it != m.config.pruned_heads.end()) {
+        pruned[static_cast<std::int64_t>(kept.size())] = it->second;
+      }
+      kept.push_back(m.layers[static_cast<std::size_t>(i)]);
+    }
+    m.layers = std::move(kept);
+    m.config.pruned_heads = std::move(pruned);
+    m.config.num_hidden_layers = static_cast<std::int64_t>(m.layers.size());
+  }
+
+  LoadOptions stored;
+  stored.base = options.quant;
+  std::vector<Tensor> keep_alive;
+  std::vector<safetensors::RawTensor> raw;
+  auto bytes_of = [](const void* p, std::size_t n) {
+    return std::span<const std::byte>(static_cast<const std::byte*>(p), n);
+  };
+  for (const BertTensor& t : bert_tensors(m, stored)) {
+    if (!t.slot->defined() || fresh.count(t.name)) continue;
+    const std::vector<std::int64_t> dims(t.shape.dims().begin(), t.shape.dims().end());
+    if (!is_quantized(t.storage)) {
+      raw.push_back({t.name, "F32", dims, bytes_of(t.slot->data<float>(), t.slot->nbytes())});
+      continue;
+    }
+    const Tensor q = quantize(*t.slot, t.storage);
+    keep_alive.push_back(q);
+    const std::int64_t n = t.shape[0], k = t.shape[1];
+    const std::size_t scales = static_cast<std::size_t>(scale_count(t.shape, t.storage));
+    if (t.storage == DType::Q8) {
+      raw.push_back({t.name, "I8", dims, bytes_of(q.data<std::int8_t>(), storage_bytes(t.shape, t.storage))});
+      raw.push_back({t.name + ".scales", "F32", {n}, bytes_of(q.scales(), scales * sizeof(float))});
+    } else {
+      raw.push_back({t.name, "U8", {n, (k + 1) / 2}, bytes_of(q.data<std::uint8_t>(), storage_bytes(t.shape, t.storage))});
+      raw.push_back({t.name + ".scales", "F32", {n, (k + kQ4Group - 1) / kQ4Group},
+                     bytes_of(q.scales(), scales * sizeof(float))});
+    }
+  }
+
+  const bool from_file = is_model_file(source);
+  std::map<std::string, std::string> meta;
+  meta["format"] = "pt";
+  meta["edgetune.format"] = kFormatName;
+  meta["edgetune.format_version"] = std::to_string(kModelFileVersion);
+  meta["edgetune.storage"] = dtype_name(options.quant);
+  meta["edgetune.config"] = m.config.to_json().dump();
+  if (from_file) {
+    const ModelFile f(source, false);
+    for (const char* key : {"edgetune.vocab", "edgetune.tokenizer_config"}) {
+      if (const auto it = f.metadata().find(key); it != f.metadata().end()) meta[key] = it->second;
+    }
+  } else {
+    meta["edgetune.vocab"] = read_file(source / "vocab.txt");
+    if (fs::exists(source / "tokenizer_config.json", ec)) {
+      meta["edgetune.tokenizer_config"] = read_file(source / "tokenizer_config.json");
+    }
+  }
+  nlohmann::json keep = nlohmann::json::array();
+  for (std::int64_t i : options.keep_layers) keep.push_back(i);
+  nlohmann::json dropped = nlohmann::json::object();
+  for (const auto& [layer, heads] : options.drop_heads) dropped[std::to_string(layer)] = heads;
+  meta["edgetune.provenance"] =
+      nlohmann::json{{"source", source.string()},
+                     {"options", {{"quant", dtype_name(options.quant)}, {"keep_layers", keep}, {"drop_heads", dropped}}},
+                     {"edgetune_version", EDGETUNE_VERSION}}
+          .dump();
+  meta[kChecksumKey] = model_file_checksum(meta, raw);
+  safetensors::save_aligned(out, raw, meta, kModelFileAlignment);
+}
+
+ModelFile::ModelFile(const fs::path& path, bool verify) {
+  try {
+    reader_ = std::make_shared<const safetensors::Reader>(path);
+  } catch (const safetensors::SafetensorsError& e) {
+    throw ModelError(e.what());
+  }
+  metadata_ = reader_->metadata();
+  const std::string& name = label();
+  auto get = [&](const char* key) -> const std::string& {
+    const auto it = metadata_.find(key);
+    if (it == metadata_.end()) {
+      throw ModelError(name + ": no \"" + key + "\" in the metadata (expected a model file written by "
+                       "edgetune compress)");
+    }
+    return it->second;
+  };
+  if (get("edgetune.format") != kFormatName) {
+    throw ModelError(name + ": \"edgetune.format\" is '" + get("edgetune.format") + "', expected '" +
+                     kFormatName + "'");
+  }
+  const std::string& version = get("edgetune.format_version");
+  if (version != std::to_string(kModelFileVersion)) {
+    throw ModelError(name + ": model file format version " + version + ", this edgetune reads version " +
+                     std::to_string(kModelFileVersion) + " (compress the model again with this edgetune)");
+  }
+  storage_ = storage_from_name(get("edgetune.storage"), name);
+  try {
+    config_ = BertConfig::from_json(nlohmann::json::parse(get("edgetune.config")), name + " (edgetune.config)");
+  } catch (const nlohmann::json::exception& e) {
+    throw ModelError(name + ": \"edgetune.config\" is not valid JSON (" + e.what() + ")");
+  }
+  config_.validate(name + " (edgetune.config)");
+  get("edgetune.vocab");
+  if (verify) {
+    std::vector<safetensors::RawTensor> views;
+    for (const safetensors::TensorInfo& info : reader_->tensors()) {
+      views.push_back({info.name, info.dtype, info.shape, reader_->bytes(info)});
+    }
+    const std::string sum = model_file_checksum(metadata_, views);
+    reader_->release_all();
+    if (get(kChecksumKey) != sum) {
+      throw ModelError(name + ": checksum mismatch (the file holds " + get(kChecksumKey) + ", its bytes give " +
+                       sum + "): the file is corrupt; compress the model again");
+    }
+  }
+}
+
+data::WordPieceTokenizer ModelFile::tokenizer() const {
+  const auto it = metadata_.find("edgetune.tokenizer_config");
+  return data::tokenizer_from_texts(metadata_.at("edgetune.vocab"), label() + " (edgetune.vocab)",
+                                    it == metadata_.end() ? std::string_view() : std::string_view(it->second),
+                                    label() + " (edgetune.tokenizer_config)");
+}
+
+data::WordPieceTokenizer load_model_tokenizer(const fs::path& model) {
+  if (is_model_file(model)) return ModelFile(model, false).tokenizer();
+  return data::load_tokenizer_from_model_dir(model);
+}
+
+}  // namespace edgetune

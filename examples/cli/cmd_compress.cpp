@@ -1,0 +1,55 @@
+// `edgetune compress`: a Hugging Face folder to one model file (engine/model_file.h): the base
+// quantized, layers cropped, config, vocabulary and provenance inside, mapped in place at load.
+#include <cstdio>
+
+#include "commands.h"
+#include "edgetune/engine/loader.h"
+#include "edgetune/engine/model_file.h"
+
+namespace edgetune::cli {
+namespace {
+
+struct CompressArgs {
+  std::string model, out, quant = "q8", keep_layers, drop_heads;
+};
+
+int run(const CompressArgs& a) {
+  CompressOptions o;
+  o.quant = a.quant == "f32" ? DType::F32 : a.quant == "q4" ? DType::Q4 : DType::Q8;
+  const BertConfig config = load_config(a.model);
+  try {
+    if (!a.keep_layers.empty()) o.keep_layers = parse_keep_layers(a.keep_layers, config.num_hidden_layers);
+    if (!a.drop_heads.empty()) {
+      o.drop_heads = parse_drop_heads(a.drop_heads, config.num_hidden_layers, config.num_attention_heads);
+    }
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
+  compress_model(a.model, a.out, o);
+  const ModelFile written(a.out);
+  std::fprintf(stderr, "wrote %s: %s base, %lld layers, %s\n", a.out.c_str(), a.quant.c_str(),
+               static_cast<long long>(written.config().num_hidden_layers),
+               written.metadata().at("edgetune.checksum").c_str());
+  return 0;
+}
+
+const RegisterCommand kRegister{
+    "compress",
+    "write a model as one file for an app to ship: quantized base, cropped layers, config and vocabulary",
+    [](CLI::App& app) -> std::function<int()> {
+      auto a = std::make_shared<CompressArgs>();
+      app.add_option("--model", a->model, "the Hugging Face BERT folder (or an f32 model file)")->required();
+      app.add_option("--out", a->out, "the model file to write (never the input)")->required();
+      app.add_option("--quant", a->quant, "storage of the base weights")
+          ->check(CLI::IsMember({"f32", "q8", "q4"}))
+          ->capture_default_str();
+      app.add_option("--keep-layers", a->keep_layers,
+                     "the layers kept: a count (6: the first six) or indices (0,2,4)");
+      app.add_option("--drop-heads", a->drop_heads,
+                     "attention heads removed, as Hugging Face's prune_heads: layer:heads;... (0:1,3;5:0), "
+                     "layers numbered before --keep-layers");
+      return [a] { return run(*a); };
+    }};
+
+}  // namespace
+}  // namespace edgetune::cli
