@@ -19,7 +19,7 @@ data="${1:-../shared/data}/sst2"
 out="${2:-runs/continual}"
 a_rows="${A_ROWS:-10000}"
 b_eval="${B_EVAL:-500}"
-E=build/release/examples/edgetune
+E="${EDGETUNE:-build/release/examples/edgetune}"
 M=models/edgetune-mini-uncased
 model=(--model "$M" --quant q4)
 mkdir -p "$out"

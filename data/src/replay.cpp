@@ -95,7 +95,7 @@ ReplayBuffer ReplayBuffer::load(const std::filesystem::path& file) {
   const std::string name = file.string();
   nlohmann::json j;
   try {
-    j = nlohmann::json::parse(read_file(file));
+    j = nlohmann::json::parse(read_file(file, FileOrigin::Output));
   } catch (const FileError& e) {
     throw DataError(name, e.action() + " (" + e.reason() + ")");
   } catch (const nlohmann::json::exception& e) {

@@ -231,6 +231,7 @@ UpdateResult TuningSession::update(const std::filesystem::path& run_dir, const n
   base.data.max_length = options_.max_length;
   UpdateConfig cfg = settings::from_json(options, "options", std::move(base));
   cfg.run = run_dir;
+  cfg.key = context_.key;
   const std::lock_guard g(lock_);
   if (examples_.empty()) throw std::invalid_argument("update: no examples: add the new labelled examples first");
   cfg.train_data = to_dataset(examples_);

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "edgetune/core/context.h"
 #include "edgetune/core/file_io.h"
 #include "edgetune/data/labels.h"
 #include "edgetune/data/replay.h"
@@ -109,6 +110,11 @@ UpdateResult update_run(const UpdateConfig& u, std::ostream* log, const RunHooks
   };
   if (u.run.empty()) throw std::invalid_argument("update: --run RUN_DIR is required");
   settings::check_ranges(u);
+  // The run folder's files are read and written with the update's key (the trainer's own context
+  // takes it from the MemorySettings copied below).
+  Context keyed = current_context();
+  if (u.key) keyed.key = u.key;
+  const ContextScope scope(keyed);
   TrainConfig c = read_run(u.run);
   if (recover_update(u.run)) say("finished the update a kill had interrupted after its commit\n");
 

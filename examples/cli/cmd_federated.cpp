@@ -382,9 +382,9 @@ bool run_server(const FederatedArgs& a, int clients,
 
 int run(FederatedArgs& a) {
   if (a.dp_noise > 0 && !(a.dp_clip > 0))
-    throw UsageError("federated: --dp-noise-multiplier needs --dp-clip C");
+    throw UsageError("federated: --client-dp-noise-multiplier needs --client-dp-clip C");
   if (a.dp_noise > 0 && !(a.dp_delta > 0 && a.dp_delta < 1))
-    throw UsageError("federated: --dp-delta must be in (0, 1)");
+    throw UsageError("federated: --client-dp-delta must be in (0, 1)");
   settings::check_ranges(a.train);
   std::vector<std::vector<unsigned char>> abandoned;  // outlives MPI_Finalize (see exchange)
   MpiSession mpi;
@@ -444,16 +444,16 @@ const RegisterCommand kRegister{
           ->check(CLI::PositiveNumber);
       app.add_flag("--secure-aggregation", a->secure,
                    "mask each upload with pairwise keys (X25519), so rank 0 learns only the sum");
-      app.add_option("--dp-clip", a->dp_clip,
+      app.add_option("--client-dp-clip", a->dp_clip,
                      "client-level DP: clip each client's delta to this L2 norm (0: off)")
           ->capture_default_str()
           ->check(CLI::NonNegativeNumber);
       app.add_option(
-             "--dp-noise-multiplier", a->dp_noise,
+             "--client-dp-noise-multiplier", a->dp_noise,
              "client-level DP: rank 0 adds N(0, (S * C)^2) per coordinate to the sum (0: off)")
           ->capture_default_str()
           ->check(CLI::NonNegativeNumber);
-      app.add_option("--dp-delta", a->dp_delta, "delta of the reported (epsilon, delta)")
+      app.add_option("--client-dp-delta", a->dp_delta, "delta of the reported (epsilon, delta)")
           ->capture_default_str();
       app.add_option(
              "--client-timeout", a->client_timeout,

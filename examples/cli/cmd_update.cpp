@@ -13,13 +13,15 @@ namespace {
 
 struct UpdateArgs {
   UpdateConfig config;
+  std::string key_file;
   std::unique_ptr<SettingsBinder> bound;
 };
 
-int run(const UpdateArgs& a) {
+int run(UpdateArgs& a) {
   for (const char* key : {"run", "train"}) {
     if (a.bound->options().at(key)->count() == 0) throw UsageError("update needs --run RUN_DIR and --train FILE");
   }
+  a.config.key = load_key(a.key_file);
   const StopToken stop = install_stop_signals();
   if (a.config.memory_budget > 0) limit_allocator_slack();
   RunHooks hooks;
@@ -41,6 +43,7 @@ const RegisterCommand kRegister{
       auto a = std::make_shared<UpdateArgs>();
       a->bound = std::make_unique<SettingsBinder>(app);
       UpdateConfig::fields(a->config, *a->bound);
+      add_key_option(app, a->key_file);
       return [a] { return run(*a); };
     }};
 

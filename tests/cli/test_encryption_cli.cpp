@@ -70,8 +70,8 @@ struct EncryptedRun {
 TEST_CASE("a run trained with --key-file holds nothing of its plaintext", "[cli][encryption]") {
   EncryptedRun r;
   const std::vector<std::string> expected = {"adapter_config.json", "adapter_model.safetensors",
-                                             "labels.json", "metrics.jsonl", "run.json",
-                                             "train_state.safetensors"};
+                                             "labels.json", "metrics.jsonl", "replay.json",
+                                             "run.json", "train_state.safetensors"};
   std::vector<std::string> found;
   for (const auto& e : fs::directory_iterator(r.run)) found.push_back(e.path().filename().string());
   std::sort(found.begin(), found.end());
@@ -93,6 +93,31 @@ TEST_CASE("a run trained with --key-file holds nothing of its plaintext", "[cli]
       CHECK(bytes.find(s) == std::string::npos);
     }
   }
+}
+
+TEST_CASE("update continues an encrypted run with its key, refuses it without, and writes nothing plain",
+          "[cli][encryption][update]") {
+  EncryptedRun r;
+  const fs::path fresh = r.d / "fresh.tsv";
+  {
+    std::ofstream out(fresh);
+    out << "sentence\tlabel\nsea shanty at the quay\tcheerful\nfog on the moor\tgloomy\n";
+  }
+  const std::string update = "update --run " + q(r.run) + " --train " + q(fresh) + " --threads 1";
+  const RunResult without = run_cli(update);
+  require_one_line_error(without, r.run, "--key-file");
+  const RunResult with = run_cli(update + " --key-file " + q(r.key));
+  INFO(with.err);
+  REQUIRE(with.exit_code == 0);
+  for (const auto& e : fs::directory_iterator(r.run)) {
+    INFO(e.path().filename().string());
+    const std::string bytes = slurp(e.path());
+    CHECK(encryption::is_encrypted(bytes));
+    CHECK(bytes.find("sea shanty") == std::string::npos);
+  }
+  const RunResult ev = r.eval(" --key-file " + q(r.key));
+  INFO(ev.err);
+  CHECK(ev.exit_code == 0);
 }
 
 TEST_CASE("eval, predict and merge read an encrypted run with its key", "[cli][encryption]") {

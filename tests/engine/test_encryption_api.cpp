@@ -61,7 +61,9 @@ TEST_CASE("api: fine_tune with a key encrypts the run, and a Classifier needs th
     CHECK(encryption::is_encrypted(raw(e.path())));
     ++files;
   }
-  CHECK(files == 6);
+  // run.json, metrics.jsonl, train_state, adapter_config.json, adapter_model.safetensors,
+  // labels.json, replay.json.
+  CHECK(files == 7);
 
   // The same training, so the same predictions as the plain run.
   ClassifierOptions o;
