@@ -11,7 +11,7 @@
 # A is a seeded subset of SST-2's training rows (A_ROWS, default 10000 of 67,349: one whole epoch
 # on two shared cores takes too long for this table); B's 2,000 review rows are shuffled (seed 7)
 # into 500 update rows (5 x 100) and 1,500 held out, of which the first B_EVAL (default 500) are
-# evaluated.
+# evaluated. A_LR (default 1e-3) is the learning rate of the runs on A and on A + B.
 #   bench/continual_table.sh [SHARED_DATA_DIR] [OUT]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -48,7 +48,7 @@ with open(os.path.join(out, "ab_train.tsv"), "w") as f:
 PY
 
 train=(--epochs 1 --batch-size 32 --max-length 64 --warmup-ratio 0.06 --seed 42 --threads 2 --log-every 100
-       --method lora --lora-targets query,key,value,attention.output,intermediate,output --lr 1e-3)
+       --method lora --lora-targets query,key,value,attention.output,intermediate,output --lr "${A_LR:-1e-3}")
 accuracy() {  # RUN FILE -> accuracy
   "$E" eval "${model[@]}" --adapter "$1" --data "$2" --max-length 64 --threads 2 --json |
     /usr/bin/python3 -c 'import json,sys; print("%.4f" % json.load(sys.stdin)["accuracy"])'
