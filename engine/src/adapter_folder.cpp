@@ -203,16 +203,18 @@ void save_trained(const BertModel& m, const MethodOptions& o, const fs::path& di
       c["adapter_size"] = o.adapter_size;
       c["adapter_act"] = adapters::bottleneck_act_name(o.adapter_act);
     }
-    if (o.method == Method::Head) modules.push_back("pooler");
   }
+  // The pooler is the head's to train; over a base without one (a masked-LM checkpoint) it was
+  // drawn at load, and the adapter carries it so that every later load computes the same model.
+  const bool save_pooler = o.method == Method::Head || m.fresh_pooler;
+  if (save_pooler) modules.push_back("pooler");
   c["modules_to_save"] = modules;
   auto add = [&](const std::string& name, const Tensor& t) {
     f.tensors.emplace_back(kPeftPrefix + name, t);
   };
   for (auto& [name, t] : adapter_tensors(m)) add(name, t);
   for (auto& [name, t] : m.named_tensors()) {
-    const bool head = name.starts_with("classifier.") ||
-                      (o.method == Method::Head && name.starts_with("bert.pooler."));
+    const bool head = name.starts_with("classifier.") || (save_pooler && name.starts_with("bert.pooler."));
     const bool bias = o.method == Method::BitFit && name.ends_with(".bias");
     if (head || bias) add(name, t);
   }

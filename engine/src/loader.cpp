@@ -254,6 +254,7 @@ void build(BertModel& m, Builder& b, const LoadOptions& opt, std::int64_t file_l
     throw std::invalid_argument("load_bert: base storage must be f32, q8 or q4");
   }
   const bool has_pooler = b.has("bert.pooler.dense.weight");
+  m.fresh_pooler = !has_pooler;
   const bool has_classifier = b.has("classifier.weight");
   const bool keep_classifier = has_classifier && m.config.num_labels == file_labels;
   if (has_classifier && !keep_classifier) b.set_fresh_classifier();

@@ -10,6 +10,9 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
+#include "edgetune/core/file_io.h"
 #include "edgetune/engine/adapter_folder.h"
 #include "edgetune/engine/finetune.h"
 #include "edgetune/engine/loader.h"
@@ -46,6 +49,10 @@ void perturb(const BertModel& m) {
     float* v = p.tensor.data<float>();
     for (std::int64_t i = 0; i < p.tensor.numel(); ++i) v[i] += 0.01f * static_cast<float>(i % 7 + 1);
   }
+}
+
+nlohmann::json modules_to_save(const fs::path& dir) {
+  return nlohmann::json::parse(read_file(dir / "adapter_config.json")).at("modules_to_save");
 }
 
 }  // namespace
@@ -92,6 +99,46 @@ TEST_CASE("adapter folder: every method's folder reads back with its options, la
     CHECK(want.size() > 1);
     CHECK(trained_values(base) == want);
   }
+  fs::remove_all(dir);
+}
+
+TEST_CASE("adapter folder: over a base without a pooler, the adapter carries the one it was trained "
+          "with",
+          "[adapter_folder]") {
+  // The shipped model is a masked-LM checkpoint: no bert.pooler.*, so each load draws a pooler from
+  // its seed. A LoRA run and a later eval or predict load with different seeds; the adapter must
+  // bring the run's pooler, or the trained head reads another projection of [CLS].
+  const fs::path shipped = fs::path(EDGETUNE_TEST_DIR).parent_path() / "models" / "edgetune-mini-uncased";
+  REQUIRE(fs::exists(shipped / "model.safetensors"));
+  const fs::path dir = fs::temp_directory_path() / ("edgetune_adapter_pooler_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  MethodOptions o;
+  o.method = Method::Lora;
+  o.seed = 42;
+  LoadReport report;
+  BertModel trained = load_bert(shipped, load_options_for(o, DType::Q4, false), &report);
+  REQUIRE(trained.fresh_pooler);
+  attach_adapters(trained, o);
+  perturb(trained);
+  save_trained(trained, o, dir, shipped);
+  CHECK(modules_to_save(dir) == nlohmann::json::array({"classifier", "pooler"}));
+
+  MethodOptions later = o;
+  later.seed = 0;
+  BertModel base = load_bert(shipped, load_options_for(later, DType::Q4, false));
+  REQUIRE(base.pooler.weight.to_vector() != trained.pooler.weight.to_vector());
+  load_trained(base, dir);
+  CHECK(base.pooler.weight.to_vector() == trained.pooler.weight.to_vector());
+  CHECK(base.pooler.bias.to_vector() == trained.pooler.bias.to_vector());
+  CHECK(trained_values(base) == trained_values(trained));
+  fs::remove_all(dir);
+
+  // A base with its own pooler: the adapter does not copy it.
+  BertModel tiny = load_bert(test::golden_dir() / "bert" / "tiny", load_options_for(o, DType::F32, false));
+  CHECK_FALSE(tiny.fresh_pooler);
+  attach_adapters(tiny, o);
+  save_trained(tiny, o, dir, "tiny");
+  CHECK(modules_to_save(dir) == nlohmann::json::array({"classifier"}));
   fs::remove_all(dir);
 }
 

@@ -97,6 +97,9 @@ class BertModel {
   LinearLayer pooler;            // (C, C), tanh
   LinearLayer classifier;        // (K, C)
   std::optional<MlmHead> mlm;    // present for pretraining
+  // The pooler was initialised at load, not read from the file (a masked-LM checkpoint has none):
+  // an adapter trained over it must carry it, or a later load draws another one.
+  bool fresh_pooler = false;
 
   // Hidden states of the last layer.  -> (B, T, C)
   Tensor encode(const BertInputs& in, const ForwardOptions& opt) const;
