@@ -25,7 +25,12 @@ set(CMAKE_C_FLAGS_INIT "-march=armv8-a+simd")
 set(CMAKE_CXX_FLAGS_INIT "-march=armv8-a+simd")
 
 set(EDGETUNE_ARM64_SYSROOT /usr/aarch64-linux-gnu)
-set(CMAKE_CROSSCOMPILING_EMULATOR qemu-aarch64 -L ${EDGETUNE_ARM64_SYSROOT}
+# By its full path, so a test that runs the CLI with another PATH still finds the emulator.
+find_program(EDGETUNE_QEMU_AARCH64 qemu-aarch64 NO_CMAKE_FIND_ROOT_PATH)
+if(NOT EDGETUNE_QEMU_AARCH64)
+  set(EDGETUNE_QEMU_AARCH64 qemu-aarch64)
+endif()
+set(CMAKE_CROSSCOMPILING_EMULATOR ${EDGETUNE_QEMU_AARCH64} -L ${EDGETUNE_ARM64_SYSROOT}
     -E LD_LIBRARY_PATH=${EDGETUNE_ARM64_SYSROOT}/lib)
 
 # Libraries and their pkg-config files: the arm64 ones only (multiarch folders under /usr), never
