@@ -217,6 +217,28 @@ void apply_average(std::span<float> global, std::span<const double> sum, double 
   }
 }
 
+ServerOptimizer::ServerOptimizer(double lr, double momentum) : lr_(lr), momentum_(momentum) {
+  if (!(lr > 0)) throw std::invalid_argument("federated: the server learning rate must be positive");
+  if (!(momentum >= 0 && momentum < 1)) {
+    throw std::invalid_argument("federated: the server momentum must be in [0, 1)");
+  }
+}
+
+void ServerOptimizer::step(std::span<float> global, std::span<const double> sum,
+                           double total_weight) {
+  if (global.size() != sum.size())
+    throw std::invalid_argument("federated: a sum of another size than the adapter");
+  if (!(total_weight > 0))
+    throw std::invalid_argument("federated: the round's total weight must be positive");
+  if (velocity_.empty()) velocity_.assign(sum.size(), 0.0);
+  if (velocity_.size() != sum.size())
+    throw std::invalid_argument("federated: a sum of another size than the server's momentum");
+  for (std::size_t k = 0; k < global.size(); ++k) {
+    velocity_[k] = momentum_ * velocity_[k] + sum[k] / total_weight;
+    global[k] = static_cast<float>(static_cast<double>(global[k]) + lr_ * velocity_[k]);
+  }
+}
+
 EvalReport evaluate_adapter(const TrainConfig& config, const fs::path& adapter_dir) {
   Model m = open_model(config.model_dir, adapter_dir, config.quant, config.quant_embeddings);
   const data::LabelMap map = eval_label_map(m.labels());

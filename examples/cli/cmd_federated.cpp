@@ -52,6 +52,8 @@ struct FederatedArgs {
   double dp_noise = 0;
   double dp_delta = 1e-5;
   double client_timeout = 0;
+  double server_lr = 1;
+  double server_momentum = 0;
   std::unique_ptr<SettingsBinder> bound;
 };
 
@@ -277,6 +279,7 @@ bool run_server(const FederatedArgs& a, int clients,
   const std::size_t up_max = federated::kUpHeaderBytes + (a.secure ? 8 : 4) * p;
   std::vector<bool> alive(static_cast<std::size_t>(clients), true);
   double epsilon = 0;
+  federated::ServerOptimizer server(a.server_lr, a.server_momentum);
   for (int round = 1; round <= a.rounds; ++round) {
     const auto r0 = Clock::now();
     std::vector<unsigned char> down(federated::kDownHeaderBytes + 4 * p);
@@ -343,7 +346,7 @@ bool run_server(const FederatedArgs& a, int clients,
         line["delta"] = a.dp_delta;
       }
       std::vector<float> next = federated::values(global);
-      federated::apply_average(next, sum, total);
+      server.step(next, sum, total);
       federated::set_values(global, next);
       federated::write_adapter(global, a.out);
     }
@@ -455,6 +458,14 @@ const RegisterCommand kRegister{
           ->check(CLI::NonNegativeNumber);
       app.add_option("--client-dp-delta", a->dp_delta, "delta of the reported (epsilon, delta)")
           ->capture_default_str();
+      app.add_option("--server-lr", a->server_lr,
+                     "rank 0's step size over the round's mean delta (1: FedAvg)")
+          ->capture_default_str()
+          ->check(CLI::PositiveNumber);
+      app.add_option("--server-momentum", a->server_momentum,
+                     "rank 0's momentum over the rounds' mean deltas (FedAvgM; 0: FedAvg)")
+          ->capture_default_str()
+          ->check(CLI::Range(0.0, 0.999));
       app.add_option(
              "--client-timeout", a->client_timeout,
              "seconds rank 0 waits for the uploads of a round; a client silent that long is "

@@ -285,3 +285,42 @@ TEST_CASE(
   bad.out = dir.path / "client-bad";
   CHECK_THROWS_AS(federated::client_round(bad), data::DataError);
 }
+
+TEST_CASE("federated: the server optimizer is FedAvg at lr 1 without momentum, FedAvgM with it",
+          "[federated]") {
+  const std::size_t p = 33;
+  const std::vector<float> global = random_values(p, 11, 0.5);
+  std::vector<double> sum1(p), sum2(p);
+  for (std::size_t k = 0; k < p; ++k) {
+    sum1[k] = 40.0 * random_values(p, 12, 0.1)[k];
+    sum2[k] = 40.0 * random_values(p, 13, 0.1)[k];
+  }
+  // lr 1, momentum 0: apply_average's result to the bit, round after round.
+  std::vector<float> plain = global, server = global;
+  federated::ServerOptimizer fedavg(1.0, 0.0);
+  for (const auto* s : {&sum1, &sum2}) {
+    federated::apply_average(plain, *s, 40.0);
+    fedavg.step(server, *s, 40.0);
+    REQUIRE(plain == server);
+  }
+  // lr 0.5, momentum 0.9 over two rounds, by hand: v1 = m1, g1 = g0 + 0.5 v1;
+  // v2 = 0.9 v1 + m2, g2 = g1 + 0.5 v2 (m the round's mean delta), g rounded to float. A fused
+  // multiply-add (ARM64) may round v differently by an ulp of double; g then by one float ulp.
+  std::vector<float> g = global;
+  federated::ServerOptimizer fedavgm(0.5, 0.9);
+  fedavgm.step(g, sum1, 40.0);
+  fedavgm.step(g, sum2, 40.0);
+  for (std::size_t k = 0; k < p; ++k) {
+    const double v1 = sum1[k] / 40.0;
+    const float g1 = static_cast<float>(static_cast<double>(global[k]) + 0.5 * v1);
+    const double v2 = 0.9 * v1 + sum2[k] / 40.0;
+    const float g2 = static_cast<float>(static_cast<double>(g1) + 0.5 * v2);
+    REQUIRE(std::fabs(g[k] - g2) <= std::ldexp(std::fabs(g2), -23));
+    REQUIRE(std::fabs(fedavgm.velocity()[k] - v2) <= 4 * std::ldexp(std::fabs(v2), -52));
+  }
+  CHECK_THROWS_AS(federated::ServerOptimizer(0.0, 0.0), std::invalid_argument);
+  CHECK_THROWS_AS(federated::ServerOptimizer(1.0, 1.0), std::invalid_argument);
+  CHECK_THROWS_AS(fedavgm.step(g, sum1, 0.0), std::invalid_argument);
+  std::vector<double> short_sum(p - 1);
+  CHECK_THROWS_AS(fedavgm.step(g, short_sum, 1.0), std::invalid_argument);
+}

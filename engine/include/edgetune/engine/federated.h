@@ -16,7 +16,8 @@
 //             (with DP: d_i clipped to L2 norm C, w_i = 1)
 //   client i -> server: w_i and u_i = w_i d_i (plain: P float32; secure: P uint64, masked)
 //   server: g += (sum_i u_i + noise) / sum_i w_i, noise = N(0, sigma^2 C^2) per coordinate with DP,
-//           0 without.
+//           0 without (FedAvg; with a server learning rate or momentum, ServerOptimizer's step
+//           over that mean).
 //
 // Secure aggregation. Every client makes an X25519 key pair (libsodium crypto_kx) and the
 // server relays the public keys. Clients i < j share a 32-byte key k_ij (crypto_kx session key:
@@ -134,6 +135,24 @@ void add_gaussian_noise(std::span<double> sum, double noise_multiplier, double c
 // The FedAvg step: g += sum / total_weight per coordinate (in double, stored float32).
 // Requires equal sizes and total_weight > 0 (std::invalid_argument).
 void apply_average(std::span<float> global, std::span<const double> sum, double total_weight);
+
+// The server's optimizer over the round's mean delta (FedAvgM, Hsu et al. 2019: the mean delta is
+// a pseudo-gradient, Reddi et al. 2021), for fleets whose clients' data differ so much that plain
+// FedAvg's mean of their drifting deltas stalls:
+//   v = momentum * v + sum / total_weight;   g += lr * v   (in double, g stored float32).
+// v starts at zero. lr 1 and momentum 0 give apply_average's g exactly. Requires lr > 0,
+// momentum in [0, 1) (std::invalid_argument), and step's arguments as apply_average's.
+class ServerOptimizer {
+ public:
+  ServerOptimizer(double lr, double momentum);
+  void step(std::span<float> global, std::span<const double> sum, double total_weight);
+  // v after the last step (empty before the first).
+  const std::vector<double>& velocity() const { return velocity_; }
+
+ private:
+  double lr_, momentum_;
+  std::vector<double> velocity_;
+};
 
 // Accuracy (and the rest of EvalReport) of the adapter in adapter_dir over the base
 // config.model_dir (config.quant, quant_embeddings, compute, data options, eval_batch_size) on the
