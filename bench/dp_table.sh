@@ -7,10 +7,12 @@
 #          (glue-validation.tsv, 872 rows);
 #   demo   the demo's review sentences (scripts/fetch_sentiment.sh, 3,000 rows), 20% held out
 #          (seed 42).
-# ROWS > 0 trains on the first ROWS rows of each file only (before the demo's hold-out).
+# ROWS > 0 trains on the first ROWS rows of each file only (before the demo's hold-out). SST-2 runs
+# EPOCHS epochs (default 1), the demo data the demo's 8.
 # Prints one Markdown table: accuracy of the last evaluation, median seconds per optimizer step
 # (between progress lines 10 steps apart), the accountant's peak and the process's VmHWM.
 #   bench/dp_table.sh [SHARED_DATA_DIR] [OUT] [ROWS] [EPOCHS] [THREADS]
+# EDGETUNE=binary runs another build.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 shared="${1:-../shared/data}"
@@ -18,7 +20,7 @@ out="${2:-runs/dp-table}"
 rows="${3:-0}"
 epochs="${4:-1}"
 threads="${5:-0}"
-edgetune=build/release/examples/edgetune
+edgetune="${EDGETUNE:-build/release/examples/edgetune}"
 [ -x "$edgetune" ] || { echo "dp_table: build $edgetune first (cmake --build build/release --target edgetune)" >&2; exit 1; }
 mkdir -p "$out"
 
@@ -38,16 +40,16 @@ run() {  # run NAME DATA_ARGS... -- DP_ARGS...
   "$edgetune" train --model models/edgetune-mini-uncased "${args[@]}" --seed 42 \
     --quant q4 --quant-embeddings --method lora \
     --lora-targets query,key,value,attention.output,intermediate,output --memory-budget 32M \
-    --epochs "$epochs" --batch-size 32 --max-length 64 --lr 2e-3 --warmup-ratio 0.1 --log-every 10 \
+    --batch-size 32 --max-length 64 --lr 2e-3 --warmup-ratio 0.1 --log-every 10 \
     --threads "$threads" --out "$out/$name" "$@" >"$out/$name.log" 2>&1
 }
 
 names=()
-for data in sst2 demo; do
+for data in demo sst2; do
   if [ "$data" = sst2 ]; then
-    data_args=(--train "$out/sst2-train.tsv" --eval "$shared/sst2/glue-validation.tsv")
+    data_args=(--train "$out/sst2-train.tsv" --eval "$shared/sst2/glue-validation.tsv" --epochs "$epochs")
   else
-    data_args=(--train "$out/demo-train.tsv" --eval-split 0.2)
+    data_args=(--train "$out/demo-train.tsv" --eval-split 0.2 --epochs 8)
   fi
   run "$data-nodp" "${data_args[@]}" --
   names+=("$data-nodp")
