@@ -20,6 +20,7 @@
 #include "edgetune/engine/finetune.h"
 #include "edgetune/engine/loader.h"
 #include "edgetune/engine/planner.h"
+#include "edgetune/engine/session.h"
 #include "runner_impl.h"
 #include "edgetune/optim/clip.h"
 #include "edgetune/optim/optimizer.h"
@@ -61,6 +62,24 @@ std::vector<std::vector<std::int32_t>> tokenize_documents(const data::WordPieceT
       doc.insert(doc.end(), e.ids.begin() + 1, e.ids.end() - 1);  // without [CLS] and [SEP]
     }
     end_document();
+  }
+  return docs;
+}
+
+std::vector<std::vector<std::int32_t>> tokenize_task_rows(const data::WordPieceTokenizer& tokenizer,
+                                                          std::span<const fs::path> files) {
+  std::vector<std::vector<std::int32_t>> docs;
+  for (const fs::path& file : files) {
+    const data::Dataset ds = read_data(file, DataOptions{}, false);
+    for (const data::Example& ex : ds.examples) {
+      std::vector<std::int32_t> doc;
+      for (const std::string* text : {&ex.text, ex.text_pair ? &*ex.text_pair : nullptr}) {
+        if (text == nullptr) continue;
+        const data::Encoding e = tokenizer.encode(*text, std::nullopt, data::kNoTruncation);
+        doc.insert(doc.end(), e.ids.begin() + 1, e.ids.end() - 1);  // without [CLS] and [SEP]
+      }
+      if (!doc.empty()) docs.push_back(std::move(doc));
+    }
   }
   return docs;
 }
@@ -349,7 +368,9 @@ struct Runner<PretrainConfig, PretrainResult>::Impl : ModeState<PretrainConfig> 
 
 void Pretrainer::Impl::prepare() {
   if (cfg.out.empty()) throw std::invalid_argument("--out RUN_DIR is required");
-  if (cfg.corpus.empty()) throw std::invalid_argument("--corpus needs at least one text file");
+  if (cfg.corpus.empty() && cfg.task_data.empty()) {
+    throw std::invalid_argument("pretraining needs text: --corpus FILE... or --task-data FILE...");
+  }
   cfg.validate();
   context.threads = kernels::resolve_threads(cfg.threads);
   context.key = cfg.key;
@@ -369,7 +390,9 @@ void Pretrainer::Impl::prepare() {
                                  " is longer than the model's max_position_embeddings (" +
                                  std::to_string(base.max_position_embeddings) + ")");
   }
-  segments = pack_segments(tokenize_documents(*tokenizer, cfg.corpus), tokenizer->cls_id(),
+  std::vector<std::vector<std::int32_t>> documents = tokenize_documents(*tokenizer, cfg.corpus);
+  for (auto& d : tokenize_task_rows(*tokenizer, cfg.task_data)) documents.push_back(std::move(d));
+  segments = pack_segments(documents, tokenizer->cls_id(),
                            tokenizer->sep_id(), cfg.max_length);
   corpus_hash = hash_segments(segments);
   if (segments.size() < 2) throw std::invalid_argument("the corpus gives fewer than 2 segments: give more text");
@@ -495,6 +518,8 @@ PretrainResult Pretrainer::run(const RunHooks& hooks) {
   // Absolute corpus paths: a resume may start from another folder.
   settings["corpus"] = nlohmann::json::array();
   for (const fs::path& f : s.cfg.corpus) settings["corpus"].push_back(fs::absolute(f).string());
+  settings["task_data"] = nlohmann::json::array();
+  for (const fs::path& f : s.cfg.task_data) settings["task_data"].push_back(fs::absolute(f).string());
   run.start(s.resuming, settings);
   const RunResult rr = run.run();
   PretrainResult result;

@@ -128,6 +128,51 @@ TEST_CASE("pretrain: documents are tokenized per blank-line block and packed wit
   CHECK_THROWS_AS(pack_segments(docs, tok.cls_id(), tok.sep_id(), 2), std::invalid_argument);
 }
 
+TEST_CASE("pretrain: task-adaptive text is one document per row of a task file, labels ignored",
+          "[pretrain][tapt]") {
+  Scratch dir("tapt");
+  std::ofstream(dir.path / "train.tsv") << "sentence\tlabel\n"
+                                        << "the quick brown fox\t1\n"
+                                        << "the lazy dog sat on the mat\t0\n";
+  std::ofstream(dir.path / "more.jsonl") << "{\"text\": \"hello world\"}\n";
+  const auto tok = mini_tokenizer();
+  const std::vector<fs::path> files = {dir.path / "train.tsv", dir.path / "more.jsonl"};
+  const auto docs = tokenize_task_rows(tok, files);
+  REQUIRE(docs.size() == 3);
+  const char* texts[] = {"the quick brown fox", "the lazy dog sat on the mat", "hello world"};
+  for (size_t i = 0; i < 3; ++i) {
+    const std::vector<std::int32_t> ids = tok.encode(texts[i]).ids;
+    CHECK(docs[i] == std::vector<std::int32_t>(ids.begin() + 1, ids.end() - 1));
+  }
+  // A bad row is the reader's one-line error: file and line.
+  std::ofstream(dir.path / "bad.tsv") << "sentence\tlabel\nthe cat\t1\nno tab here\t0\textra\n";
+  const std::vector<fs::path> bad = {dir.path / "bad.tsv"};
+  CHECK_THROWS_WITH(tokenize_task_rows(tok, bad), Catch::Contains("bad.tsv:3"));
+
+  // A run from task files alone, their absolute paths in run.json for a resume.
+  std::ofstream rows(dir.path / "rows.tsv");
+  rows << "sentence\tlabel\n";
+  for (int i = 0; i < 12; ++i) rows << "the quick brown fox jumped over the lazy dog\t" << i % 2 << "\n";
+  rows.close();
+  PretrainConfig c;
+  c.model_dir = tiny_model(dir.path / "init");
+  c.task_data = {dir.path / "rows.tsv"};
+  c.out = dir.path / "run";
+  c.max_length = 16;
+  c.batch_size = 2;
+  c.max_steps = 2;
+  c.eval_split = 0;
+  c.threads = 1;
+  const PretrainResult r = Pretrainer(c, nullptr).run();
+  CHECK(r.steps == 2);
+  const auto run = nlohmann::json::parse(read_file(c.out / "run.json"));
+  CHECK(run.dump().find(fs::absolute(dir.path / "rows.tsv").string()) != std::string::npos);
+  PretrainConfig none = c;
+  none.task_data.clear();
+  none.out = dir.path / "none";
+  CHECK_THROWS_WITH(Pretrainer(none, nullptr).run(), Catch::Contains("--task-data"));
+}
+
 TEST_CASE("pretrain: masking follows the collator's 15 % and 80/10/10, seeded and dynamic",
           "[pretrain]") {
   const auto tok = mini_tokenizer();

@@ -56,6 +56,14 @@ namespace edgetune {
 std::vector<std::vector<std::int32_t>> tokenize_documents(
     const data::WordPieceTokenizer& tokenizer, std::span<const std::filesystem::path> files);
 
+// Task-adaptive pretraining's text (Gururangan et al. 2020): the rows of task files (TSV, CSV or
+// JSONL, labelled or not, read as `train` reads them with the columns guessed from the header),
+// each row's text (and its pair, after it) one document, in file and row order; rows whose text
+// is empty are skipped. Throws data::DataError (file:line: what was expected) for a bad row or a
+// file without a recognisable text column.
+std::vector<std::vector<std::int32_t>> tokenize_task_rows(
+    const data::WordPieceTokenizer& tokenizer, std::span<const std::filesystem::path> files);
+
 // The documents packed into segments of at most max_length tokens, as described above.
 // Requires max_length >= 3 (std::invalid_argument).
 std::vector<std::vector<std::int32_t>> pack_segments(
@@ -115,6 +123,7 @@ MlmOutput mlm_loss(const BertModel& model, const Tensor& hidden, const Tensor& p
 struct PretrainConfig : MemorySettings {
   std::filesystem::path model_dir;            // the starting model (e.g. from create-model)
   std::vector<std::filesystem::path> corpus;  // plain-text files
+  std::vector<std::filesystem::path> task_data;  // task files whose rows' texts are documents
   std::filesystem::path out;                  // the run folder
   int max_length = 128;                       // T, [CLS] and [SEP] included
   int batch_size = 32;                        // segments per optimizer step
@@ -143,6 +152,9 @@ struct PretrainConfig : MemorySettings {
     using namespace settings;
     v("model", c.model_dir, "the starting BERT folder (e.g. from `edgetune create-model`); its vocab.txt tokenizes");
     v("corpus", c.corpus, "plain-text files: one paragraph per line, a blank line between documents");
+    v("task_data", c.task_data,
+      "task files (TSV/CSV/JSONL as train reads them, labels ignored): each row's text is a "
+      "document; task-adaptive pretraining continues a model on them");
     v("out", c.out, "run folder: the pretrained model, metrics.jsonl, checkpoints");
     v("max_length", c.max_length, "tokens per segment, [CLS] and [SEP] included", at_least(3));
     v("batch_size", c.batch_size, "segments per optimizer step", at_least(1));
