@@ -79,7 +79,9 @@ std::string merged_metrics(const fs::path& run, const fs::path& trained, std::ui
 }
 
 // Step 6 of update.h: the staged files over RUN's, the stale checkpoint removed, the staging
-// folder removed. Idempotent, so a kill in the middle is finished by running it again.
+// folder removed. Idempotent, so a kill in the middle is finished by running it again. The
+// marker goes first: remove_all takes the folder's entries in no set order, and a marker left
+// beside half-removed staged files would send the next update after files that are gone.
 void apply_commit(const fs::path& run) {
   const fs::path staging = run / kStaging;
   const nlohmann::json files = nlohmann::json::parse(read_file(staging / kCommitted));
@@ -88,6 +90,7 @@ void apply_commit(const fs::path& run) {
     write_file_atomic(run / name, read_file(staging / "commit" / name));
   }
   fs::remove(run / "train_state.safetensors");
+  fs::remove(staging / kCommitted);
   fs::remove_all(staging);
 }
 
