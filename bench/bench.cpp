@@ -24,6 +24,14 @@ const ShapeSpec kShapes[] = {
     {"tiny", 2, 128, 2, 512}, {"mini", 4, 256, 4, 1024}, {"small", 4, 512, 8, 2048}, {"base", 12, 768, 12, 3072}};
 constexpr std::int64_t kVocab = 30522;
 
+// DP-SGD's step with the batch as its sample (Case::dp); returns the loss.
+double dp_step(const BertModel& model, std::span<optim::Param> params, optim::Optimizer& optimizer,
+               const TensorBatch& batch, const StepOptions& options, const DpPlan& dp, data::Rng& rng) {
+  const ClassifierBatch sample(model, batch);
+  const StepBatch* parts[] = {&sample};
+  return dp_train_step(parts, params, optimizer, 5e-4, options, dp, rng).loss;
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   const size_t n = v.size();
@@ -42,7 +50,7 @@ nlohmann::json Case::to_json() const {
   return {{"shape", shape}, {"method", method}, {"quant", quant}, {"compute", compute},
           {"quant_embeddings", quant_embeddings},
           {"batch", batch}, {"length", length}, {"threads", threads}, {"steps", steps},
-          {"warmup", warmup}, {"budget", budget}, {"profile", profile}};
+          {"warmup", warmup}, {"budget", budget}, {"profile", profile}, {"dp", dp}};
 }
 
 Case Case::from_json(const nlohmann::json& j) {
@@ -59,6 +67,7 @@ Case Case::from_json(const nlohmann::json& j) {
   c.warmup = j.at("warmup");
   c.budget = j.at("budget");
   c.profile = j.at("profile");
+  c.dp = j.value("dp", false);  // cases written before the DP row: no DP
   return c;
 }
 
@@ -66,12 +75,30 @@ std::string Case::label() const {
   std::string s = method + " " + quant + (quant_embeddings ? "+emb" : "");
   if (quant != "f32") s += " " + compute;
   if (budget) s += " budget " + format_bytes(budget);
+  if (dp) s += " dp";
   return s;
 }
 
 std::int32_t synthetic_id(std::int64_t b, std::int64_t t, std::int64_t length, std::int64_t vocab) {
   return static_cast<std::int32_t>(1000 + ((b * length + t) * 7919) % (vocab - 1000));
 }
+
+namespace {
+// The synthetic batch of `batch` rows of `length` tokens (synthetic_id).
+TensorBatch synthetic_batch(std::int64_t batch, std::int64_t length) {
+  std::vector<std::int32_t> ids(static_cast<size_t>(batch * length)), types(ids.size(), 0), mask(ids.size(), 1),
+      labels(static_cast<size_t>(batch));
+  for (std::int64_t b = 0; b < batch; ++b) {
+    labels[static_cast<size_t>(b)] = static_cast<std::int32_t>(b % 2);
+    for (std::int64_t t = 0; t < length; ++t) ids[static_cast<size_t>(b * length + t)] = synthetic_id(b, t, length, kVocab);
+  }
+  TensorBatch out;
+  out.inputs = {Tensor::from_ints({batch, length}, ids), Tensor::from_ints({batch, length}, types),
+                Tensor::from_ints({batch, length}, mask)};
+  out.labels = Tensor::from_ints({batch}, labels);
+  return out;
+}
+}  // namespace
 
 nlohmann::json run_case(const Case& c) {
   Context context;
@@ -102,7 +129,14 @@ nlohmann::json run_case(const Case& c) {
   // Under a budget the process is what it bounds: the baseline is measured before the model exists.
   PlanRequest request = plan_request(cfg, tc, c.length);
   if (c.budget) request.baseline = measure_baseline().total();
-  const Plan plan = choose_plan(request, c.budget);
+  DpPlan dp;
+  dp.noise_multiplier = 1;
+  dp.max_grad_norm = 1;
+  dp.expected_batch = static_cast<double>(c.batch);
+  dp.clipping = dp_clipping_for(m.method);
+  if (c.dp) request.dp = dp.clipping;
+  const bool alone = c.dp && dp.clipping == DpClipping::ExampleAtATime;
+  const Plan plan = choose_plan(request, c.budget, std::nullopt, alone ? 1 : 0);
 
   Accountant& acc = *context.accountant;
   acc.set_budget(plan.accountant_budget());
@@ -116,16 +150,7 @@ nlohmann::json run_case(const Case& c) {
   auto opt = optim::make_adamw(ao);
   const double init_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 
-  std::vector<std::int32_t> ids(static_cast<size_t>(c.batch * c.length)), types(ids.size(), 0), mask(ids.size(), 1),
-      labels(static_cast<size_t>(c.batch));
-  for (std::int64_t b = 0; b < c.batch; ++b) {
-    labels[static_cast<size_t>(b)] = static_cast<std::int32_t>(b % 2);
-    for (std::int64_t t = 0; t < c.length; ++t) ids[static_cast<size_t>(b * c.length + t)] = synthetic_id(b, t, c.length, kVocab);
-  }
-  TensorBatch batch;
-  batch.inputs = {Tensor::from_ints({c.batch, c.length}, ids), Tensor::from_ints({c.batch, c.length}, types),
-                  Tensor::from_ints({c.batch, c.length}, mask)};
-  batch.labels = Tensor::from_ints({c.batch}, labels);
+  const TensorBatch batch = synthetic_batch(c.batch, c.length);
   StepOptions so;
   so.max_grad_norm = 1.0;
   so.micro_batch = plan.micro_batch;
@@ -134,7 +159,8 @@ nlohmann::json run_case(const Case& c) {
   ForwardOptions inference;
   inference.compute = compute;
   manual_seed(0);
-  std::vector<double> times;
+  data::Rng dp_rng(0);
+  std::vector<double> times, plain_times, dp_ratios;
   double loss = 0;
   nlohmann::json prof = nlohmann::json::array();
   for (int step = 0; step < c.warmup + c.steps; ++step) {
@@ -149,6 +175,8 @@ nlohmann::json run_case(const Case& c) {
         NoGradGuard no_grad;
         const InferenceCache reuse(acc);
         model.classify(batch.inputs, inference);
+      } else if (c.dp) {
+        loss = dp_step(model, params, *opt, batch, so, dp, dp_rng);
       } else {
         loss = train_step(model, params, *opt, std::span<const TensorBatch>(&batch, 1), 5e-4, so).loss;
       }
@@ -159,6 +187,17 @@ nlohmann::json run_case(const Case& c) {
       prof.push_back({{"op", "step (wall)"}, {"seconds", dt}, {"calls", 1}});
     }
     if (step >= c.warmup) times.push_back(dt);
+    if (c.dp) {
+      // The non-private step on the same batch right after: on a shared machine the two see the
+      // same load, so their ratio, step by step, says what DP costs.
+      const auto b = std::chrono::steady_clock::now();
+      train_step(model, params, *opt, std::span<const TensorBatch>(&batch, 1), 5e-4, so);
+      const double plain = std::chrono::duration<double>(std::chrono::steady_clock::now() - b).count();
+      if (step >= c.warmup) {
+        plain_times.push_back(plain);
+        dp_ratios.push_back(dt / plain);
+      }
+    }
   }
   std::int64_t trainable = 0;
   for (const auto& p : params) trainable += p.tensor.numel();
@@ -168,6 +207,10 @@ nlohmann::json run_case(const Case& c) {
   r["label"] = c.label();
   r["step_seconds"] = times;
   r["median_step_seconds"] = median(times);
+  if (c.dp) {
+    r["non_dp_step_seconds"] = plain_times;
+    r["dp_ratio"] = median(dp_ratios);
+  }
   r["tokens_per_second"] = static_cast<double>(c.batch * c.length) / median(times);
   r["accountant_peak"] = st.peak_total;
   r["accountant_peak_by_category"] = st.at_total_peak;

@@ -32,16 +32,21 @@ struct Case {
   int threads = 1, steps = 3, warmup = 1;
   std::size_t budget = 0;       // bytes; 0: no budget (no checkpointing, one micro-batch)
   bool profile = false;         // add a per-op profile of one step
+  // DP-SGD's step (run.h's dp_train_step) over the batch as its sample: noise multiplier 1,
+  // clipping 1, each example's gradient had as the method's dp_clipping_for says.
+  bool dp = false;
 
   nlohmann::json to_json() const;
   static Case from_json(const nlohmann::json& j);
-  std::string label() const;  // "lora q4+emb int8 budget 160.0 MiB"
+  std::string label() const;  // "lora q4+emb int8 budget 160.0 MiB", "lora q4+emb int8 dp"
 };
 
 // Runs the case in this process (fresh random model, synthetic batch, AdamW) and returns a JSON
 // object: median_step_seconds, step_seconds, tokens_per_second, accountant_peak, peak_rss,
 // plan, estimate, init_seconds, trainable_parameters, loss, and profile when asked. For method
 // predict a step is one forward pass (median_step_seconds its latency) and there is no loss.
+// With dp, each DP step is followed by a non-private step on the same batch (untimed in
+// step_seconds): non_dp_step_seconds, and dp_ratio, the median of the steps' DP / non-DP ratios.
 nlohmann::json run_case(const Case& c);
 
 // The synthetic batch both sides use: token id of row b, position t:

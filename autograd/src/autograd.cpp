@@ -38,14 +38,28 @@ Tensor& leaf_grad(const std::shared_ptr<TensorImpl>& leaf, Tensor& holder) {
 
 class EngineSink : public GradSink {
  public:
-  EngineSink(Node& node, std::unordered_map<Node*, Tensor>& buffers)
-      : node_(node), buffers_(buffers), leaf_holders_(node.inputs.size()) {}
+  EngineSink(Node& node, std::unordered_map<Node*, Tensor>& buffers, PerExampleGrads* per_example)
+      : node_(node), buffers_(buffers), per_example_(per_example),
+        leaf_holders_(node.inputs.size()) {}
 
   bool needed(int i) const override { return node_.inputs[static_cast<size_t>(i)].defined(); }
 
+  Tensor* per_example(int i) override {
+    const Edge& e = node_.inputs.at(static_cast<size_t>(i));
+    return per_example_ && e.leaf ? per_example_->find(e.leaf.get()) : nullptr;
+  }
+  PerExampleGrads* per_example_grads() const override { return per_example_; }
+
   Tensor& at(int i) override {
     const Edge& e = node_.inputs.at(static_cast<size_t>(i));
-    if (e.leaf) return leaf_grad(e.leaf, leaf_holders_[static_cast<size_t>(i)]);
+    if (e.leaf) {
+      if (per_example(i) != nullptr) {
+        throw std::logic_error(std::string(node_.name()) + ": cannot give per-example gradients of '" +
+                               e.leaf->name + "' (input " + std::to_string(i) +
+                               "). Hint: train this tensor with example-at-a-time clipping.");
+      }
+      return leaf_grad(e.leaf, leaf_holders_[static_cast<size_t>(i)]);
+    }
     if (!e.node) {
       throw std::logic_error(std::string(node_.name()) + ": gradient asked for input " +
                              std::to_string(i) + ", which does not require grad");
@@ -63,6 +77,7 @@ class EngineSink : public GradSink {
  private:
   Node& node_;
   std::unordered_map<Node*, Tensor>& buffers_;
+  PerExampleGrads* per_example_;
   std::vector<Tensor> leaf_holders_;
 };
 
@@ -136,7 +151,35 @@ void record(Tensor& out, std::shared_ptr<Node> node, std::initializer_list<const
   attach(out, std::move(node), std::span<const Tensor* const>(inputs.begin(), inputs.size()));
 }
 
-void backward(const Tensor& root, const Tensor& droot) {
+PerExampleGrads::PerExampleGrads(std::int64_t examples, std::span<const Tensor> leaves)
+    : examples_(examples) {
+  if (examples < 1) throw std::invalid_argument("PerExampleGrads: needs at least one example");
+  for (const Tensor& t : leaves) {
+    if (!t.defined() || !is_float(t.dtype()) || !t.is_leaf()) {
+      throw std::invalid_argument("PerExampleGrads: '" + t.name() + "' is not a float leaf tensor");
+    }
+    leaves_.push_back(t.impl().get());
+    grads_.push_back(Tensor::zeros(Shape{examples, t.numel()}, t.dtype(), MemCategory::Grads));
+  }
+}
+
+Tensor* PerExampleGrads::find(const TensorImpl* leaf) {
+  for (std::size_t k = 0; k < leaves_.size(); ++k) {
+    if (leaves_[k] == leaf) return &grads_[k];
+  }
+  return nullptr;
+}
+
+std::int64_t PerExampleGrads::rows_per_example(std::int64_t rows, const char* op) const {
+  if (rows % examples_ != 0) {
+    throw std::logic_error(std::string(op) + ": " + std::to_string(rows) +
+                           " rows are not whole examples of a batch of " +
+                           std::to_string(examples_));
+  }
+  return rows / examples_;
+}
+
+void backward(const Tensor& root, const Tensor& droot, PerExampleGrads* per_example) {
   if (!root.defined() || !root.requires_grad()) {
     throw std::logic_error(
         "backward() on a tensor that does not require grad. Hint: mark the trainable tensors "
@@ -157,6 +200,9 @@ void backward(const Tensor& root, const Tensor& droot) {
                                 root.shape().str());
   }
   if (root.is_leaf()) {
+    if (per_example != nullptr && per_example->find(root.impl().get()) != nullptr) {
+      throw std::logic_error("backward(): a root that is itself a per-example leaf has no examples");
+    }
     Tensor holder;
     kernels::add_into(leaf_grad(root.impl(), holder), seed);
     return;
@@ -197,7 +243,7 @@ void backward(const Tensor& root, const Tensor& droot) {
       dout = Tensor::zeros(n->out_shape, n->out_dtype, MemCategory::Workspace);
     }
     {
-      EngineSink sink(*n, buffers);
+      EngineSink sink(*n, buffers, per_example);
       if (profile::Profiler* profiler = profile::active()) {
         const auto start = std::chrono::steady_clock::now();
         n->backward(dout, sink);
@@ -250,7 +296,7 @@ class CheckpointNode : public Node {
       const ScopedAssign<RngState> replay(dropout_rng(), rng_);
       out = fn_(inputs);
     }
-    if (out.requires_grad()) edgetune::backward(out, dout);
+    if (out.requires_grad()) edgetune::backward(out, dout, grads.per_example_grads());
   }
 
   void release() override {

@@ -207,6 +207,29 @@ void bias_backward(Tensor& db, const Tensor& dy) {
   });
 }
 
+void linear_backward_weight_per_example(Tensor& dw, const Tensor& dy, const Tensor& x) {
+  const std::int64_t b = dw.dim(0), m = dy.shape().rows(), n = dy.shape().last(), k = x.shape().last();
+  require(b > 0 && m % b == 0 && dw.numel() == b * n * k && x.shape().rows() == m,
+          "linear_backward_weight_per_example: " + describe(dw) + " from " + describe(dy) +
+              " and " + describe(x));
+  dispatch_float(dy.dtype(), [&]<class T>() {
+    // Example b: dy_b (R, N) enters transposed, x_b (R, K) as stored.
+    batched_gemm<T>(dw.data<T>(), dy.data<T>(), x.data<T>(), b, n, k, m / b, true, false, true);
+  });
+}
+
+void bias_backward_per_example(Tensor& db, const Tensor& dy) {
+  const std::int64_t b = db.dim(0), m = dy.shape().rows(), n = dy.shape().last();
+  require(b > 0 && m % b == 0 && db.numel() == b * n,
+          "bias_backward_per_example: " + describe(db) + " from " + describe(dy));
+  dispatch_float(dy.dtype(), [&]<class T>() {
+    const std::int64_t r = m / b;
+    for (std::int64_t e = 0; e < b; ++e) {
+      MapVec<T>(db.data<T>() + e * n, n) += CMapMat<T>(dy.data<T>() + e * r * n, r, n).colwise().sum();
+    }
+  });
+}
+
 namespace {
 // Rows [r0, r0 + rows) of one matrix of batched_gemm.
 template <class T>

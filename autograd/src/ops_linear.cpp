@@ -18,11 +18,26 @@ class LinearNode : public Node {
   LinearNode(Tensor w, Tensor x_if_dw, Compute compute)
       : w_(std::move(w)), x_(std::move(x_if_dw)), compute_(compute) {}
   const char* name() const override { return "linear"; }
-  // grads: 0 -> dx (..., K), 1 -> dW (N, K), 2 -> db (N)
+  // grads: 0 -> dx (..., K), 1 -> dW (N, K), 2 -> db (N); per example (autograd.h) dW (B, N*K)
+  // and db (B, N) over the example-major rows of dy and x.
   void backward(const Tensor& dy, GradSink& grads) override {
     if (grads.needed(0)) kernels::linear_backward_input(grads.at(0), dy, w_, compute_);
-    if (grads.needed(1)) kernels::linear_backward_weight(grads.at(1), dy, x_);
-    if (grads.needed(2)) kernels::bias_backward(grads.at(2), dy);
+    if (grads.needed(1)) {
+      if (Tensor* dw = grads.per_example(1)) {
+        grads.per_example_grads()->rows_per_example(dy.shape().rows(), name());
+        kernels::linear_backward_weight_per_example(*dw, dy, x_);
+      } else {
+        kernels::linear_backward_weight(grads.at(1), dy, x_);
+      }
+    }
+    if (grads.needed(2)) {
+      if (Tensor* db = grads.per_example(2)) {
+        grads.per_example_grads()->rows_per_example(dy.shape().rows(), name());
+        kernels::bias_backward_per_example(*db, dy);
+      } else {
+        kernels::bias_backward(grads.at(2), dy);
+      }
+    }
   }
   void release() override {
     w_ = Tensor();

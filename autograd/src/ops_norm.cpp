@@ -55,20 +55,34 @@ class LayerNormNode : public Node {
         }
       }
       // Column sums over rows, one column per thread: the order of the sum never depends on the
-      // number of threads.
-      T* dgamma = grads.needed(1) ? grads.at(1).data<T>() : nullptr;
-      T* dbeta = grads.needed(2) ? grads.at(2).data<T>() : nullptr;
+      // number of threads. Per example (autograd.h) the rows of example e (example-major, R of
+      // them) sum into row e of a (B, C) buffer; otherwise all rows into one (C).
+      Tensor* pe_gamma = grads.needed(1) ? grads.per_example(1) : nullptr;
+      Tensor* pe_beta = grads.needed(2) ? grads.per_example(2) : nullptr;
+      T* dgamma = pe_gamma ? pe_gamma->data<T>() : grads.needed(1) ? grads.at(1).data<T>() : nullptr;
+      T* dbeta = pe_beta ? pe_beta->data<T>() : grads.needed(2) ? grads.at(2).data<T>() : nullptr;
+      const std::int64_t examples =
+          pe_gamma || pe_beta ? grads.per_example_grads()->examples() : 1;
+      if (examples > 1) grads.per_example_grads()->rows_per_example(rows, name());
+      const std::int64_t per = rows / examples;
       if (dgamma || dbeta) {
 #pragma omp parallel for schedule(static) num_threads(kernels::num_threads()) if (worth_threads(rows * c))
         for (std::int64_t j = 0; j < c; ++j) {
-          T sg = 0, sb = 0;
-          for (std::int64_t r = 0; r < rows; ++r) {
-            const T gv = g[r * c + j];
-            sg += gv * (x[r * c + j] - mean[r]) * rstd[r];
-            sb += gv;
+          T all_g = 0, all_b = 0;
+          for (std::int64_t e = 0; e < examples; ++e) {
+            T sg = 0, sb = 0;
+            for (std::int64_t r = e * per; r < (e + 1) * per; ++r) {
+              const T gv = g[r * c + j];
+              sg += gv * (x[r * c + j] - mean[r]) * rstd[r];
+              sb += gv;
+            }
+            if (pe_gamma) dgamma[e * c + j] += sg;
+            if (pe_beta) dbeta[e * c + j] += sb;
+            all_g += sg;
+            all_b += sb;
           }
-          if (dgamma) dgamma[j] += sg;
-          if (dbeta) dbeta[j] += sb;
+          if (dgamma && !pe_gamma) dgamma[j] += all_g;
+          if (dbeta && !pe_beta) dbeta[j] += all_b;
         }
       }
     });

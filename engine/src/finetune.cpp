@@ -25,6 +25,10 @@ bool trains_under(const std::string& name, const MethodOptions& o) {
   return false;
 }
 
+DpClipping dp_clipping_for(Method method) {
+  return method == Method::Full ? DpClipping::ExampleAtATime : DpClipping::PerExample;
+}
+
 LoadOptions load_options_for(const MethodOptions& o, DType base, bool quant_embeddings) {
   LoadOptions lo;
   lo.base = o.method == Method::Full ? DType::F32 : base;

@@ -97,7 +97,9 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
   MemoryEstimate e;
   const BertConfig& c = r.config;
   const int copies = r.optimizer == optim::OptimizerKind::Sgd ? (r.momentum > 0 ? 1 : 0) : 2;
-  const int grads = r.dp ? 2 : 1;  // DP-SGD: the gradient and the sum of the clipped ones
+  // DP-SGD: the sum of the clipped gradients, and the gradient or a micro-batch of per-example ones.
+  int grads = 1;
+  if (r.dp) grads = *r.dp == DpClipping::PerExample ? 1 + static_cast<int>(micro) : 2;
   const std::int64_t C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
   const std::int64_t L = c.num_hidden_layers, H = c.num_attention_heads;
 

@@ -103,6 +103,95 @@ StepResult train_step(std::span<const StepBatch* const> batches, std::span<optim
   return r;
 }
 
+namespace {
+
+// The sum of the squares of x[0, n), in double.
+double squares(const float* x, std::int64_t n) {
+  double s = 0;
+  for (std::int64_t i = 0; i < n; ++i) s += static_cast<double>(x[i]) * x[i];
+  return s;
+}
+
+// The factor clip_grads_to_norm scales a gradient of norm `norm` by (optim/clip.cpp, as torch):
+// float32 C * (1 / (norm + 1e-6)), and 1 where that is not below 1.
+float clip_factor(double max_norm, double norm) {
+  const float coef = static_cast<float>(max_norm) * (1.0f / (static_cast<float>(norm) + 1e-6f));
+  return coef >= 1.0f ? 1.0f : coef;
+}
+
+// True when every row of the batch counts the same in its loss' mean (a classifier's rows; not
+// masked-LM's tokens): then n times the mean loss of n rows is the sum of the rows' own losses.
+bool rows_weigh_alike(const StepBatch& batch) {
+  for (std::size_t row = 1; row < batch.rows(); ++row) {
+    if (batch.units(row, 1) != batch.units(0, 1)) return false;
+  }
+  return true;
+}
+
+// DpClipping::ExampleAtATime: every row of the batch alone, its gradient clipped and added to sums.
+void add_clipped_rows_alone(const StepBatch& batch, std::span<optim::Param> params,
+                            const ForwardOptions& fo, double max_norm, std::vector<Tensor>& sums,
+                            StepResult& r) {
+  for (std::size_t row = 0; row < batch.rows(); ++row) {
+    const PartLoss part = batch.loss(row, 1, fo);
+    r.loss += part.loss.item();
+    r.correct += part.correct;
+    r.predicted += part.predicted;
+    backward(part.loss);
+    const double norm = optim::grad_norm(params);
+    optim::clip_grads_to_norm(params, max_norm, norm);
+    for (std::size_t k = 0; k < params.size(); ++k) {
+      const Tensor g = params[k].tensor.grad();
+      if (!g.defined()) continue;
+      float* sum = sums[k].data<float>();
+      const float* x = g.data<float>();
+      for (std::int64_t i = 0; i < g.numel(); ++i) sum[i] += x[i];
+    }
+    optim::zero_grad(params);
+    r.grad_norm += norm;
+  }
+}
+
+// DpClipping::PerExample: the batch in micro-batches of `micro` rows, each one forward and one
+// backward with per-example gradients (autograd.h); each row's gradient clipped as above and
+// added to sums.
+void add_clipped_per_example(const StepBatch& batch, std::span<optim::Param> params,
+                             const ForwardOptions& fo, std::size_t micro, double max_norm,
+                             std::vector<Tensor>& sums, StepResult& r) {
+  std::vector<Tensor> leaves;
+  for (const optim::Param& p : params) leaves.push_back(p.tensor);
+  for (std::size_t start = 0; start < batch.rows(); start += micro) {
+    const std::size_t n = std::min(micro, batch.rows() - start);
+    PerExampleGrads per_example(static_cast<std::int64_t>(n), leaves);
+    const PartLoss part = batch.loss(start, n, fo);
+    const auto rows = static_cast<double>(n);
+    r.loss += part.loss.item() * rows;
+    r.correct += part.correct;
+    r.predicted += part.predicted;
+    // The gradient of the sum of the rows' losses: example b's part is its own loss' gradient.
+    backward(part.loss, Tensor::full(part.loss.shape(), rows, part.loss.dtype(), MemCategory::Workspace),
+             &per_example);
+    for (std::int64_t b = 0; b < per_example.examples(); ++b) {
+      double squared = 0;
+      for (std::size_t k = 0; k < params.size(); ++k) {
+        const Tensor& g = per_example.grads(k);
+        squared += squares(g.data<float>() + b * g.dim(1), g.dim(1));
+      }
+      const double norm = std::sqrt(squared);
+      const float coef = clip_factor(max_norm, norm);
+      for (std::size_t k = 0; k < params.size(); ++k) {
+        const Tensor& g = per_example.grads(k);
+        const float* x = g.data<float>() + b * g.dim(1);
+        float* sum = sums[k].data<float>();
+        for (std::int64_t i = 0; i < g.dim(1); ++i) sum[i] += coef * x[i];
+      }
+      r.grad_norm += norm;
+    }
+  }
+}
+
+}  // namespace
+
 StepResult dp_gradient(std::span<const StepBatch* const> batches, std::span<optim::Param> params,
                        const StepOptions& o, const DpPlan& dp, data::Rng& rng) {
   const ForwardOptions fo = training_forward(o);
@@ -111,25 +200,14 @@ StepResult dp_gradient(std::span<const StepBatch* const> batches, std::span<opti
   StepResult r;
   std::int64_t examples = 0;
   for (const StepBatch* batch : batches) {
-    for (std::size_t row = 0; row < batch->rows(); ++row) {
-      const PartLoss part = batch->loss(row, 1, fo);
-      r.loss += part.loss.item();
-      r.correct += part.correct;
-      r.predicted += part.predicted;
-      backward(part.loss);
-      const double norm = optim::grad_norm(params);
-      optim::clip_grads_to_norm(params, dp.max_grad_norm, norm);
-      for (std::size_t k = 0; k < params.size(); ++k) {
-        const Tensor g = params[k].tensor.grad();
-        if (!g.defined()) continue;
-        float* sum = sums[k].data<float>();
-        const float* x = g.data<float>();
-        for (std::int64_t i = 0; i < g.numel(); ++i) sum[i] += x[i];
-      }
-      optim::zero_grad(params);
-      r.grad_norm += norm;
-      ++examples;
+    if (dp.clipping == DpClipping::PerExample && rows_weigh_alike(*batch)) {
+      const std::size_t micro =
+          o.micro_batch > 0 ? static_cast<std::size_t>(o.micro_batch) : batch->rows();
+      add_clipped_per_example(*batch, params, fo, micro, dp.max_grad_norm, sums, r);
+    } else {
+      add_clipped_rows_alone(*batch, params, fo, dp.max_grad_norm, sums, r);
     }
+    examples += static_cast<std::int64_t>(batch->rows());
   }
   if (examples > 0) {
     r.loss /= static_cast<double>(examples);

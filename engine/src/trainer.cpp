@@ -281,13 +281,16 @@ DType Trainer::Impl::build_model(const BertConfig& base_cfg) {
   request.data_bytes = accountant.live(MemCategory::Data);
   request.baseline = baseline.total();
   if (cfg.dp.enabled()) {
-    // DP-SGD runs one example at a time, over batches of up to the likely largest Poisson sample.
+    // DP-SGD plans for the likely largest Poisson sample, and runs it per example in micro-batches
+    // or one example at a time (dp.h).
     dp = plan_dp(cfg.dp, train_rows.size(), cfg.batch_size, cfg.grad_accum, cfg.epochs, cfg.max_steps);
+    dp->clipping = dp_clipping_for(cfg.method.method);
     request.batch = dp->likely_max_batch;
-    request.dp = true;
+    request.dp = dp->clipping;
   }
+  const bool alone = dp && dp->clipping == DpClipping::ExampleAtATime;
   // Throws before loading if nothing fits.
-  plan = choose_plan(request, cfg.memory_budget, cfg.checkpoint_layers, dp ? 1 : cfg.micro_batch);
+  plan = choose_plan(request, cfg.memory_budget, cfg.checkpoint_layers, alone ? 1 : cfg.micro_batch);
   accountant.set_budget(plan.accountant_budget());
   say(plan.describe() + "\n");
   if (cfg.memory_budget > 0 && cfg.budget_scope == BudgetScope::Process) say(baseline.describe() + "\n");

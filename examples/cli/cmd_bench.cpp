@@ -86,7 +86,11 @@ void add_row(std::vector<nlohmann::json>& rows, const nlohmann::json& r, const s
     return;
   }
   std::cerr << "  " << what << ": " << r.at("median_step_seconds").get<double>() << " s/step, VmHWM "
-            << format_bytes(r.at("peak_rss").get<std::size_t>()) << "\n";
+            << format_bytes(r.at("peak_rss").get<std::size_t>());
+  if (r.contains("dp_ratio")) {
+    std::cerr << ", " << r.at("dp_ratio").get<double>() << "x the non-private step interleaved with it";
+  }
+  std::cerr << "\n";
   rows.push_back(r);
 }
 
@@ -213,6 +217,10 @@ int run(const BenchArgs& a) {
             cases.push_back(c);
           }
         }
+        c.compute = "int8";  // DP-SGD's step beside the q4 int8 row
+        c.dp = true;
+        cases.push_back(c);
+        c.dp = false;
         if (budget) {
           c.compute = "int8";
           c.budget = budget;
@@ -227,6 +235,14 @@ int run(const BenchArgs& a) {
             << " threads, median of " << a.steps << " steps after " << a.warmup
             << " warmup; LoRA r8 on query,value + classifier; AdamW\n\n"
             << bench::table(rows);
+  for (const auto& r : rows) {
+    if (r.contains("dp_ratio")) {
+      std::cout << "\n" << r.at("shape").get<std::string>() << " " << r.at("label").get<std::string>() << ": "
+                << r.at("dp_ratio").get<double>()
+                << "x the non-private step (median of the ratios of each DP step to a non-private step on the "
+                   "same batch run right after it)\n";
+    }
+  }
   for (const auto& r : rows) {
     if (r.contains("profile") && r.at("profile").is_array()) {
       std::cout << "\nprofile of one step, " << r.at("shape").get<std::string>() << " " << r.at("label").get<std::string>()

@@ -13,12 +13,16 @@
 #include <string>
 #include <vector>
 
+#include "edgetune/autograd/autograd.h"
 #include "edgetune/autograd/safetensors.h"
+#include "edgetune/core/context.h"
 #include "edgetune/engine/dp.h"
 #include "edgetune/engine/finetune.h"
 #include "edgetune/engine/loader.h"
+#include "edgetune/engine/planner.h"
 #include "edgetune/engine/run.h"
 #include "edgetune/engine/trainer.h"
+#include "edgetune/optim/clip.h"
 #include "edgetune/optim/privacy.h"
 #include "finetune_golden.h"
 #include "test_support.h"
@@ -55,6 +59,49 @@ DpPlan fixed_plan(double sigma, double c, double expected_batch) {
   return p;
 }
 
+// The tiny golden model under `method` (q4 base, f32 for full; dropout off), every trainable tensor
+// moved off its initial value by seeded noise, so that no gradient is zero by construction (a
+// fresh LoRA B or adapter up-projection is zero).
+BertModel perturbed_model(Method method) {
+  MethodOptions mo;
+  mo.method = method;
+  mo.lora_targets = {"query", "value", "intermediate", "output"};
+  mo.adapter_size = 8;
+  BertModel m = load_bert(test::golden_dir() / "bert" / "tiny", load_options_for(mo, DType::Q4, false));
+  attach_adapters(m, mo);
+  m.config.hidden_dropout_prob = 0;
+  m.config.attention_probs_dropout_prob = 0;
+  m.config.classifier_dropout = 0.0;
+  data::Rng rng(11);
+  for (const optim::Param& p : trainable_params(m)) {
+    float* x = p.tensor.data<float>();
+    for (std::int64_t i = 0; i < p.tensor.numel(); ++i) x[i] += 0.05f * static_cast<float>(data::normal_draw(rng));
+  }
+  return m;
+}
+
+// Row i of a batch alone, cut to its own length: no padding.
+TensorBatch row_alone(const TensorBatch& b, std::size_t i) {
+  const std::int64_t t = b.inputs.attention_mask.dim(1);
+  const std::int32_t* mask = b.inputs.attention_mask.data<std::int32_t>() + static_cast<std::int64_t>(i) * t;
+  std::int64_t len = 0;
+  while (len < t && mask[len] == 1) ++len;
+  auto cut = [&](const Tensor& x) {
+    const std::int32_t* row = x.data<std::int32_t>() + static_cast<std::int64_t>(i) * t;
+    return Tensor::from_ints(Shape{1, len}, std::vector<std::int32_t>(row, row + len));
+  };
+  TensorBatch r;
+  r.inputs = {cut(b.inputs.input_ids), cut(b.inputs.token_type_ids), cut(b.inputs.attention_mask)};
+  r.labels = Tensor::from_ints(Shape{1}, std::vector<std::int32_t>{b.labels.data<std::int32_t>()[i]});
+  return r;
+}
+
+std::vector<std::vector<double>> grads_of(std::span<const optim::Param> params) {
+  std::vector<std::vector<double>> out;
+  for (const optim::Param& p : params) out.push_back(p.tensor.grad().to_vector());
+  return out;
+}
+
 double mean_of(const std::vector<double>& v) {
   double s = 0;
   for (double x : v) s += x;
@@ -88,33 +135,158 @@ TEST_CASE("DP-SGD's gradient with S = 0 is PyTorch's per-sample clipping", "[dp]
     const std::vector<double> losses = g.load("loss", DType::F64).to_vector();
     REQUIRE(std::stoul(meta.at("rows")) == norms.size());
 
-    BertModel m = golden_lora_model(base);
-    std::vector<optim::Param> params = trainable_params(m);
-    const std::vector<TensorBatch> batches = test::golden_batches();
-    const ClassifierBatch b0(m, batches.at(0)), b1(m, batches.at(1));
-    const StepBatch* parts[] = {&b0, &b1};
-    REQUIRE(b0.rows() + b1.rows() == norms.size());
-    data::Rng rng(7);
-    StepOptions so;
-    so.micro_batch = 4;  // ignored: DP runs every row alone
-    const StepResult r =
-        dp_gradient(parts, params, so, fixed_plan(0, c, static_cast<double>(norms.size())), rng);
-    CHECK(r.loss == Approx(mean_of(losses)).epsilon(1e-5));
-    CHECK(r.grad_norm == Approx(mean_of(norms)).epsilon(1e-4));
+    for (const DpClipping clipping : {DpClipping::ExampleAtATime, DpClipping::PerExample}) {
+      INFO((clipping == DpClipping::PerExample ? "per example" : "example at a time"));
+      BertModel m = golden_lora_model(base);
+      std::vector<optim::Param> params = trainable_params(m);
+      const std::vector<TensorBatch> batches = test::golden_batches();
+      const ClassifierBatch b0(m, batches.at(0)), b1(m, batches.at(1));
+      const StepBatch* parts[] = {&b0, &b1};
+      REQUIRE(b0.rows() + b1.rows() == norms.size());
+      data::Rng rng(7);
+      StepOptions so;
+      so.micro_batch = 4;  // per example: micro-batches of 4 and 4, then 4 and 2; else rows alone
+      DpPlan plan = fixed_plan(0, c, static_cast<double>(norms.size()));
+      plan.clipping = clipping;
+      const StepResult r = dp_gradient(parts, params, so, plan, rng);
+      CHECK(r.loss == Approx(mean_of(losses)).epsilon(1e-5));
+      CHECK(r.grad_norm == Approx(mean_of(norms)).epsilon(1e-4));
 
-    std::size_t compared = 0;
-    for (const optim::Param& p : params) {
-      INFO(p.name);
-      const std::vector<double> want = g.load("grad." + p.name, DType::F64).to_vector();
-      const Tensor grad = p.tensor.grad();
-      REQUIRE(grad.defined());
-      double scale = 0;
-      for (double x : want) scale = std::max(scale, std::fabs(x));
-      test::require_close(p.name, grad.to_vector(), want, 1e-4, 1e-4 * scale);
-      ++compared;
+      std::size_t compared = 0;
+      for (const optim::Param& p : params) {
+        INFO(p.name);
+        const std::vector<double> want = g.load("grad." + p.name, DType::F64).to_vector();
+        const Tensor grad = p.tensor.grad();
+        REQUIRE(grad.defined());
+        double scale = 0;
+        for (double x : want) scale = std::max(scale, std::fabs(x));
+        test::require_close(p.name, grad.to_vector(), want, 1e-4, 1e-4 * scale);
+        ++compared;
+      }
+      CHECK(compared == g.tensors().size() - 2);  // every golden gradient has its param
     }
-    CHECK(compared == g.tensors().size() - 2);  // every golden gradient has its param
   }
+}
+
+// Per-example clipping in one backward (DpClipping::PerExample) gives the example-at-a-time
+// gradient for every method it covers, with and without layer checkpointing: one padded batch of 8
+// rows of lengths 10 to 22 tokens, in micro-batches of 3, 3 and 2, against each row alone at its
+// own length, so padding changes no norm. C is the median of the rows' norms (alone): 4 rows
+// clipped, 4 not. Error budget: both are float32 sums of the same per-example gradients, in
+// another order (a padded batch's GEMMs block differently from a row's) through 2 layers of a
+// q4 model: 1e-5 relative, about 100 float32 ulps (6e-8), with a floor of 1e-5 times the largest
+// |value| of the whole gradient. The floor is the whole gradient's, not each tensor's: a key bias's
+// gradient is zero up to rounding (softmax ignores a shift of all of a query's scores), a
+// cancellation of terms the size of the rest of the gradient, so both paths give rounding noise.
+TEST_CASE("DP-SGD per example in one backward equals example at a time", "[dp][per-example]") {
+  const TensorBatch padded = test::golden_batches().at(0);
+  for (const Method method : {Method::Lora, Method::Adapter, Method::BitFit, Method::Head}) {
+    REQUIRE(dp_clipping_for(method) == DpClipping::PerExample);
+    for (const bool checkpointing : {false, true}) {
+      INFO(method_name(method) << (checkpointing ? ", layers checkpointed" : ""));
+      BertModel m = perturbed_model(method);
+      std::vector<optim::Param> params = trainable_params(m);
+      std::vector<ClassifierBatch> alone;
+      for (std::size_t i = 0; i < static_cast<std::size_t>(padded.labels.numel()); ++i) alone.emplace_back(m, row_alone(padded, i));
+      std::vector<double> norms;
+      ForwardOptions fo;
+      fo.training = true;
+      for (const ClassifierBatch& b : alone) {
+        backward(b.loss(0, 1, fo).loss);
+        norms.push_back(optim::grad_norm(params));
+        optim::zero_grad(params);
+      }
+      std::vector<double> sorted = norms;
+      std::sort(sorted.begin(), sorted.end());
+      const double c = (sorted[3] + sorted[4]) / 2;
+      REQUIRE(std::count_if(norms.begin(), norms.end(), [&](double n) { return n > c; }) == 4);
+
+      DpPlan plan = fixed_plan(0, c, 8);
+      StepOptions so;
+      so.checkpoint_layers = checkpointing;
+      std::vector<const StepBatch*> rows;
+      for (const ClassifierBatch& b : alone) rows.push_back(&b);
+      data::Rng rng(3);
+      const StepResult want = dp_gradient(rows, params, so, plan, rng);
+      const std::vector<std::vector<double>> want_grads = grads_of(params);
+      optim::zero_grad(params);
+
+      plan.clipping = DpClipping::PerExample;
+      so.micro_batch = 3;
+      const ClassifierBatch whole(m, padded);
+      const StepBatch* one[] = {&whole};
+      const StepResult got = dp_gradient(one, params, so, plan, rng);
+      CHECK(got.loss == Approx(want.loss).epsilon(1e-5));
+      CHECK(got.grad_norm == Approx(want.grad_norm).epsilon(1e-5));
+      CHECK(got.correct == want.correct);
+      double scale = 0;
+      for (const std::vector<double>& g : want_grads) {
+        for (double x : g) scale = std::max(scale, std::fabs(x));
+      }
+      REQUIRE(scale > 0);
+      for (std::size_t k = 0; k < params.size(); ++k) {
+        test::require_close(params[k].name, params[k].tensor.grad().to_vector(), want_grads[k], 1e-5, 1e-5 * scale);
+      }
+    }
+  }
+}
+
+// Full fine-tuning trains the embedding tables, which no op gives per-example gradients of: the
+// trainer runs it example at a time, and the per-example backward refuses it rather than mixing
+// examples.
+TEST_CASE("DP-SGD per example refuses a tensor outside linear and layer_norm", "[dp][per-example]") {
+  REQUIRE(dp_clipping_for(Method::Full) == DpClipping::ExampleAtATime);
+  BertModel m = perturbed_model(Method::Full);
+  std::vector<optim::Param> params = trainable_params(m);
+  const ClassifierBatch whole(m, test::golden_batches().at(0));
+  const StepBatch* one[] = {&whole};
+  DpPlan plan = fixed_plan(0, 1, 8);
+  plan.clipping = DpClipping::PerExample;
+  data::Rng rng(3);
+  CHECK_THROWS_WITH(dp_gradient(one, params, StepOptions{}, plan, rng),
+                    Catch::Contains("embedding: cannot give per-example gradients of"));
+}
+
+// The per-example gradients are counted: during a step, the accountant's gradient peak is the sum
+// of the clipped gradients and one copy of the trainable tensors per row of the micro-batch, which
+// the planner's estimate covers (it rounds each tensor's copies separately; the accountant sees
+// one (B, numel) block per tensor, so the estimate may exceed the peak by under a block rounding
+// per copy).
+TEST_CASE("DP-SGD's per-example gradients are counted and planned", "[dp][per-example][memory]") {
+  BertModel m = perturbed_model(Method::Lora);
+  std::vector<optim::Param> params = trainable_params(m);
+  std::size_t trainable = 0, rounding = 0;
+  for (const optim::Param& p : params) {
+    trainable += static_cast<std::size_t>(p.tensor.numel()) * sizeof(float);
+    rounding += accounted_tensor_bytes(p.tensor.shape(), DType::F32) - static_cast<std::size_t>(p.tensor.numel()) * sizeof(float);
+  }
+  const ClassifierBatch whole(m, test::golden_batches().at(0));
+  const StepBatch* one[] = {&whole};
+  DpPlan plan = fixed_plan(0, 1, 8);
+  plan.clipping = DpClipping::PerExample;
+  StepOptions so;
+  so.micro_batch = 3;
+  data::Rng rng(3);
+  Accountant& accountant = *current_context().accountant;
+  accountant.reset_peaks();
+  const std::size_t before = accountant.live(MemCategory::Grads);
+  dp_gradient(one, params, so, plan, rng);
+  const std::size_t peak = accountant.stats().peak[static_cast<std::size_t>(MemCategory::Grads)] - before;
+  CHECK(peak >= (1 + 3) * trainable);
+
+  MethodOptions mo;
+  mo.lora_targets = {"query", "value", "intermediate", "output"};
+  PlanRequest r;
+  r.config = m.config;
+  r.method = mo;
+  r.base = DType::Q4;
+  r.dp = DpClipping::PerExample;
+  const std::size_t planned = estimate_memory(r, false, 3).bytes[static_cast<std::size_t>(MemCategory::Grads)];
+  CHECK(planned >= peak);
+  CHECK(planned <= peak + (1 + 3) * rounding);
+  r.dp = DpClipping::ExampleAtATime;
+  CHECK(estimate_memory(r, false, 1).bytes[static_cast<std::size_t>(MemCategory::Grads)] ==
+        planned / (1 + 3) * 2);
 }
 
 // An empty sample leaves noise alone: every element N(0, (S C / expected_batch)^2), 2e5 of them.

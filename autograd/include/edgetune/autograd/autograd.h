@@ -11,11 +11,19 @@
 // into a leaf's .grad (allocated zero-filled on first use, category Grads), and into one transient
 // buffer per intermediate tensor (category Workspace), freed as soon as its node has run.
 // After a node's backward, its saved tensors are released: a graph can be walked once.
+//
+// Per-example gradients (DP-SGD's clipping in one backward over a batch): backward() with a
+// PerExampleGrads sends the gradient of each of its leaves, example by example, into a (B, numel)
+// buffer instead of the leaf's .grad. The rows of every activation are example-major (B, ...), so
+// an op that accumulates a weight's gradient over rows knows which rows are whose. Only ops that
+// can split their weight gradient by example take part (linear: W and b; layer_norm: gamma and
+// beta); any other op asked for the gradient of one of those leaves throws.
 #pragma once
 
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -33,6 +41,30 @@ struct Edge {
   bool defined() const { return node != nullptr || leaf != nullptr; }
 };
 
+// The per-example gradients of some leaves over a batch of B examples: one zero-filled buffer
+// (B, numel) of the leaf's dtype per leaf, counted as gradients. Row b of a buffer is the gradient
+// of example b's own loss; a leaf used by several ops gets the sum of their contributions per
+// example (as its .grad would).
+class PerExampleGrads {
+ public:
+  // examples: B >= 1; leaves: float tensors (leaves of the graph), each at most once.
+  PerExampleGrads(std::int64_t examples, std::span<const Tensor> leaves);
+  std::int64_t examples() const { return examples_; }
+  std::size_t size() const { return leaves_.size(); }
+  // (B, numel) of the k-th leaf given to the constructor.
+  const Tensor& grads(std::size_t k) const { return grads_[k]; }
+  // The buffer of `leaf`, or nullptr when it is not one of the leaves.
+  Tensor* find(const TensorImpl* leaf);
+  // Example-major rows of an activation (rows = B * rows_per_example): rows / B. Throws
+  // std::logic_error naming `op` when rows is not a multiple of B.
+  std::int64_t rows_per_example(std::int64_t rows, const char* op) const;
+
+ private:
+  std::int64_t examples_;
+  std::vector<const TensorImpl*> leaves_;
+  std::vector<Tensor> grads_;  // (B, numel) per leaf
+};
+
 // Hands a node the buffers its backward adds into.
 class GradSink {
  public:
@@ -42,6 +74,12 @@ class GradSink {
   // The gradient buffer of input i (same shape and dtype as the input), zero-filled when it is
   // first asked for. Backward code must add into it (`+=`), never overwrite it.
   virtual Tensor& at(int i) = 0;
+  // In a backward with per-example gradients, when input i is one of their leaves: its (B, numel)
+  // buffer, which the op adds each example's part into (`+=`) instead of calling at(i). Otherwise
+  // nullptr, and at(i) is the place.
+  virtual Tensor* per_example(int /*i*/) { return nullptr; }
+  // The per-example gradients this backward runs with (null: none), for nested backwards.
+  virtual PerExampleGrads* per_example_grads() const { return nullptr; }
 };
 
 class Node {
@@ -72,7 +110,10 @@ void record(Tensor& out, std::shared_ptr<Node> node, std::initializer_list<const
 
 // Runs backward from root. droot is the incoming gradient (shape of root); undefined means 1 and
 // root must have one element. Throws if root does not require grad or the graph was walked.
-void backward(const Tensor& root, const Tensor& droot = Tensor());
+// With per_example, the gradients of its leaves go into its buffers (their .grad is untouched),
+// and an op that cannot split the gradient of one of them by example throws std::logic_error.
+void backward(const Tensor& root, const Tensor& droot = Tensor(),
+              PerExampleGrads* per_example = nullptr);
 
 // checkpoint(fn, inputs): runs fn(inputs) without recording and keeps only the inputs; during
 // backward it re-runs fn with recording (restoring the dropout generator so masks repeat) and

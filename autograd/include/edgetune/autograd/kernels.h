@@ -37,6 +37,12 @@ void linear_backward_input(Tensor& dx, const Tensor& dy, const Tensor& w,
 void linear_backward_weight(Tensor& dw, const Tensor& dy, const Tensor& x);
 // db += sum over rows of dy.  dy (M, N); db (N).
 void bias_backward(Tensor& db, const Tensor& dy);
+// The same per example, for rows that are B examples of R rows each, example-major (M = B R):
+//   dw[b] += dy_b^T x_b and db[b] += sum over the rows of dy_b, with dy_b, x_b the R rows of
+//   example b.  dy (M, N); x (M, K); dw (B, N*K) float; db (B, N). B is dw's (db's) first
+//   dimension and must divide M.
+void linear_backward_weight_per_example(Tensor& dw, const Tensor& dy, const Tensor& x);
+void bias_backward_per_example(Tensor& db, const Tensor& dy);
 
 // Batched matrix product over `batch` independent matrices, row-major:
 //   c[b] (M, N) (+)= op(a[b]) op(b[b]), op(a) (M, K) is a or a^T, op(b) (K, N) is b or b^T.

@@ -12,7 +12,23 @@
 //   - the accountant (optim/privacy.h) gives the (epsilon, delta) spent after the steps so far.
 // Sampling and noise come from one seeded generator whose state is in the run's state file, so a
 // resumed run draws what an uninterrupted one would.
-// What this is not: ghost clipping; user-level or federated (client-level) privacy.
+//
+// Each example's gradient is had one of two ways (DpClipping, chosen per method by finetune.h's
+// dp_clipping_for):
+//   - per example in one backward (PerExample): each micro-batch runs one forward and one backward,
+//     and the ops that accumulate a trainable tensor's gradient (linear: W and b; layer_norm: gamma
+//     and beta) add each example's part into its own row of a (B, numel) buffer (autograd.h's
+//     PerExampleGrads). A tensor used by several ops sums its parts per example before any norm is
+//     taken. Costs B copies of the trainable tensors per micro-batch (counted by the accountant,
+//     planned by the planner), and no extra arithmetic over a plain backward. Used by LoRA,
+//     Houlsby adapters, BitFit and the head, whose tensors all sit in linear and layer_norm ops.
+//   - example at a time (ExampleAtATime): every row runs alone, forward and backward. Any op; the
+//     exact reference of the other, and what full fine-tuning uses (its embedding tables are
+//     gathered by rows, and B copies of the whole model would not be cheap anyway).
+// Both clip and sum the same per-example gradients; they differ by float32 rounding only (and by
+// dropout's masks, drawn per micro-batch rather than per row).
+// What this is not: ghost clipping (norms from the Gram matrices without per-example gradients);
+// user-level or federated (client-level) privacy.
 #pragma once
 
 #include <cstddef>
@@ -49,6 +65,12 @@ struct DpSettings {
   }
 };
 
+// How dp_gradient (run.h) has each example's gradient (see above).
+enum class DpClipping {
+  ExampleAtATime,  // one forward and backward per row: any method
+  PerExample,      // one forward and backward per micro-batch: linear and layer_norm tensors only
+};
+
 // Per step, a batch larger than this bound happens with probability at most kDpBatchTail.
 inline constexpr double kDpBatchTail = 1e-6;
 
@@ -61,6 +83,7 @@ struct DpPlan {
   double expected_batch = 0;    // qN = batch_size: the divisor of the noisy sum
   std::int64_t steps_per_epoch = 0;   // round(N / batch_size), at least 1
   std::int64_t likely_max_batch = 0;  // likely_batch_bound(N, q, kDpBatchTail)
+  DpClipping clipping = DpClipping::ExampleAtATime;  // set by the trainer from the method
 
   // The (epsilon, delta) spent after `steps` steps: epsilon (+inf for S = 0; 0 for no steps).
   double epsilon(std::int64_t steps) const;

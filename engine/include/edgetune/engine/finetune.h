@@ -15,6 +15,7 @@
 
 #include "edgetune/engine/adapter_folder.h"
 #include "edgetune/engine/bert.h"
+#include "edgetune/engine/dp.h"
 #include "edgetune/engine/loader.h"
 #include "edgetune/optim/optimizer.h"
 
@@ -25,6 +26,11 @@ bool trains_under(const std::string& name, const MethodOptions& options);
 
 // LoadOptions for a method: the trainable predicate, and f32 storage for `full`.
 LoadOptions load_options_for(const MethodOptions& options, DType base, bool quant_embeddings);
+
+// How DP-SGD has each example's gradient under the method (dp.h): PerExample for every method
+// whose trained tensors all sit in linear and layer_norm ops (lora, adapter, bitfit, head);
+// ExampleAtATime for full fine-tuning, which trains the embedding tables.
+DpClipping dp_clipping_for(Method method);
 
 // Attaches fresh LoRA or Houlsby modules to every layer (nothing for the other methods).
 void attach_adapters(BertModel& model, const MethodOptions& options);

@@ -35,6 +35,7 @@
 #include "edgetune/autograd/tensor.h"
 #include "edgetune/core/memory.h"
 #include "edgetune/engine/config.h"
+#include "edgetune/engine/dp.h"
 #include "edgetune/engine/finetune.h"
 
 namespace edgetune {
@@ -57,9 +58,10 @@ struct PlanRequest {
   double mlm_probability = 0;
   std::size_t data_bytes = 0;  // the data set and the tokenizer, counted as MemCategory::Data
   std::size_t baseline = 0;    // measure_baseline(): resident bytes outside the accountant
-  // DP-SGD (dp.h): a second gradient-sized buffer per trainable tensor, the sum of the clipped
-  // per-example gradients (run with a micro-batch of 1).
-  bool dp = false;
+  // DP-SGD (dp.h), if set: a second gradient-sized buffer per trainable tensor, the sum of the
+  // clipped per-example gradients (ExampleAtATime: run with a micro-batch of 1); with PerExample,
+  // instead of the gradient, one copy per row of the micro-batch (the per-example gradients).
+  std::optional<DpClipping> dp;
 };
 
 // What the process holds outside the accountant, measured with the OS's figures.

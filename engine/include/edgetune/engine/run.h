@@ -166,10 +166,15 @@ StepResult train_step(std::span<const StepBatch* const> batches, std::span<optim
                       optim::Optimizer& optimizer, double lr, const StepOptions& options);
 
 // DP-SGD's gradient (dp.h) of one Poisson sample, given as `batches` (several when a large sample
-// is split; none for an empty one): every row runs alone (forward and backward, a micro-batch of
-// one whatever options.micro_batch says); the gradient over all of params is clipped to
-// dp.max_grad_norm as clip_grads_to_norm does (factor min(1, C / (norm + 1e-6))) and added to a
-// float32 sum (one buffer per param, counted as gradients); then N(0, (S C)^2) noise from `rng`
+// is split; none for an empty one). Each row's gradient over all of params is had as dp.clipping
+// says: with DpClipping::PerExample, from one forward and one backward per micro-batch of
+// options.micro_batch rows (0: the whole batch) with per-example gradients (autograd.h's
+// PerExampleGrads: a (rows, numel) float32 buffer per param, counted as gradients), for a batch
+// whose rows weigh alike in its loss (units(row, 1) all equal); otherwise, and with
+// ExampleAtATime, every row alone (forward and backward, a micro-batch of one). Each row's
+// gradient is clipped to dp.max_grad_norm as clip_grads_to_norm does (float32 factor
+// min(1, C / (norm + 1e-6))) and added to a float32 sum (one buffer per param, counted as
+// gradients); then N(0, (S C)^2) noise from `rng`
 // (normal_draw, params in order, elements in order) is added to every element, the sums divided
 // by dp.expected_batch and left as the params' grads. Every param gets a grad, noise alone where no
 // example reached it. Returns the mean loss over the rows (0 for none) and, as grad_norm, the mean
