@@ -98,6 +98,7 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
   const BertConfig& c = r.config;
   const int copies = r.optimizer == optim::OptimizerKind::Sgd ? (r.momentum > 0 ? 1 : 0) : 2;
   const int grads = r.dp ? 2 : 1;  // DP-SGD: the gradient and the sum of the clipped ones
+  // F is the widest layer's: after neuron pruning the activations below are bounded by it.
   const std::int64_t C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
   const std::int64_t L = c.num_hidden_layers, H = c.num_attention_heads;
 
@@ -120,8 +121,9 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
     const std::int64_t rank = m.lora.rank;
     bool qkv = false;
     for (const std::string& t : m.lora_targets) {
-      const std::int64_t in = t == "output" ? F : C, out = t == "intermediate" ? F : C;
       for (std::int64_t i = 0; i < L; ++i) {
+        const std::int64_t f = c.ffn_in_layer(i);  // LoRA takes the pruned layer's shape
+        const std::int64_t in = t == "output" ? f : C, out = t == "intermediate" ? f : C;
         if (m.lora.freeze_a) {
           add(e, MemCategory::Trainable, tensor_blocks({rank, in}, DType::F32));
         } else {
