@@ -129,6 +129,31 @@ TEST_CASE("mask importance is the sum over examples of |dL/dm|, by central diffe
   CHECK(largest > 1e-4);  // the gradients are not all vanishing
 }
 
+TEST_CASE("a classifier fitted for scoring lowers the calibration loss below a zero head's", "[prune]") {
+  BertModel m = load(tiny_dir());
+  const BertInputs in = golden_inputs();
+  const std::int64_t b = in.input_ids.dim(0);
+  std::vector<std::int32_t> labels;
+  std::vector<std::int64_t> all;
+  for (std::int64_t i = 0; i < b; ++i) {
+    labels.push_back(static_cast<std::int32_t>(i % 3 == 0 ? 2 : i % 2));
+    all.push_back(i);
+  }
+  const std::vector<TensorBatch> batches = {batch_of(in, labels, all)};
+  const Tensor encoder_weight = m.layers[0].query.weight;
+  fit_classifier(m, batches, 3, 100);
+  CHECK(m.config.num_labels == 3);
+  CHECK(m.classifier.weight.shape() == Shape{3, 64});
+  CHECK(m.layers[0].query.weight.impl() == encoder_weight.impl());
+  // A zero head gives log 3; the best head that ignores the inputs (its bias the class
+  // frequencies 2/8, 3/8, 3/8) gives their entropy. Below that, the fitted head uses the features
+  // (tiny's random encoder pools the sentences into nearly the same vector, so not by much).
+  const double loss = ops::cross_entropy(m.classify(batches[0].inputs, {}), batches[0].labels).to_vector()[0];
+  const double prior = -(2 / 8.0 * std::log(2 / 8.0) + 2 * (3 / 8.0) * std::log(3 / 8.0));
+  CHECK(loss < prior);
+  CHECK(prior < std::log(3.0));
+}
+
 TEST_CASE("the lowest-scored heads (over all layers) and neurons (per layer) are the ones chosen", "[prune]") {
   CHECK(normalize_per_layer({{3, 4}, {0, 0}}) == std::vector<std::vector<double>>{{0.6, 0.8}, {0, 0}});
   const std::vector<std::vector<double>> heads = {{0.9, 0.1, 0.5, 0.2}, {0.05, 0.8, 0.7, 0.6}, {0.01}};
