@@ -12,6 +12,7 @@
 #include "edgetune/autograd/safetensors.h"
 #include "edgetune/core/file_io.h"
 #include "edgetune/data/error.h"
+#include "edgetune/engine/finetune.h"
 #include "edgetune/engine/loader.h"
 #include "edgetune/engine/model_file.h"
 #include "edgetune/engine/prune.h"
@@ -268,6 +269,19 @@ TEST_CASE("a model with feed-forward neurons removed gives PyTorch's logits for 
   CHECK(q.config.intermediate_sizes == std::vector<std::int64_t>{85});
   CHECK(q.layers[0].intermediate.weight.dtype() == DType::Q4);
   CHECK(q.layers[0].intermediate.weight.shape() == Shape{85, 64});
+
+  // LoRA on a pruned layer takes its shapes.
+  BertModel tuned = load(f32);
+  MethodOptions lora;
+  lora.method = Method::Lora;
+  lora.lora_targets = {"intermediate", "output"};
+  attach_adapters(tuned, lora);
+  CHECK(tuned.layers[1].intermediate.lora->a.shape() == Shape{lora.lora.rank, 64});
+  CHECK(tuned.layers[1].intermediate.lora->b.shape() == Shape{85, lora.lora.rank});
+  CHECK(tuned.layers[1].output.lora->a.shape() == Shape{lora.lora.rank, 85});
+  CHECK(tuned.layers[0].output.lora->a.shape() == Shape{lora.lora.rank, 123});
+  CHECK(tuned.layers[0].output.forward(tuned.layers[0].intermediate.forward(Tensor::full({2, 64}, 0.5), {}), {})
+            .shape() == Shape{2, 64});
 }
 
 TEST_CASE("compress --vocab-from keeps every string's pieces and the model's logits", "[prune]") {
