@@ -90,6 +90,13 @@ BertConfig BertConfig::from_json(const nlohmann::json& j, const std::string& sou
       if (list.empty()) c.pruned_heads.erase(layer);
     }
   }
+  if (auto it = j.find("edgetune_intermediate_sizes"); it != j.end() && !it->is_null()) {
+    if (!it->is_array()) fail(source, "edgetune_intermediate_sizes", "must be an array of widths, one per layer", &*it);
+    for (const auto& f : *it) {
+      if (!f.is_number_integer()) fail(source, "edgetune_intermediate_sizes", "must be an array of whole numbers", &*it);
+      c.intermediate_sizes.push_back(f.get<std::int64_t>());
+    }
+  }
   if (auto it = j.find("hidden_act"); it != j.end()) {
     const std::string act = it->is_string() ? it->get<std::string>() : "";
     if (act == "gelu") {
@@ -156,6 +163,18 @@ void BertConfig::validate(const std::string& source) const {
       fail(source, "pruned_heads", "layer " + std::to_string(layer) + " would keep no head");
     }
   }
+  if (!intermediate_sizes.empty()) {
+    if (static_cast<std::int64_t>(intermediate_sizes.size()) != num_hidden_layers) {
+      fail(source, "edgetune_intermediate_sizes", "has " + std::to_string(intermediate_sizes.size()) +
+                                                      " widths for " + std::to_string(num_hidden_layers) + " layers");
+    }
+    for (std::int64_t f : intermediate_sizes) {
+      if (f < 1 || f > intermediate_size) {
+        fail(source, "edgetune_intermediate_sizes", "width " + std::to_string(f) + " is outside [1, intermediate_size " +
+                                                        std::to_string(intermediate_size) + "]");
+      }
+    }
+  }
   if (hidden_size % num_attention_heads != 0) {
     fail(source, "hidden_size", "must be a multiple of num_attention_heads (" +
                                     std::to_string(num_attention_heads) + "), got " +
@@ -218,6 +237,7 @@ nlohmann::json BertConfig::to_json() const {
     for (const auto& [layer, heads] : pruned_heads) p[std::to_string(layer)] = heads;
     j["pruned_heads"] = p;
   }
+  if (!intermediate_sizes.empty()) j["edgetune_intermediate_sizes"] = intermediate_sizes;
   j["pad_token_id"] = pad_token_id;
   j["position_embedding_type"] = "absolute";
   j["torch_dtype"] = "float32";

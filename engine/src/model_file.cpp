@@ -6,11 +6,19 @@
 #include <algorithm>
 #include <charconv>
 #include <cstring>
+#include <numeric>
+#include <optional>
 #include <set>
 
 #include "edgetune/autograd/quant.h"
 #include "edgetune/core/file_io.h"
+#include "edgetune/data/batch.h"
+#include "edgetune/data/error.h"
+#include "edgetune/data/labels.h"
+#include "edgetune/data/vocab_prune.h"
 #include "edgetune/engine/loader.h"
+#include "edgetune/engine/prune.h"
+#include "edgetune/engine/session.h"
 
 namespace edgetune {
 
@@ -47,23 +55,89 @@ std::vector<std::int64_t> parse_numbers(std::string_view text, char sep, Bad&& b
   return values;
 }
 
-// Rows (columns: false) of a float (N, K) matrix or (N) vector at `keep`.
-Tensor select(const Tensor& w, const std::vector<std::int64_t>& keep, bool rows) {
-  const std::int64_t n = w.dim(0), k = w.rank() == 2 ? w.dim(1) : 1;
-  const auto kept = static_cast<std::int64_t>(keep.size());
-  Tensor out = rows ? (w.rank() == 2 ? Tensor::empty({kept, k}, DType::F32, w.category())
-                                     : Tensor::empty({kept}, DType::F32, w.category()))
-                    : Tensor::empty({n, kept}, DType::F32, w.category());
-  const float* src = w.data<float>();
-  float* dst = out.data<float>();
-  if (rows) {
-    for (std::int64_t i = 0; i < kept; ++i) std::memcpy(dst + i * k, src + keep[i] * k, sizeof(float) * k);
-  } else {
-    for (std::int64_t r = 0; r < n; ++r)
-      for (std::int64_t j = 0; j < kept; ++j) dst[r * kept + j] = src[r * k + keep[j]];
-  }
-  out.set_name(w.name());
+std::vector<std::vector<float>> as_floats(const std::vector<std::vector<double>>& scores) {
+  std::vector<std::vector<float>> out;
+  for (const auto& layer : scores) out.emplace_back(layer.begin(), layer.end());
   return out;
+}
+
+nlohmann::json as_json(const LayerUnits& units) {
+  nlohmann::json out = nlohmann::json::object();
+  for (const auto& [layer, list] : units) out[std::to_string(layer)] = list;
+  return out;
+}
+
+// Adam steps that fit a classifier for scoring when the source has none (prune.h fit_classifier).
+constexpr int kFitSteps = 100;
+// Calibration rows per backward pass.
+constexpr std::size_t kCalibrationBatch = 16;
+
+// --prune-heads / --prune-ffn: reads the calibration file, scores every head and neuron of `m`
+// under its classifier (or, when the source has none, under one fitted on the calibration rows
+// first), and removes the lowest. Returns the scores and what they removed for the provenance, or
+// null when neither is asked for.
+nlohmann::json prune_by_importance(BertModel& m, const fs::path& source, const CompressOptions& o, bool fresh_head) {
+  for (const auto& [name, fraction] : {std::pair{"--prune-heads", o.prune_heads}, std::pair{"--prune-ffn", o.prune_ffn}}) {
+    if (!(fraction >= 0 && fraction < 1)) {
+      throw std::invalid_argument(std::string("compress: ") + name + " must be a fraction in [0, 1), got " +
+                                  std::to_string(fraction));
+    }
+  }
+  if (o.prune_heads == 0 && o.prune_ffn == 0) {
+    if (!o.calibration.empty()) {
+      throw std::invalid_argument("compress: --calibration is only read with --prune-heads or --prune-ffn");
+    }
+    return nullptr;
+  }
+  if (o.calibration.empty()) {
+    throw std::invalid_argument("compress: --prune-heads and --prune-ffn score heads and neurons on labelled "
+                                "examples: give --calibration FILE (TSV, CSV or JSONL, as train reads)");
+  }
+  if (o.prune_heads > 0 && (!o.drop_heads.empty() || !m.config.pruned_heads.empty())) {
+    throw std::invalid_argument("compress: --prune-heads chooses the heads itself; it does not combine with "
+                                "--drop-heads or a model that already has pruned heads");
+  }
+  if (o.prune_ffn > 0 && (!o.drop_neurons.empty() || !m.config.intermediate_sizes.empty())) {
+    throw std::invalid_argument("compress: --prune-ffn chooses the neurons itself; it does not combine with "
+                                "explicit neurons or a model that already has pruned neurons");
+  }
+  const data::WordPieceTokenizer tokenizer = load_model_tokenizer(source);
+  std::optional<data::LabelMap> labels;
+  if (!fresh_head) labels = eval_label_map(label_names(m.config));
+  data::Dataset rows = read_data(o.calibration, DataOptions{}, true, labels ? &*labels : nullptr);
+  if (rows.examples.empty()) {
+    throw data::DataError(o.calibration.string(), "no rows (expected labelled examples to score heads and neurons on)");
+  }
+  if (!labels) {
+    labels = data::LabelMap::from_dataset(rows);
+    labels->assign(rows);
+  }
+  const int max_length = static_cast<int>(
+      std::min<std::int64_t>(DataOptions::kDefaultMaxLength, m.config.max_position_embeddings));
+  const std::vector<data::Encoding> encodings = data::encode_dataset(tokenizer, rows, max_length);
+  const std::vector<std::int32_t> ids = data::label_ids(rows);
+  std::vector<std::size_t> order(encodings.size());
+  std::iota(order.begin(), order.end(), std::size_t{0});
+  std::vector<TensorBatch> batches;
+  for (const std::vector<std::size_t>& group : data::batch_rows(order, kCalibrationBatch)) {
+    batches.push_back(to_tensors(data::make_batch(encodings, group, tokenizer.pad_id(), ids)));
+  }
+  BertModel scorer = m;
+  if (fresh_head) fit_classifier(scorer, batches, labels->size(), kFitSteps);
+  const MaskImportance scores = mask_importance(scorer, batches);
+  const LayerUnits heads = o.prune_heads > 0 ? lowest_heads(normalize_per_layer(scores.heads), o.prune_heads)
+                                             : LayerUnits{};
+  const LayerUnits neurons = o.prune_ffn > 0 ? lowest_neurons(scores.neurons, o.prune_ffn) : LayerUnits{};
+  prune_heads(m, heads);
+  prune_neurons(m, neurons);
+  return {{"loss", fresh_head ? "cross-entropy of a classifier fitted on the calibration rows (" +
+                                    std::to_string(kFitSteps) + " Adam steps): the source has none"
+                              : "cross-entropy of the source's classifier"},
+          {"examples", rows.examples.size()},
+          {"heads", as_floats(scores.heads)},
+          {"heads_removed", as_json(heads)},
+          {"neurons", as_floats(scores.neurons)},
+          {"neurons_removed", as_json(neurons)}};
 }
 
 }  // namespace
@@ -179,40 +253,18 @@ void compress_model(const fs::path& source, const fs::path& out, const CompressO
   // Heads the source lacks stay out of the file, so loading it initialises them as loading the
   // folder does.
   const std::set<std::string> fresh(report.initialised.begin(), report.initialised.end());
-  const std::int64_t d = m.config.head_size();
-  for (const auto& [layer, heads] : options.drop_heads) {
-    if (layer < 0 || layer >= m.config.num_hidden_layers || m.config.pruned_heads.count(layer)) {
-      throw std::invalid_argument("compress: --drop-heads names layer " + std::to_string(layer) +
-                                  ", which does not exist or already has pruned heads");
-    }
-    std::vector<std::int64_t> keep;
-    for (std::int64_t h = 0; h < m.config.num_attention_heads; ++h) {
-      if (std::find(heads.begin(), heads.end(), h) != heads.end()) continue;
-      for (std::int64_t i = 0; i < d; ++i) keep.push_back(h * d + i);
-    }
-    EncoderLayer& l = m.layers[static_cast<std::size_t>(layer)];
-    for (LinearLayer* lin : {&l.query, &l.key, &l.value}) {
-      lin->weight = select(lin->weight, keep, true);
-      lin->bias = select(lin->bias, keep, true);
-    }
-    l.attention_output.weight = select(l.attention_output.weight, keep, false);
-    m.config.pruned_heads[layer] = heads;
-  }
-  if (!options.keep_layers.empty()) {
-    std::vector<EncoderLayer> kept;
-    std::map<std::int64_t, std::vector<std::int64_t>> pruned;
-    for (std::int64_t i : options.keep_layers) {
-      if (i < 0 || i >= static_cast<std::int64_t>(m.layers.size())) {
-        throw std::invalid_argument("compress: layer " + std::to_string(i) + " does not exist");
-      }
-      if (const auto it = m.config.pruned_heads.find(i); it != m.config.pruned_heads.end()) {
-        pruned[static_cast<std::int64_t>(kept.size())] = it->second;
-      }
-      kept.push_back(m.layers[static_cast<std::size_t>(i)]);
-    }
-    m.layers = std::move(kept);
-    m.config.pruned_heads = std::move(pruned);
-    m.config.num_hidden_layers = static_cast<std::int64_t>(m.layers.size());
+  prune_heads(m, options.drop_heads);
+  const nlohmann::json importance = prune_by_importance(m, source, options, fresh.count("classifier.weight") > 0);
+  prune_neurons(m, options.drop_neurons);
+  if (!options.keep_layers.empty()) keep_layers(m, options.keep_layers);
+  std::string pruned_vocab;
+  if (!options.vocab_from.empty()) {
+    const data::WordPieceTokenizer tokenizer = load_model_tokenizer(source);
+    data::TokenUsage usage(tokenizer);
+    for (const fs::path& file : options.vocab_from) usage.add_file(file);
+    const data::PrunedVocab kept = data::prune_vocab(tokenizer.vocab(), usage.counts());
+    prune_vocabulary(m, tokenizer.vocab(), kept.tokens);
+    for (const std::string& token : kept.tokens) pruned_vocab += token + "\n";
   }
 
   LoadOptions stored;
@@ -261,15 +313,29 @@ void compress_model(const fs::path& source, const fs::path& out, const CompressO
       meta["edgetune.tokenizer_config"] = read_file(source / "tokenizer_config.json");
     }
   }
+  if (!options.vocab_from.empty()) meta["edgetune.vocab"] = pruned_vocab;
   nlohmann::json keep = nlohmann::json::array();
   for (std::int64_t i : options.keep_layers) keep.push_back(i);
   nlohmann::json dropped = nlohmann::json::object();
   for (const auto& [layer, heads] : options.drop_heads) dropped[std::to_string(layer)] = heads;
-  meta["edgetune.provenance"] =
-      nlohmann::json{{"source", source.string()},
-                     {"options", {{"quant", dtype_name(options.quant)}, {"keep_layers", keep}, {"drop_heads", dropped}}},
-                     {"edgetune_version", EDGETUNE_VERSION}}
-          .dump();
+  nlohmann::json neurons = nlohmann::json::object();
+  for (const auto& [layer, list] : options.drop_neurons) neurons[std::to_string(layer)] = list;
+  std::vector<std::string> vocab_from;
+  for (const fs::path& file : options.vocab_from) vocab_from.push_back(file.string());
+  nlohmann::json provenance = {
+      {"source", source.string()},
+      {"options",
+       {{"quant", dtype_name(options.quant)},
+        {"keep_layers", keep},
+        {"drop_heads", dropped},
+        {"drop_neurons", neurons},
+        {"prune_heads", options.prune_heads},
+        {"prune_ffn", options.prune_ffn},
+        {"calibration", options.calibration.string()},
+        {"vocab_from", vocab_from}}},
+      {"edgetune_version", EDGETUNE_VERSION}};
+  if (!importance.is_null()) provenance["importance"] = importance;
+  meta["edgetune.provenance"] = provenance.dump();
   meta[kChecksumKey] = model_file_checksum(meta, raw);
   safetensors::save_aligned(out, raw, meta, kModelFileAlignment);
 }

@@ -100,6 +100,7 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
   // DP-SGD: the sum of the clipped gradients, and the gradient or a micro-batch of per-example ones.
   int grads = 1;
   if (r.dp) grads = *r.dp == DpClipping::PerExample ? 1 + static_cast<int>(micro) : 2;
+  // F is the widest layer's: after neuron pruning the activations below are bounded by it.
   const std::int64_t C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
   const std::int64_t L = c.num_hidden_layers, H = c.num_attention_heads;
 
@@ -122,8 +123,9 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
     const std::int64_t rank = m.lora.rank;
     bool qkv = false;
     for (const std::string& t : m.lora_targets) {
-      const std::int64_t in = t == "output" ? F : C, out = t == "intermediate" ? F : C;
       for (std::int64_t i = 0; i < L; ++i) {
+        const std::int64_t f = c.ffn_in_layer(i);  // LoRA takes the pruned layer's shape
+        const std::int64_t in = t == "output" ? f : C, out = t == "intermediate" ? f : C;
         if (m.lora.freeze_a) {
           add(e, MemCategory::Trainable, tensor_blocks({rank, in}, DType::F32));
         } else {

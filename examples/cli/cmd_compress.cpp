@@ -10,7 +10,9 @@ namespace edgetune::cli {
 namespace {
 
 struct CompressArgs {
-  std::string model, out, quant = "q8", keep_layers, drop_heads;
+  std::string model, out, quant = "q8", keep_layers, drop_heads, calibration;
+  double prune_heads = 0, prune_ffn = 0;
+  std::vector<std::string> vocab_from;
 };
 
 int run(const CompressArgs& a) {
@@ -25,7 +27,15 @@ int run(const CompressArgs& a) {
   } catch (const std::invalid_argument& e) {
     throw UsageError(e.what());
   }
-  compress_model(a.model, a.out, o);
+  o.prune_heads = a.prune_heads;
+  o.prune_ffn = a.prune_ffn;
+  o.calibration = a.calibration;
+  o.vocab_from.assign(a.vocab_from.begin(), a.vocab_from.end());
+  try {
+    compress_model(a.model, a.out, o);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(e.what());
+  }
   const ModelFile written(a.out);
   std::fprintf(stderr, "wrote %s: %s base, %lld layers, %s\n", a.out.c_str(), a.quant.c_str(),
                static_cast<long long>(written.config().num_hidden_layers),
@@ -48,6 +58,17 @@ const RegisterCommand kRegister{
       app.add_option("--drop-heads", a->drop_heads,
                      "attention heads removed, as Hugging Face's prune_heads: layer:heads;... (0:1,3;5:0), "
                      "layers numbered before --keep-layers");
+      app.add_option("--prune-heads", a->prune_heads,
+                     "fraction of the attention heads removed, lowest importance first over all layers "
+                     "(gradients of the loss on --calibration; at least one head kept per layer)");
+      app.add_option("--prune-ffn", a->prune_ffn,
+                     "fraction of each layer's feed-forward neurons removed, lowest importance first");
+      app.add_option("--calibration", a->calibration,
+                     "labelled examples (TSV, CSV or JSONL, as train reads) that --prune-heads and "
+                     "--prune-ffn score on");
+      app.add_option("--vocab-from", a->vocab_from,
+                     "text files: the vocabulary keeps the tokens they use, the specials and every "
+                     "single character; the same strings tokenize to the same pieces");
       return [a] { return run(*a); };
     }};
 

@@ -36,9 +36,18 @@ BertModel load(const fs::path& model, DType base) {
   return load_bert(model, lo);
 }
 
+CompressOptions options(DType quant, std::vector<std::int64_t> keep = {},
+                        std::map<std::int64_t, std::vector<std::int64_t>> drop = {}) {
+  CompressOptions o;
+  o.quant = quant;
+  o.keep_layers = std::move(keep);
+  o.drop_heads = std::move(drop);
+  return o;
+}
+
 fs::path compressed(const test::TempDir& tmp, DType quant, std::vector<std::int64_t> keep = {}) {
   const fs::path out = tmp.path / (std::string("tiny-") + dtype_name(quant) + ".safetensors");
-  compress_model(tiny_dir(), out, {quant, std::move(keep), {}});
+  compress_model(tiny_dir(), out, options(quant, std::move(keep)));
   return out;
 }
 
@@ -192,9 +201,9 @@ TEST_CASE("model files that are truncated, corrupt or of another version are ref
              Catch::Contains("stores q4 base weights, not q8"));
   CHECK_THAT(model_error([&] { load_bert(tiny_dir() / "model.safetensors", LoadOptions{}); }),
              Catch::Contains("no \"edgetune.format\""));
-  CHECK_THAT(model_error([&] { compress_model(tiny_dir(), tiny_dir() / "model.safetensors", {DType::Q8, {}, {}}); }),
+  CHECK_THAT(model_error([&] { compress_model(tiny_dir(), tiny_dir() / "model.safetensors", options(DType::Q8)); }),
              Catch::Contains("would overwrite the model it compresses"));
-  CHECK_THAT(model_error([&] { compress_model(file, file, {DType::Q8, {}, {}}); }),
+  CHECK_THAT(model_error([&] { compress_model(file, file, options(DType::Q8)); }),
              Catch::Contains("would overwrite the model it compresses"));
   CHECK(read_file(file) == bytes);
 }
@@ -213,7 +222,7 @@ TEST_CASE("compress --drop-heads and --keep-layers give PyTorch's logits for the
   const BertInputs in = golden_inputs();
 
   const fs::path heads = tmp.path / "heads.safetensors";
-  compress_model(tiny_dir(), heads, {DType::F32, {}, drop});
+  compress_model(tiny_dir(), heads, options(DType::F32, {}, drop));
   BertModel pruned = load(heads, DType::F32);
   CHECK(pruned.config.pruned_heads == drop);
   CHECK(pruned.config.to_json()["pruned_heads"] == nlohmann::json{{"0", {1, 3}}, {"1", {0}}});
@@ -224,7 +233,7 @@ TEST_CASE("compress --drop-heads and --keep-layers give PyTorch's logits for the
                       golden.load("logits.heads").to_vector(), 1e-4, 1e-6);
 
   const fs::path both = tmp.path / "both.safetensors";
-  compress_model(tiny_dir(), both, {DType::F32, {1}, drop});
+  compress_model(tiny_dir(), both, options(DType::F32, {1}, drop));
   BertModel cropped = load(both, DType::F32);
   CHECK(cropped.config.pruned_heads == std::map<std::int64_t, std::vector<std::int64_t>>{{0, {0}}});
   test::require_close("logits, heads pruned and layer 1 kept", cropped.classify(in, {}).to_vector(),
@@ -232,7 +241,7 @@ TEST_CASE("compress --drop-heads and --keep-layers give PyTorch's logits for the
 
   // The quantized file of the pruned model holds what quantizing its f32 file on load gives.
   const fs::path q8 = tmp.path / "heads-q8.safetensors";
-  compress_model(heads, q8, {DType::Q8, {}, {}});
+  compress_model(heads, q8, options(DType::Q8));
   const BertModel a = load(q8, DType::Q8);
   CHECK(a.layers[0].key.weight.dtype() == DType::Q8);
   CHECK(a.layers[0].key.weight.shape() == Shape{32, 64});

@@ -9,6 +9,7 @@
 
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -27,6 +28,11 @@ struct ForwardOptions {
   // How linear layers over a q8/q4 base compute (qgemm.h). F32 here, the reference the PyTorch
   // goldens are checked against; the settings tables default to Int8 (kComputeNames, session.h).
   Compute compute = Compute::F32;
+  // Importance masks (engine/prune.h), or empty: per layer l, head_masks[l] (B, H_l) multiplies
+  // each head's context output (before attention.output.dense) and ffn_masks[l] (B, F_l) the
+  // activated intermediate output, example by example, so that dL/dm is each example's own.
+  std::span<const Tensor> head_masks;
+  std::span<const Tensor> ffn_masks;
 };
 
 // One nn.Linear: y = x W^T + b (+ LoRA).
@@ -49,8 +55,9 @@ struct EncoderLayer {
   LinearLayer query, key, value;          // attention.self.{query,key,value}   (H_l*D, C)
   LinearLayer attention_output;           // attention.output.dense              (C, H_l*D)
   LayerNormLayer attention_norm;          // attention.output.LayerNorm
-  LinearLayer intermediate;               // intermediate.dense                  (F, C)
-  LinearLayer output;                     // output.dense                        (C, F)
+  // F_l neurons: F less the layer's pruned ones (BertConfig::ffn_in_layer).
+  LinearLayer intermediate;               // intermediate.dense                  (F_l, C)
+  LinearLayer output;                     // output.dense                        (C, F_l)
   LayerNormLayer output_norm;             // output.LayerNorm
   std::shared_ptr<adapters::Houlsby> attention_adapter;  // optional, before attention_norm
   std::shared_ptr<adapters::Houlsby> output_adapter;     // optional, before output_norm
@@ -103,6 +110,8 @@ class BertModel {
 
   // Hidden states of the last layer.  -> (B, T, C)
   Tensor encode(const BertInputs& in, const ForwardOptions& opt) const;
+  // The pooled output: tanh(pooler(h[:, 0]))  -> (B, C)
+  Tensor pooled(const BertInputs& in, const ForwardOptions& opt) const;
   // Sequence-classification logits: classifier(dropout(tanh(pooler(h[:, 0]))))  -> (B, K)
   Tensor classify(const BertInputs& in, const ForwardOptions& opt) const;
   // Masked-LM logits for chosen rows of the hidden states.  rows (M, C) -> (M, V)
@@ -122,7 +131,8 @@ class BertModel {
 // head when with_mlm_head. The loader fills it; the planner walks it without allocating.
 BertModel bert_layout(const BertConfig& config, bool with_mlm_head);
 
-// The additive attention mask of Hugging Face: (1 - mask) * lowest float.  (B, T) I32 -> (B, T) F32
-Tensor additive_attention_mask(const Tensor& attention_mask);
+// The additive attention mask of Hugging Face: (1 - mask) * lowest float, as `dtype` (F32, or
+// F64 for a model checked in float64).  (B, T) I32 -> (B, T)
+Tensor additive_attention_mask(const Tensor& attention_mask, DType dtype = DType::F32);
 
 }  // namespace edgetune

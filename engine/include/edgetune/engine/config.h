@@ -48,6 +48,13 @@ struct BertConfig {
     return num_attention_heads - (it == pruned_heads.end() ? 0 : static_cast<std::int64_t>(it->second.size()));
   }
 
+  // Feed-forward width per layer after neuron pruning ("edgetune_intermediate_sizes": [F_0, ...],
+  // a field of edgetune's own, as Hugging Face's config has none), or empty: every layer has
+  // intermediate_size. Such a layer's intermediate.dense is (F_l, C), output.dense (C, F_l).
+  std::vector<std::int64_t> intermediate_sizes;
+  std::int64_t ffn_in_layer(std::int64_t layer) const {
+    return intermediate_sizes.empty() ? intermediate_size : intermediate_sizes[static_cast<std::size_t>(layer)];
+  }
   std::int64_t head_size() const { return hidden_size / num_attention_heads; }  // D
   double classifier_dropout_prob() const { return classifier_dropout.value_or(hidden_dropout_prob); }
 

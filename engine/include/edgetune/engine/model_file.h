@@ -43,6 +43,20 @@ struct CompressOptions {
   // Heads removed per source layer, as Hugging Face's prune_heads removes them (rows of query,
   // key, value weights and biases; columns of attention.output.dense); applied before cropping.
   std::map<std::int64_t, std::vector<std::int64_t>> drop_heads;
+  // Feed-forward neurons removed per source layer (indices among its F neurons): rows of
+  // intermediate.dense, columns of output.dense; applied before cropping.
+  std::map<std::int64_t, std::vector<std::int64_t>> drop_neurons;
+  // Fractions of the heads (lowest importance over all layers, at least one kept per layer) and of
+  // each layer's neurons (lowest importance within the layer) removed, scored on `calibration`
+  // (engine/prune.h). Each in [0, 1); either above 0 needs calibration, and --prune-heads excludes
+  // drop_heads and a source with pruned heads.
+  double prune_heads = 0;
+  double prune_ffn = 0;
+  // A labelled TSV / CSV / JSONL file, its columns guessed as the trainer guesses them.
+  std::filesystem::path calibration;
+  // Texts whose tokens the vocabulary keeps (with the specials and every single character, as
+  // data/vocab_prune.h does), the word embeddings re-indexed; empty: the whole vocabulary.
+  std::vector<std::filesystem::path> vocab_from;
 };
 
 // --keep-layers: "0,2,4" (those layers) or "6" (the first six) of a model with `layers` layers.
@@ -60,9 +74,11 @@ std::map<std::int64_t, std::vector<std::int64_t>> parse_drop_heads(std::string_v
 bool is_model_file(const std::filesystem::path& path);
 
 // Writes the model of the Hugging Face folder (or f32 model file) `source` to `out` as a model
-// file, after cropping its layers, with the base weights quantized as quantize-on-load would.
-// Atomic (through core's writer). Throws ModelError when `out` is `source` or a file inside it,
-// or an existing folder; std::invalid_argument for bad options.
+// file, after pruning heads, neurons and vocabulary and cropping its layers, with the base
+// weights quantized as quantize-on-load would. Importance scores and what they removed go into the
+// provenance. Atomic (through core's writer). Throws ModelError when `out` is `source` or a file
+// inside it, or an existing folder; std::invalid_argument for bad options; data::DataError
+// (file:line) for a bad calibration or vocabulary text file.
 void compress_model(const std::filesystem::path& source, const std::filesystem::path& out,
                     const CompressOptions& options);
 
