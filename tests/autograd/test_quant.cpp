@@ -121,6 +121,18 @@ constexpr double kNf4RelativeRmsBudget = 0.11;
 // spends 4 bytes per row on palettes where nf4 spends 4 per 64 values.)
 constexpr double kPal4MeanRounding = 1e-6;
 constexpr double kPal4RelativeRmsBudget = 0.11;
+
+// w quantized to `dtype`, after requiring the round trip's relative RMS error within `budget`
+// and its storage `bytes` (codes and scales).
+Tensor quantize_within(const Tensor& w, DType dtype, double budget, std::size_t bytes) {
+  const RoundTripError e = round_trip_error(w, dtype);
+  WARN(dtype_name(dtype) << " round trip: max abs " << e.max_abs << ", rms " << e.rms
+                         << ", relative rms " << e.relative_rms);
+  REQUIRE(e.relative_rms < budget);
+  Tensor q = quantize(w, dtype);
+  REQUIRE(q.nbytes() == bytes);
+  return q;
+}
 }  // namespace
 
 TEST_CASE("nf4 codebook: the 16 QLoRA values, ascending, zero exact, half max gap", "[quant]") {
@@ -135,12 +147,8 @@ TEST_CASE("nf4 codebook: the 16 QLoRA values, ascending, zero exact, half max ga
 TEST_CASE("nf4 round trip on a normal(0, 0.02) 768 x 200 matrix", "[quant]") {
   // K = 200: three blocks of 64 and a short one of 8, and codes packed two per byte.
   Tensor w = randn({768, 200}, 41, 0.02, DType::F32);
-  const RoundTripError e = round_trip_error(w, DType::NF4);
-  WARN("nf4 round trip: max abs " << e.max_abs << ", rms " << e.rms << ", relative rms "
-                                  << e.relative_rms);
-  REQUIRE(e.relative_rms < kNf4RelativeRmsBudget);
-  Tensor q = quantize(w, DType::NF4);
-  REQUIRE(q.nbytes() == 768 * 100 + 768 * 4 * sizeof(float));
+  const Tensor q =
+      quantize_within(w, DType::NF4, kNf4RelativeRmsBudget, 768 * 100 + 768 * 4 * sizeof(float));
   const auto a = w.to_vector(), b = q.to_vector();
   for (std::int64_t r = 0; r < 768; ++r) {
     for (std::int64_t blk = 0; blk < 4; ++blk) {
@@ -178,12 +186,8 @@ TEST_CASE("pal4 round trip on a normal(0, 0.02) 40 x 200 matrix: nearest centroi
           "[quant]") {
   // N = 40: palette groups of 16, 16 and a short one of 8.
   Tensor w = randn({40, 200}, 42, 0.02, DType::F32);
-  const RoundTripError e = round_trip_error(w, DType::PAL4);
-  WARN("pal4 round trip: max abs " << e.max_abs << ", rms " << e.rms << ", relative rms "
-                                   << e.relative_rms);
-  REQUIRE(e.relative_rms < kPal4RelativeRmsBudget);
-  Tensor q = quantize(w, DType::PAL4);
-  REQUIRE(q.nbytes() == 40 * 100 + 3 * 16 * sizeof(float));
+  const Tensor q =
+      quantize_within(w, DType::PAL4, kPal4RelativeRmsBudget, 40 * 100 + 3 * 16 * sizeof(float));
   const auto a = w.to_vector(), b = q.to_vector();
   for (std::int64_t g = 0; g < 3; ++g) {
     const std::int64_t r0 = g * 16, r1 = std::min<std::int64_t>(40, r0 + 16);

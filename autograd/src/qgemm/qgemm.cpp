@@ -142,9 +142,26 @@ void quantize_row(const float* src, std::int64_t len, const float* colscale, std
   }
 }
 
+// max|p| / 127 of a palette (16 floats): the scale of its int8 lookup.
+float palette_scale(const float* p) {
+  float m = 0.0f;
+  for (int c = 0; c < kPal4Values; ++c) m = std::max(m, std::fabs(p[c]));
+  return m / 127.0f;
+}
+
+// table[c] = round(values[c] / scale), the int8 lookup of 16 values at scale max|values| / 127
+// (zeros when all are zero).
+void int8_table(const float* values, std::int8_t* table) {
+  const float scale = palette_scale(values);
+  for (int c = 0; c < 16; ++c) {
+    table[c] = scale > 0.0f ? static_cast<std::int8_t>(std::nearbyint(values[c] / scale)) : 0;
+  }
+}
+
 // A quantized (N, K) weight's storage, read without the Tensor accessors' checks in the packing
 // loops. The 4-bit formats read their codes through a 16-entry int8 table (q4: code - 8; nf4 and
-// pal4 the lookup of qgemm.h) beside a scale per row and group of 32 inputs.
+// pal4 the lookup of qgemm.h, pal4's made from the row's palette when read, so no workspace)
+// beside a scale per row and group of 32 inputs.
 struct WeightView {
   explicit WeightView(const Tensor& w)
       : dtype(w.dtype()),
@@ -155,36 +172,11 @@ struct WeightView {
         codes(q8 ? reinterpret_cast<const std::uint8_t*>(w.data<std::int8_t>())
                  : w.data<std::uint8_t>()),
         scales(w.scales()) {
-    if (dtype == DType::PAL4) {
-      const std::int64_t palettes = (n + kPal4Rows - 1) / kPal4Rows;
-      lut_storage = workspace_bytes(palettes * (kPal4Values + sizeof(float)));
-      pal4_scales = reinterpret_cast<float*>(bytes_of(lut_storage));
-      auto* tables = reinterpret_cast<std::int8_t*>(pal4_scales + palettes);
-      for (std::int64_t p = 0; p < palettes; ++p) {
-        pal4_scales[p] = int8_table(scales + p * kPal4Values, tables + p * kPal4Values);
-      }
-      lut = tables;
-    } else if (dtype == DType::NF4) {
-      int8_table(kNf4Values.data(), nf4_table);
-      lut = nf4_table;
+    if (dtype == DType::NF4) {
+      int8_table(kNf4Values.data(), table);
     } else {
-      for (int c = 0; c < 16; ++c) q4_table[c] = static_cast<std::int8_t>(c - 8);
-      lut = q4_table;
+      for (int c = 0; c < 16; ++c) table[c] = static_cast<std::int8_t>(c - 8);
     }
-  }
-  // lut may point into this object.
-  WeightView(const WeightView&) = delete;
-  WeightView& operator=(const WeightView&) = delete;
-
-  // table[c] = round(127 values[c] / m), m = max_c |values[c]|; returns m / 127 (0 when all are
-  // zero, and the table is zeros).
-  static float int8_table(const float* values, std::int8_t* table) {
-    float m = 0.0f;
-    for (int c = 0; c < 16; ++c) m = std::max(m, std::fabs(values[c]));
-    for (int c = 0; c < 16; ++c) {
-      table[c] = m > 0.0f ? static_cast<std::int8_t>(std::nearbyint(values[c] * (127.0f / m))) : 0;
-    }
-    return m / 127.0f;
   }
 
   // Codes of row r, columns [k0, k0 + count) (inside the row; k0 even), as int8.
@@ -193,7 +185,12 @@ struct WeightView {
       std::memcpy(out, codes + r * k + k0, static_cast<size_t>(count));
       return;
     }
-    const std::int8_t* t = dtype == DType::PAL4 ? lut + r / kPal4Rows * kPal4Values : lut;
+    std::int8_t palette_table[16];
+    const std::int8_t* t = table;
+    if (dtype == DType::PAL4) {
+      int8_table(scales + r / kPal4Rows * kPal4Values, palette_table);
+      t = palette_table;
+    }
     const std::uint8_t* bytes = codes + r * ((k + 1) / 2) + k0 / 2;
     const std::int64_t pairs = count / 2;
     for (std::int64_t i = 0; i < pairs; ++i) {
@@ -208,7 +205,7 @@ struct WeightView {
     switch (dtype) {
       case DType::Q8: return scales[r];
       case DType::NF4: return scales[r * ((k + kNf4Block - 1) / kNf4Block) + g / 2] * (1.0f / 127.0f);
-      case DType::PAL4: return pal4_scales[r / kPal4Rows];
+      case DType::PAL4: return palette_scale(scales + r / kPal4Rows * kPal4Values);
       default: return scales[r * groups + g];
     }
   }
@@ -219,12 +216,8 @@ struct WeightView {
   bool q8;
   std::int64_t n, k, groups;
   const std::uint8_t* codes;  // q8: int8 codes; else packed nibbles
-  const float* scales;
-  const std::int8_t* lut = nullptr;  // 4-bit formats: 16 int8 codes (pal4: per palette)
-  std::int8_t q4_table[16] = {};
-  std::int8_t nf4_table[16] = {};
-  Tensor lut_storage;  // pal4: (ceil(N/16)) scales, then (ceil(N/16), 16) int8 tables
-  float* pal4_scales = nullptr;
+  const float* scales;        // pal4: the palettes
+  std::int8_t table[16] = {};  // q4 and nf4: the int8 code of each nibble
 };
 
 // Where one panel's packed weights go (layout in qgemm.h).

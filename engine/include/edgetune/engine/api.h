@@ -43,9 +43,9 @@
 namespace edgetune {
 
 struct ClassifierOptions {
-  DType base = DType::Q8;         // storage of the frozen base weights: F32, Q8 or Q4
+  DType base = DType::Q8;         // storage of the frozen base weights: F32, Q8, Q4, NF4, PAL4
   bool quant_embeddings = false;  // the word embeddings as `base` too, the positions q8
-  Compute compute = Compute::Int8;  // linear layers over a q8/q4 base (f32 base: always f32)
+  Compute compute = Compute::Int8;  // linear layers over a quantized base (f32 base: always f32)
   int max_length = 128;           // tokens per text, [CLS] and [SEP] included
   int batch_size = 32;
   int threads = 0;                // 0: all cores

@@ -24,7 +24,7 @@ namespace edgetune {
 
 struct LoadOptions {
   // Storage of the encoder Linear weights (query, key, value, attention output, intermediate,
-  // output) and the pooler: F32, Q8 or Q4. Trainable weights are always F32.
+  // output) and the pooler: F32, Q8, Q4, NF4 or PAL4. Trainable weights are always F32.
   DType base = DType::Q8;
   // Also store the word-embedding table as `base` and the position table as q8 (frozen gathers).
   bool quant_embeddings = false;

@@ -20,7 +20,7 @@
 namespace edgetune {
 
 inline constexpr settings::Choice<DType> kQuantNames[] = {
-    {DType::F32, "f32"}, {DType::Q8, "q8"}, {DType::Q4, "q4"}};
+    {DType::F32, "f32"}, {DType::Q8, "q8"}, {DType::Q4, "q4"}, {DType::NF4, "nf4"}, {DType::PAL4, "pal4"}};
 inline constexpr settings::Choice<Compute> kComputeNames[] = {{Compute::Int8, "int8"},
                                                               {Compute::F32, "f32"}};
 
@@ -30,11 +30,11 @@ inline constexpr settings::Choice<Compute> kComputeNames[] = {{Compute::Int8, "i
 template <class Self, class V>
 void model_fields(Self& c, V& v) {
   v("model", c.model_dir, "Hugging Face BERT folder (config.json, model.safetensors, vocab.txt), or a model file from edgetune compress");
-  v("quant", c.quant, kQuantNames, "storage of the frozen base Linear weights: f32, q8 or q4");
+  v("quant", c.quant, kQuantNames, "storage of the frozen base Linear weights: f32, q8, q4, nf4 or pal4");
   v("quant_embeddings", c.quant_embeddings,
     "store the word-embedding table as --quant too, the position table as q8 (frozen gathers)");
   v("compute", c.compute, kComputeNames,
-    "linear layers over a q8/q4 base: int8 (integer kernels) or f32 (dequantize, float GEMM); "
+    "linear layers over a quantized base: int8 (integer kernels) or f32 (dequantize, float GEMM); "
     "an f32 base always computes in f32");
 }
 
