@@ -194,7 +194,7 @@ Tensor Tensor::from_values(const Shape& shape, std::span<const double> values, D
       for (std::int64_t i = 0; i < n; ++i)
         t.data<std::int32_t>()[i] = static_cast<std::int32_t>(values[i]);
       break;
-    default: throw std::invalid_argument("from_values: use quantize() for q8/q4 tensors");
+    default: throw std::invalid_argument("from_values: use quantize() for quantized tensors");
   }
   return t;
 }

@@ -254,7 +254,7 @@ namespace {
 void build(BertModel& m, Builder& b, const LoadOptions& opt, std::int64_t file_labels,
            LoadReport& report) {
   if (!(opt.base == DType::F32 || is_quantized(opt.base))) {
-    throw std::invalid_argument("load_bert: base storage must be f32, q8 or q4");
+    throw std::invalid_argument("load_bert: base storage must be f32, q8, q4, nf4 or pal4");
   }
   const bool has_pooler = b.has("bert.pooler.dense.weight");
   m.fresh_pooler = !has_pooler;

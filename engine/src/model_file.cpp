@@ -159,7 +159,7 @@ std::string model_file_checksum(const std::map<std::string, std::string>& metada
 
 void compress_model(const fs::path& source, const fs::path& out, const CompressOptions& options) {
   if (!(options.quant == DType::F32 || is_quantized(options.quant))) {
-    throw std::invalid_argument("compress: --quant must be f32, q8 or q4");
+    throw std::invalid_argument("compress: --quant must be f32, q8, q4, nf4 or pal4");
   }
   std::error_code ec;
   const fs::path src = fs::weakly_canonical(source, ec);

@@ -44,7 +44,7 @@ Blocks block_of(std::size_t bytes) {
 // A float32 block of `n` values.
 Blocks f32(std::size_t n) { return block_of(kF * n); }
 
-// The blocks of a tensor made by Tensor::empty: its values or codes and, for q8 / q4, its scales
+// The blocks of a tensor made by Tensor::empty: its values or codes and, when quantized, its scales
 // (their bytes are accounted_tensor_bytes).
 Blocks tensor_blocks(const Shape& shape, DType dtype) {
   return block_of(storage_bytes(shape, dtype)) +

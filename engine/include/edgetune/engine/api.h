@@ -63,11 +63,11 @@ struct SessionOptions : ClassifierOptions {
   template <class Self, class V>
   static void fields(Self& c, V& v) {
     using namespace settings;
-    v("quant", c.base, kQuantNames, "storage of the frozen base Linear weights: f32, q8 or q4");
+    v("quant", c.base, kQuantNames, "storage of the frozen base Linear weights: f32, q8, q4, nf4 or pal4");
     v("quant_embeddings", c.quant_embeddings,
       "store the word-embedding table as quant too, the position table as q8");
     v("compute", c.compute, kComputeNames,
-      "arithmetic of the linear layers over a q8/q4 base: int8 (integer kernels) or f32");
+      "arithmetic of the linear layers over a quantized base: int8 (integer kernels) or f32");
     v("memory_budget", c.memory_budget, "hard memory limit of training, e.g. \"32M\"", bytes());
     v("threads", c.threads, "threads for the kernels (0: all cores)", at_least(0));
     v("max_length", c.max_length, "tokens per text, [CLS] and [SEP] included", at_least(3));

@@ -121,13 +121,13 @@ struct Prediction {
   std::vector<float> logits;
 };
 
-// Logits of every encoding, batch by batch, without recording; linear layers over a q8/q4 base
+// Logits of every encoding, batch by batch, without recording; linear layers over a quantized base
 // compute per `compute`.
 std::vector<Prediction> predict(const BertModel& model, const std::vector<data::Encoding>& encodings,
                                 std::int32_t pad_id, int batch_size, Compute compute);
 
 // Accuracy, macro-F1, per-class figures, confusion matrix and mean loss on labelled encodings;
-// linear layers over a q8/q4 base compute per `compute`.
+// linear layers over a quantized base compute per `compute`.
 EvalReport evaluate(const BertModel& model, const std::vector<data::Encoding>& encodings,
                     const std::vector<std::int32_t>& labels, std::int32_t pad_id, int batch_size,
                     Compute compute);
