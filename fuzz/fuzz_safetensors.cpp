@@ -41,7 +41,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   try {
     const Reader r(std::span(reinterpret_cast<const std::byte*>(data), size), "fuzz.safetensors");
     for (const TensorInfo& t : r.tensors()) {
-      for (DType target : {DType::F32, DType::F64, DType::I32, DType::Q8, DType::Q4}) {
+      for (DType target : {DType::F32, DType::F64, DType::I32, DType::Q8, DType::Q4, DType::NF4, DType::PAL4}) {
         try {
           const Tensor x = r.load(t, target);
           if (x.numel() > 0) (void)x.to_vector();

@@ -36,7 +36,7 @@ Tensor Lora::delta(const Tensor& x, bool training) const {
 }
 
 Tensor Lora::merge_into(const Tensor& w) const {
-  Tensor merged = w.to(DType::F32, MemCategory::BaseWeights);  // dequantizes q8 / q4
+  Tensor merged = w.to(DType::F32, MemCategory::BaseWeights);  // dequantizes a quantized W
   const std::int64_t n = merged.dim(0), k = merged.dim(1), r = options_.rank;
   float* m = merged.data<float>();
   const float* pa = a.data<float>();

@@ -150,7 +150,7 @@ int num_threads() {
 int resolve_threads(int setting) { return setting > 0 ? setting : omp_get_max_threads(); }
 
 namespace {
-// The integer kernels apply to an f32 activation against a q8/q4 weight under Compute::Int8.
+// The integer kernels apply to an f32 activation against a quantized weight under Compute::Int8.
 bool use_int8(Compute compute, const Tensor& activation, const Tensor& w) {
   return compute == Compute::Int8 && is_quantized(w.dtype()) && activation.dtype() == DType::F32;
 }

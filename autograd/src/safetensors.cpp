@@ -560,7 +560,9 @@ Tensor Reader::load(const TensorInfo& info, DType target, MemCategory category) 
         fail(t + " of shape " + shape_str(info.shape) + " has no columns to quantize");
       }
       Tensor q = quantized_empty(info.shape[0], info.shape[1], target, category);
-      std::vector<float> row(static_cast<std::size_t>(info.shape[1]));
+      // pal4 quantizes its groups of rows together (they share a palette); the rest row by row.
+      const std::int64_t group = quant_row_group(target);
+      std::vector<float> rows(static_cast<std::size_t>(group * info.shape[1]));
       // The source pages already quantized leave the resident set every kDropEvery bytes, so a
       // large float matrix (BERT-base's word embeddings are 90 MiB) is never resident whole.
       const std::size_t row_bytes = static_cast<std::size_t>(info.shape[1]) * dtype_size(info.dtype);
@@ -572,21 +574,25 @@ Tensor Reader::load(const TensorInfo& info, DType target, MemCategory category) 
           drop_pages(dropped, consumed);
           dropped = consumed;
         }
-        read_rows_f32(info, r, 1, row.data());
+        float* row = rows.data() + (r % group) * info.shape[1];
+        read_rows_f32(info, r, 1, row);
         // A scale cannot represent nan or inf (and a code cast from nan is undefined behaviour).
-        for (std::size_t j = 0; j < row.size(); ++j) {
+        for (std::int64_t j = 0; j < info.shape[1]; ++j) {
           if (!std::isfinite(row[j])) {
             fail(t + " holds " + std::to_string(row[j]) + " at row " + std::to_string(r) +
                  ", column " + std::to_string(j) + ": only finite values can be quantized to " +
                  dtype_name(target));
           }
         }
-        quantize_row(q, r, row.data());
+        if (r % group == group - 1 || r + 1 == info.shape[0]) {
+          const std::int64_t row0 = r / group * group;
+          quantize_rows(q, row0, r + 1 - row0, rows.data());
+        }
       }
       q.set_name(info.name);
       return q;
     }
-    fail(t + " holds " + info.dtype + " floats; load it as DType::F32 or DType::F64 (or Q8 / Q4)");
+    fail(t + " holds " + info.dtype + " floats; load it as DType::F32 or DType::F64 (or a quantized dtype)");
   }
   if (is_int_source(info.dtype)) {
     if (target != DType::I32) {

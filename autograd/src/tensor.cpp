@@ -19,6 +19,8 @@ const char* dtype_name(DType t) {
     case DType::I32: return "i32";
     case DType::Q8: return "q8";
     case DType::Q4: return "q4";
+    case DType::NF4: return "nf4";
+    case DType::PAL4: return "pal4";
   }
   return "?";
 }
@@ -100,7 +102,9 @@ std::size_t storage_bytes(const Shape& shape, DType dtype) {
     case DType::F64: return n * 8;
     case DType::I32: return n * 4;
     case DType::Q8: return n;
-    case DType::Q4: return static_cast<std::size_t>(shape.rows() * ((shape.last() + 1) / 2));
+    case DType::Q4:
+    case DType::NF4:
+    case DType::PAL4: return static_cast<std::size_t>(shape.rows() * ((shape.last() + 1) / 2));
   }
   return 0;
 }
@@ -108,6 +112,8 @@ std::size_t storage_bytes(const Shape& shape, DType dtype) {
 std::int64_t scale_count(const Shape& shape, DType dtype) {
   if (dtype == DType::Q8) return shape.rows();
   if (dtype == DType::Q4) return shape.rows() * ((shape.last() + kQ4Group - 1) / kQ4Group);
+  if (dtype == DType::NF4) return shape.rows() * ((shape.last() + kNf4Block - 1) / kNf4Block);
+  if (dtype == DType::PAL4) return (shape.rows() + kPal4Rows - 1) / kPal4Rows * kPal4Values;
   return 0;
 }
 
@@ -135,7 +141,7 @@ Tensor Tensor::empty(const Shape& shape, DType dtype, MemCategory category) {
 Tensor Tensor::mapped(const Shape& shape, DType dtype, std::shared_ptr<const void> owner,
                       const void* values, const float* scales, MemCategory category) {
   if (!(dtype == DType::F32 || is_quantized(dtype))) {
-    throw std::invalid_argument("Tensor::mapped: only f32, q8 and q4 tensors can be mapped");
+    throw std::invalid_argument("Tensor::mapped: only f32 and quantized tensors can be mapped");
   }
   if (is_quantized(dtype) && (shape.rank() != 2 || scales == nullptr)) {
     throw std::invalid_argument(std::string(dtype_name(dtype)) +
@@ -188,7 +194,7 @@ Tensor Tensor::from_values(const Shape& shape, std::span<const double> values, D
       for (std::int64_t i = 0; i < n; ++i)
         t.data<std::int32_t>()[i] = static_cast<std::int32_t>(values[i]);
       break;
-    default: throw std::invalid_argument("from_values: use quantize() for q8/q4 tensors");
+    default: throw std::invalid_argument("from_values: use quantize() for quantized tensors");
   }
   return t;
 }
@@ -229,7 +235,9 @@ static constexpr DType dtype_of() {
 
 template <class T>
 T* Tensor::data() const {
-  if (impl_->dtype != dtype_of<T>()) {
+  // Q4, NF4 and PAL4 all hold packed nibbles, read as uint8_t (dtype_of names Q4).
+  const DType held = is_packed4(impl_->dtype) ? DType::Q4 : impl_->dtype;
+  if (held != dtype_of<T>()) {
     throw std::logic_error(std::string("tensor '") + impl_->name + "' holds " +
                            dtype_name(impl_->dtype) + ", accessed as " +
                            dtype_name(dtype_of<T>()));
@@ -316,7 +324,7 @@ Tensor Tensor::view(const Shape& shape) const {
 Tensor Tensor::to(DType target, MemCategory category) const {
   if (!is_float(target)) {
     throw std::invalid_argument(std::string("to(") + dtype_name(target) +
-                                "): use quantize() to make q8/q4 tensors");
+                                "): use quantize() to make quantized tensors");
   }
   if (dtype() == target) return clone(category);
   Tensor out = empty(shape(), target, category);
@@ -362,7 +370,9 @@ std::vector<double> Tensor::to_vector() const {
       for (std::int64_t i = 0; i < n; ++i) v[i] = data<std::int32_t>()[i];
       break;
     case DType::Q8:
-    case DType::Q4: dequantize_rows(*this, 0, dim(0), v.data()); break;
+    case DType::Q4:
+    case DType::NF4:
+    case DType::PAL4: dequantize_rows(*this, 0, dim(0), v.data()); break;
   }
   return v;
 }

@@ -94,7 +94,7 @@ class Builder {
                        "' (expected shape " + t.shape.str() + " from config.json)");
     }
     const Shape got(std::span<const std::int64_t>(info->shape.data(), info->shape.size()));
-    const bool packed = mapped_ && info->dtype == "U8";  // q4 codes: (N, ceil(K/2)), checked by map()
+    const bool packed = mapped_ && info->dtype == "U8";  // 4-bit codes: (N, ceil(K/2)), checked by map()
     if (!packed && (info->shape.size() > 4 || got != t.shape)) {
       throw ModelError(reader_->label() + ": tensor '" + file_name + "' has shape " + shape_str(*info) +
                        ", expected " + t.shape.str() + " from config.json (hidden_size " +
@@ -111,9 +111,11 @@ class Builder {
   }
 
   // A model file's tensor `t`: frozen ones used in place from the mapping (codes beside their
-  // "<name>.scales" for q8 / q4), trainable ones copied as float32.
+  // "<name>.scales", as quant_file_layout gives them), trainable ones copied as float32.
   Tensor map(const BertTensor& t, const safetensors::TensorInfo& info) {
-    const char* expected = t.storage == DType::Q8 ? "I8" : t.storage == DType::Q4 ? "U8" : "F32";
+    const QuantFileLayout layout =
+        is_quantized(t.storage) ? quant_file_layout(t.shape[0], t.shape[1], t.storage) : QuantFileLayout{"F32", {}, {}};
+    const char* expected = layout.codes_dtype;
     if (t.trainable) {
       if (info.dtype != "F32") {
         throw ModelError(reader_->label() + ": tensor '" + info.name + "' is stored " + info.dtype +
@@ -128,12 +130,8 @@ class Builder {
     if (!is_quantized(t.storage)) {
       return Tensor::mapped(t.shape, DType::F32, reader_, reader_->bytes(info).data(), nullptr, t.category);
     }
-    const std::int64_t n = t.shape[0], k = t.shape[1];
-    const std::vector<std::int64_t> codes = {n, t.storage == DType::Q8 ? k : (k + 1) / 2};
-    const std::vector<std::int64_t> scales =
-        t.storage == DType::Q8 ? std::vector<std::int64_t>{n} : std::vector<std::int64_t>{n, (k + kQ4Group - 1) / kQ4Group};
     const safetensors::TensorInfo* s = reader_->find(info.name + ".scales");
-    if (info.shape != codes || s == nullptr || s->dtype != "F32" || s->shape != scales) {
+    if (info.shape != layout.codes || s == nullptr || s->dtype != "F32" || s->shape != layout.scales) {
       throw ModelError(reader_->label() + ": tensor '" + info.name + "' is not " + dtype_name(t.storage) +
                        " codes of shape " + t.shape.str() + " with F32 '" + info.name +
                        ".scales' (a corrupt model file?)");
@@ -152,18 +150,23 @@ class Builder {
     const bool is_bias = t.name.ends_with(".bias");
     const bool word_embeddings = t.name == "bert.embeddings.word_embeddings.weight";
     if (is_quantized(t.storage)) {
-      // Drawn and quantized a row at a time: no float copy of the whole matrix.
+      // Drawn and quantized a row (pal4: a palette's group of rows) at a time: no float copy of
+      // the whole matrix.
       const std::uint64_t seed = opt_.seed + fresh_count_++;
-      Tensor q = quantized_empty(t.shape[0], t.shape[1], t.storage, t.category);
-      std::vector<float> row(static_cast<size_t>(t.shape[1]));
-      for (std::int64_t r = 0; r < t.shape[0]; ++r) {
-        if (word_embeddings && r == cfg_.pad_token_id) {
-          std::fill(row.begin(), row.end(), 0.0f);
-        } else {
-          adapters::normal_values(row.data(), t.shape[1], cfg_.initializer_range, seed,
-                                  static_cast<std::uint64_t>(r * t.shape[1]));
+      const std::int64_t n = t.shape[0], k = t.shape[1], group = quant_row_group(t.storage);
+      Tensor q = quantized_empty(n, k, t.storage, t.category);
+      std::vector<float> rows(static_cast<size_t>(group * k));
+      for (std::int64_t r0 = 0; r0 < n; r0 += group) {
+        const std::int64_t count = std::min(group, n - r0);
+        for (std::int64_t r = r0; r < r0 + count; ++r) {
+          float* row = rows.data() + (r - r0) * k;
+          if (word_embeddings && r == cfg_.pad_token_id) {
+            std::fill_n(row, k, 0.0f);
+          } else {
+            adapters::normal_values(row, k, cfg_.initializer_range, seed, static_cast<std::uint64_t>(r * k));
+          }
         }
-        quantize_row(q, r, row.data());
+        quantize_rows(q, r0, count, rows.data());
       }
       q.set_name(t.name);
       return q;
@@ -251,7 +254,7 @@ namespace {
 void build(BertModel& m, Builder& b, const LoadOptions& opt, std::int64_t file_labels,
            LoadReport& report) {
   if (!(opt.base == DType::F32 || is_quantized(opt.base))) {
-    throw std::invalid_argument("load_bert: base storage must be f32, q8 or q4");
+    throw std::invalid_argument("load_bert: base storage must be f32, q8, q4, nf4 or pal4");
   }
   const bool has_pooler = b.has("bert.pooler.dense.weight");
   m.fresh_pooler = !has_pooler;

@@ -30,10 +30,10 @@ constexpr const char* kFormatName = "edgetune-model";
 constexpr const char* kChecksumKey = "edgetune.checksum";
 
 DType storage_from_name(const std::string& name, const std::string& label) {
-  for (DType t : {DType::F32, DType::Q8, DType::Q4}) {
+  for (DType t : {DType::F32, DType::Q8, DType::Q4, DType::NF4, DType::PAL4}) {
     if (name == dtype_name(t)) return t;
   }
-  throw ModelError(label + ": \"edgetune.storage\" is '" + name + "', expected f32, q8 or q4");
+  throw ModelError(label + ": \"edgetune.storage\" is '" + name + "', expected f32, q8, q4, nf4 or pal4");
 }
 
 // Whole numbers separated by `sep`; `bad(item)` makes the error for one that is not.
@@ -233,7 +233,7 @@ std::string model_file_checksum(const std::map<std::string, std::string>& metada
 
 void compress_model(const fs::path& source, const fs::path& out, const CompressOptions& options) {
   if (!(options.quant == DType::F32 || is_quantized(options.quant))) {
-    throw std::invalid_argument("compress: --quant must be f32, q8 or q4");
+    throw std::invalid_argument("compress: --quant must be f32, q8, q4, nf4 or pal4");
   }
   std::error_code ec;
   const fs::path src = fs::weakly_canonical(source, ec);
@@ -283,16 +283,11 @@ void compress_model(const fs::path& source, const fs::path& out, const CompressO
     }
     const Tensor q = quantize(*t.slot, t.storage);
     keep_alive.push_back(q);
-    const std::int64_t n = t.shape[0], k = t.shape[1];
+    const QuantFileLayout layout = quant_file_layout(t.shape[0], t.shape[1], t.storage);
     const std::size_t scales = static_cast<std::size_t>(scale_count(t.shape, t.storage));
-    if (t.storage == DType::Q8) {
-      raw.push_back({t.name, "I8", dims, bytes_of(q.data<std::int8_t>(), storage_bytes(t.shape, t.storage))});
-      raw.push_back({t.name + ".scales", "F32", {n}, bytes_of(q.scales(), scales * sizeof(float))});
-    } else {
-      raw.push_back({t.name, "U8", {n, (k + 1) / 2}, bytes_of(q.data<std::uint8_t>(), storage_bytes(t.shape, t.storage))});
-      raw.push_back({t.name + ".scales", "F32", {n, (k + kQ4Group - 1) / kQ4Group},
-                     bytes_of(q.scales(), scales * sizeof(float))});
-    }
+    raw.push_back({t.name, layout.codes_dtype, layout.codes,
+                   bytes_of(q.impl()->storage->data(), storage_bytes(t.shape, t.storage))});
+    raw.push_back({t.name + ".scales", "F32", layout.scales, bytes_of(q.scales(), scales * sizeof(float))});
   }
 
   const bool from_file = is_model_file(source);

@@ -44,7 +44,7 @@ Blocks block_of(std::size_t bytes) {
 // A float32 block of `n` values.
 Blocks f32(std::size_t n) { return block_of(kF * n); }
 
-// The blocks of a tensor made by Tensor::empty: its values or codes and, for q8 / q4, its scales
+// The blocks of a tensor made by Tensor::empty: its values or codes and, when quantized, its scales
 // (their bytes are accounted_tensor_bytes).
 Blocks tensor_blocks(const Shape& shape, DType dtype) {
   return block_of(storage_bytes(shape, dtype)) +
@@ -298,9 +298,9 @@ Plan choose_plan(const PlanRequest& r, std::size_t budget, std::optional<bool> f
     const std::size_t weights_data = r.baseline + fixed + e.bytes[static_cast<int>(MemCategory::Data)];
     std::string hint;
     if (weights_data > budget) {
-      const bool all_q4 = r.base == DType::Q4 && r.quant_embeddings;
+      const bool all_4bit = is_packed4(r.base) && r.quant_embeddings;
       hint = "the weights and optimizer state alone take " + format_bytes(fixed) + ": use " +
-             (all_q4 ? std::string() : "--quant q4 (and --quant-embeddings), ") +
+             (all_4bit ? std::string() : "--quant q4 (and --quant-embeddings), ") +
              "a smaller model, or a lighter method";
     } else {
       hint = "lower --max-length (now " + std::to_string(r.length) + ") or use --lora-fa";

@@ -5,6 +5,7 @@
 #include "commands.h"
 #include "edgetune/engine/loader.h"
 #include "edgetune/engine/model_file.h"
+#include "edgetune/engine/session.h"
 
 namespace edgetune::cli {
 namespace {
@@ -17,7 +18,7 @@ struct CompressArgs {
 
 int run(const CompressArgs& a) {
   CompressOptions o;
-  o.quant = a.quant == "f32" ? DType::F32 : a.quant == "q4" ? DType::Q4 : DType::Q8;
+  o.quant = settings::parse_choice<DType>(kQuantNames, "--quant", a.quant);
   const BertConfig config = load_config(a.model);
   try {
     if (!a.keep_layers.empty()) o.keep_layers = parse_keep_layers(a.keep_layers, config.num_hidden_layers);
@@ -51,7 +52,7 @@ const RegisterCommand kRegister{
       app.add_option("--model", a->model, "the Hugging Face BERT folder (or an f32 model file)")->required();
       app.add_option("--out", a->out, "the model file to write (never the input)")->required();
       app.add_option("--quant", a->quant, "storage of the base weights")
-          ->check(CLI::IsMember({"f32", "q8", "q4"}))
+          ->check(CLI::IsMember({"f32", "q8", "q4", "nf4", "pal4"}))
           ->capture_default_str();
       app.add_option("--keep-layers", a->keep_layers,
                      "the layers kept: a count (6: the first six) or indices (0,2,4)");

@@ -48,7 +48,7 @@ int run_inspect(const InspectArgs& a) {
   j["config"] = c.to_json();
   j["parameters"] = params;
   nlohmann::json bytes = nlohmann::json::object();
-  for (DType t : {DType::F32, DType::Q8, DType::Q4}) {
+  for (DType t : {DType::F32, DType::Q8, DType::Q4, DType::NF4, DType::PAL4}) {
     if (by_type[static_cast<int>(t)]) bytes[dtype_name(t)] = by_type[static_cast<int>(t)];
   }
   j["bytes_by_storage"] = bytes;

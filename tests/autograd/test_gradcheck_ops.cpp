@@ -72,9 +72,24 @@ TEST_CASE("gradcheck linear through a q4 weight gives dX only", "[gradcheck][lin
   REQUIRE_FALSE(w.grad().defined());
 }
 
-TEST_CASE("linear through q8/q4 equals linear through the dequantized weight", "[linear][quant]") {
+TEST_CASE("gradcheck linear through nf4 and pal4 weights gives dX only", "[gradcheck][linear][quant]") {
+  // K = 70: a full nf4 block of 64 and a short one, an odd row length; N = 150: more rows than
+  // one tile and a short last pal4 group of 6 rows.
+  for (DType q : {DType::NF4, DType::PAL4}) {
+    Tensor x = param({5, 70}, 9);
+    Tensor w = quantize(randn({150, 70}, 10, 0.3), q);
+    Tensor b = param({150}, 8);
+    check(q == DType::NF4 ? "linear nf4" : "linear pal4",
+          [](const auto& in) { return ops::linear(in[0], in[1], in[2]); }, {x, w, b});
+    REQUIRE_FALSE(w.grad().defined());
+    REQUIRE_THROWS_WITH(w.set_requires_grad(true), Catch::Contains("frozen"));
+  }
+}
+
+TEST_CASE("linear through a quantized weight equals linear through the dequantized weight",
+          "[linear][quant]") {
   Tensor x = randn({4, 300}, 11, 1.0, DType::F32);
-  for (DType q : {DType::Q8, DType::Q4}) {
+  for (DType q : {DType::Q8, DType::Q4, DType::NF4, DType::PAL4}) {
     Tensor wq = quantize(randn({260, 300}, 12, 0.05, DType::F32), q);
     Tensor wd = wq.to(DType::F32);
     const auto a = ops::linear(x, wq).to_vector();
@@ -226,7 +241,7 @@ TEST_CASE("embedding gives the padding row no gradient, as torch's padding_idx",
 }
 
 TEST_CASE("embedding from a frozen quantized table records nothing", "[embedding][quant]") {
-  for (DType q : {DType::Q8, DType::Q4}) {
+  for (DType q : {DType::Q8, DType::Q4, DType::NF4, DType::PAL4}) {
     Tensor table = quantize(randn({9, 40}, 33, 0.1), q);
     Tensor id = ids({4}, {8, 0, 8, 3});
     Tensor y = ops::embedding(table, id);

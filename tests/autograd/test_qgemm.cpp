@@ -217,21 +217,35 @@ Tensor random_f32(const Shape& shape, std::uint64_t seed, double stddev) {
   return test::randn(shape, seed, stddev, DType::F32);
 }
 
-// Row-major (rows, cols) values of a tensor as doubles (dequantized for q8 / q4).
+// Row-major (rows, cols) values of a tensor as doubles (dequantized when quantized).
 std::vector<double> values(const Tensor& t) {
   return t.to_vector();
+}
+
+// The step of the int8 lookup of element (r, c) of W: nf4 the absmax of its 64-input block / 127,
+// pal4 the max |value| of its row group's palette / 127; 0 for q8 and q4, whose codes are int8
+// already. The lookup errs by at most half of it.
+double lookup_step(const Tensor& w, std::int64_t r, std::int64_t c) {
+  if (w.dtype() == DType::NF4) return w.scales()[r * ((w.dim(1) + 63) / 64) + c / 64] / 127.0;
+  if (w.dtype() != DType::PAL4) return 0.0;
+  const float* p = w.scales() + r / 16 * 16;
+  double m = 0;
+  for (int i = 0; i < 16; ++i) m = std::max(m, double(std::fabs(p[i])));
+  return m / 127;
 }
 
 // The activation rounding budget of y = x W^T on the int8 path, per output element, from the
 // quantization step of the activations: x is quantized per block b of 32 along K with step
 // d_b = max_{k in b} |x_k| / 127, so |x^_k - x_k| <= d_b / 2 and
-//     |y_int8 - y| <= sum_b d_b / 2 * sum_{k in b} |W_nk|       (W the dequantized weight),
-// exactly what the kernels compute apart from float rounding. Rounding: the float path sums K
-// products and the int8 path rounds (K/32 + 3) times; each rounding is at most FLT_EPSILON times
-// the magnitude sum_k |x_k| |W_nk|, and the quantized operands are at most 1 + 32/254 < 2 times
-// their float magnitudes.
-std::vector<double> forward_budget(const std::vector<double>& x, const std::vector<double>& w,
+//     |y_int8 - y| <= sum_b d_b / 2 * sum_{k in b} |W^_nk| + sum_k |x_k| e_nk
+// (W the dequantized weight, W^ what the kernel multiplies, e_nk = |W^_nk - W_nk|: 0 for q8 / q4,
+// lookup_step / 2 for nf4 / pal4), exactly what the kernels compute apart from float rounding.
+// Rounding: the float path sums K products and the int8 path rounds (K/32 + 3) times; each
+// rounding is at most FLT_EPSILON times the magnitude sum_k |x_k| |W_nk|, and the quantized
+// operands are at most 1 + 32/254 < 2 times their float magnitudes.
+std::vector<double> forward_budget(const std::vector<double>& x, const Tensor& weight,
                                    std::int64_t m, std::int64_t k, std::int64_t n) {
+  const std::vector<double> w = values(weight);
   std::vector<double> budget(m * n);
   for (std::int64_t i = 0; i < m; ++i)
     for (std::int64_t j = 0; j < n; ++j) {
@@ -239,8 +253,10 @@ std::vector<double> forward_budget(const std::vector<double>& x, const std::vect
       for (std::int64_t k0 = 0; k0 < k; k0 += 32) {
         double amax = 0, wsum = 0;
         for (std::int64_t kk = k0; kk < std::min(k, k0 + 32); ++kk) {
+          const double e = lookup_step(weight, j, kk) / 2;
           amax = std::max(amax, std::fabs(x[i * k + kk]));
-          wsum += std::fabs(w[j * k + kk]);
+          wsum += std::fabs(w[j * k + kk]) + e;
+          steps += std::fabs(x[i * k + kk]) * e;
           magnitude += std::fabs(x[i * k + kk] * w[j * k + kk]);
         }
         steps += amax / 127 / 2 * wsum;
@@ -253,9 +269,11 @@ std::vector<double> forward_budget(const std::vector<double>& x, const std::vect
 // The budget of dx = dy W (dy (M, N), W (N, K)) on the int8 path. dy is quantized per block b of
 // 32 along N, q8 after multiplying each column n by the row scale s_n of W (so the codes of W are
 // exact): step d_b = max_{n in b} |dy_n s_n| / 127, error <= sum_b d_b / 2 * sum_{n in b} |q_nk|.
-// q4: d_b = max_{n in b} |dy_n| / 127 against the dequantized W, plus the requantization of W's
-// block of 32 rows in group g to int8 with step t = 7 max_{n in b} s_{n,g} / 127:
-// sum_n (|dy_n| + d_b / 2) t / 2.
+// The 4-bit formats: d_b = max_{n in b} |dy_n| / 127 against W^, the weight the kernel
+// multiplies, plus W^'s error: the lookup (nf4 / pal4, lookup_step / 2) and the requantization
+// of W's block of 32 rows in group g to int8 with step t = max_{n in b} t_n, t_n = 7 s_{n,g} / 127
+// (q4) or lookup_step (nf4, pal4): e_n = lookup_step_n / 2 + t / 2, adding
+// sum_n (|dy_n| + d_b / 2) e_n.
 // Rounding as in forward_budget.
 std::vector<double> backward_budget(const std::vector<double>& dy, const Tensor& w,
                                     std::int64_t m) {
@@ -263,24 +281,31 @@ std::vector<double> backward_budget(const std::vector<double>& dy, const Tensor&
   const std::vector<double> wd = values(w);
   const bool q8 = w.dtype() == DType::Q8;
   const std::int64_t groups = (k + 31) / 32;
+  auto tile_step = [&](std::int64_t r, std::int64_t c) {
+    return w.dtype() == DType::Q4 ? 7 * double(w.scales()[r * groups + c / 32]) / 127
+                                  : lookup_step(w, r, c);
+  };
   std::vector<double> budget(m * k);
   for (std::int64_t i = 0; i < m; ++i)
     for (std::int64_t c = 0; c < k; ++c) {
       double total = 0, magnitude = 0;
       for (std::int64_t n0 = 0; n0 < n; n0 += 32) {
         const std::int64_t n1 = std::min(n, n0 + 32);
-        double amax = 0, smax = 0;
+        double amax = 0, tmax = 0;
         for (std::int64_t r = n0; r < n1; ++r) {
           const double s = q8 ? w.scales()[r] : 1.0;
           amax = std::max(amax, std::fabs(dy[i * n + r] * s));
-          if (!q8) smax = std::max(smax, double(w.scales()[r * groups + c / 32]));
+          if (!q8) tmax = std::max(tmax, tile_step(r, c));
           magnitude += std::fabs(dy[i * n + r] * wd[r * k + c]);
         }
         const double step = amax / 127;
         for (std::int64_t r = n0; r < n1; ++r) {
           const double s = q8 ? w.scales()[r] : 1.0;
           if (s > 0) total += step / 2 * std::fabs(wd[r * k + c]) / s;
-          if (!q8) total += (std::fabs(dy[i * n + r]) + step / 2) * 7 * smax / 127 / 2;
+          if (!q8) {
+            const double e = lookup_step(w, r, c) / 2 + tmax / 2;
+            total += (std::fabs(dy[i * n + r]) + step / 2) * e;
+          }
         }
       }
       budget[i * k + c] = total + double(n + n / 32 + 3) * FLT_EPSILON * 2 * magnitude;
@@ -299,7 +324,7 @@ double worst_excess(const std::vector<double>& a, const std::vector<double>& b,
 // Every implementation's linear forward and dX at `threads` threads against the scalar reference
 // at 1 thread, on every linear shape, q8 and q4.
 void check_linear_against_scalar(int threads) {
-  for (DType storage : {DType::Q8, DType::Q4}) {
+  for (DType storage : {DType::Q8, DType::Q4, DType::NF4, DType::PAL4}) {
     for (const LinearShape& s : kLinearShapes) {
       const Tensor w = quantize(random_f32({s.n, s.k}, 7, 0.05), storage, MemCategory::Workspace);
       const Tensor x = random_f32({s.m, s.k}, 8, 1.0);
@@ -373,7 +398,7 @@ TEST_CASE("qgemm: the vector forward packing writes the reference's bytes", "[qg
 
 TEST_CASE("int8 linear op: y and dx within the activation rounding budget of the f32 path",
           "[qgemm]") {
-  for (DType storage : {DType::Q8, DType::Q4}) {
+  for (DType storage : {DType::Q8, DType::Q4, DType::NF4, DType::PAL4}) {
     for (const LinearShape& s : kLinearShapes) {
       INFO(dtype_name(storage) << " M " << s.m << " K " << s.k << " N " << s.n);
       const Tensor w = quantize(random_f32({s.n, s.k}, 17, 0.05), storage, MemCategory::Workspace);
@@ -391,7 +416,7 @@ TEST_CASE("int8 linear op: y and dx within the activation rounding budget of the
       std::vector<double> y32, dx32, y8, dx8;
       const std::vector<double> x = run(Compute::F32, y32, dx32);
       run(Compute::Int8, y8, dx8);
-      CHECK(worst_excess(y8, y32, forward_budget(x, values(w), s.m, s.k, s.n)) <= 0);
+      CHECK(worst_excess(y8, y32, forward_budget(x, w, s.m, s.k, s.n)) <= 0);
       CHECK(worst_excess(dx8, dx32, backward_budget(values(dy), w, s.m)) <= 0);
       CHECK(y8 != y32);  // the int8 path really ran
     }

@@ -774,10 +774,13 @@ TEST_CASE("safetensors: read_rows_f32 streams rows of F32, F16, BF16 and F64 mat
                     Catch::Contains("holds I32, expected F32, F16, BF16 or F64"));
 }
 
-TEST_CASE("safetensors: loading as q8 / q4 quantizes row by row like quantize()", "[safetensors]") {
+TEST_CASE("safetensors: loading quantized quantizes row by row (pal4: by groups) like quantize()",
+          "[safetensors]") {
   TempDir dir;
   const fs::path p = dir.path / "q.safetensors";
-  const std::int64_t n = 6, k = 70;  // k not a multiple of 32: a short last q4 group
+  // k not a multiple of 32 or 64: a short last q4 group and nf4 block; n: two pal4 groups of 16
+  // rows and a short one.
+  const std::int64_t n = 37, k = 70;
   std::vector<double> v(static_cast<size_t>(n * k));
   std::mt19937 rng(3);
   std::normal_distribution<double> normal(0.0, 0.5);
@@ -787,7 +790,7 @@ TEST_CASE("safetensors: loading as q8 / q4 quantizes row by row like quantize()"
            {"b",
             Tensor::from_values({k}, std::vector<double>(v.begin(), v.begin() + k), DType::F32)}});
   Reader r(p);
-  for (DType q : {DType::Q8, DType::Q4}) {
+  for (DType q : {DType::Q8, DType::Q4, DType::NF4, DType::PAL4}) {
     const Tensor a = r.load("w", q);
     const Tensor b = quantize(w, q);
     CHECK(a.dtype() == q);

@@ -111,3 +111,30 @@ TEST_CASE("compress prunes the shipped model's heads and neurons by importance",
   CHECK(std::count(bad_line.err.begin(), bad_line.err.end(), '\n') == 1);
   CHECK_FALSE(fs::exists(x));
 }
+
+TEST_CASE("compress --quant nf4 and pal4: the file predicts as the folder quantized on load",
+          "[cli][compress]") {
+  REQUIRE(cli_built());
+  ScratchDir tmp("compress_4bit");
+  const fs::path tiny = golden_dir() / "bert" / "tiny";
+  {
+    std::ofstream f(tmp.path / "data.tsv");
+    f << "sentence\nthe battery lasts all day\nit broke after two weeks\n";
+  }
+  for (const std::string quant : {"nf4", "pal4"}) {
+    INFO(quant);
+    const fs::path file = tmp.path / ("tiny-" + quant + ".safetensors");
+    const RunResult c = run_cli("compress --model " + q(tiny) + " --out " + q(file) + " --quant " + quant);
+    INFO(c.err);
+    REQUIRE(c.exit_code == 0);
+    CHECK(c.err.find(quant + " base") != std::string::npos);
+    const RunResult from_folder =
+        run_cli("predict --model " + q(tiny) + " --quant " + quant + " --data " + q(tmp.path / "data.tsv"));
+    const RunResult from_file = run_cli("predict --model " + q(file) + " --data " + q(tmp.path / "data.tsv"));
+    INFO(from_folder.err << from_file.err);
+    REQUIRE(from_folder.exit_code == 0);
+    REQUIRE(from_file.exit_code == 0);
+    CHECK(from_file.out == from_folder.out);
+    CHECK_FALSE(from_file.out.empty());
+  }
+}

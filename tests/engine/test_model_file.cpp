@@ -1,5 +1,5 @@
 // The compressed model file (engine/model_file.h): a round trip through `compress` loads the same
-// model as the folder (f32: the same logits; q8 / q4: the same codes and scales as quantize-on-
+// model as the folder (f32: the same logits; quantized: the same codes and scales as quantize-on-
 // load), its base weights are mapped in place (file-backed, not charged to the accountant), layer
 // cropping renumbers the kept layers, and a truncated, corrupt or version-mismatched file is
 // refused with one line naming it.
@@ -87,9 +87,9 @@ TEST_CASE("an f32 model file gives the folder's logits") {
   CHECK(nlohmann::json::parse(f.metadata().at("edgetune.provenance"))["options"]["quant"] == "f32");
 }
 
-TEST_CASE("q8 and q4 model files hold the codes and scales quantize-on-load makes, mapped in place") {
+TEST_CASE("quantized model files hold the codes and scales quantize-on-load makes, mapped in place") {
   test::TempDir tmp("model_file");
-  for (DType q : {DType::Q8, DType::Q4}) {
+  for (DType q : {DType::Q8, DType::Q4, DType::NF4, DType::PAL4}) {
     INFO(dtype_name(q));
     const fs::path file = compressed(tmp, q);
     Context loading_folder, loading_file;

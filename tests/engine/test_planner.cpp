@@ -145,7 +145,10 @@ TEST_CASE("planner: per category, the estimate is the accountant's count", "[pla
                      {Method::Full, DType::F32, false, false, 8, false, Compute::F32},
                      {Method::Lora, DType::Q8, true, false, 8, false, Compute::Int8},
                      {Method::Lora, DType::Q4, false, true, 4, true, Compute::Int8},
-                     {Method::Head, DType::Q4, true, false, 8, false, Compute::Int8}};
+                     {Method::Head, DType::Q4, true, false, 8, false, Compute::Int8},
+                     {Method::Lora, DType::NF4, true, false, 8, false, Compute::Int8},
+                     {Method::Lora, DType::PAL4, true, false, 8, false, Compute::F32},
+                     {Method::Adapter, DType::PAL4, true, false, 8, false, Compute::Int8}};
   for (const C& c : cases) {
     PlanRequest r = request(c.method, c.base, 8, 64);
     r.quant_embeddings = c.quant_embeddings;

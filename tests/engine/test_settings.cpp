@@ -219,7 +219,7 @@ TEST_CASE("settings: a real run whose run.json lacks a newer field resumes to th
 TEST_CASE("settings: unknown keys and enum values are one-line errors naming the key",
           "[settings]") {
   const std::string q5 = error_of([] { TrainConfig::from_json({{"quant", "q5"}}, "run.json"); });
-  require_one_line_naming(q5, "quant", {"run.json", "q5", "f32, q8 or q4"});
+  require_one_line_naming(q5, "quant", {"run.json", "q5", "f32, q8, q4, nf4 or pal4"});
   struct Bad {
     const char* key;
     const char* value;
@@ -359,7 +359,7 @@ TEST_CASE("settings: C ABI: an unknown quant or compute is an error naming it, n
                          {"epochs", 1},  {"batch_size", 2}, {"threads", 1}, {"quant", "q5"}};
   char err[512] = "";
   REQUIRE(edgetune_train(opts.dump().c_str(), err, sizeof err) == EDGETUNE_ERROR);
-  require_one_line_naming(err, "quant", {"q5", "f32, q8 or q4"});
+  require_one_line_naming(err, "quant", {"q5", "f32, q8, q4, nf4 or pal4"});
   CHECK_FALSE(fs::exists(out));
   opts["quant"] = "q4";
   opts["compute"] = "int4";

@@ -21,6 +21,7 @@
 #include <sys/auxv.h>
 #endif
 
+#include "edgetune/autograd/quant.h"
 #include "tiles.h"
 
 namespace edgetune::qgemm {
@@ -141,41 +142,82 @@ void quantize_row(const float* src, std::int64_t len, const float* colscale, std
   }
 }
 
+// max|p| / 127 of a palette (16 floats): the scale of its int8 lookup.
+float palette_scale(const float* p) {
+  float m = 0.0f;
+  for (int c = 0; c < kPal4Values; ++c) m = std::max(m, std::fabs(p[c]));
+  return m / 127.0f;
+}
+
+// table[c] = round(values[c] / scale), the int8 lookup of 16 values at scale max|values| / 127
+// (zeros when all are zero).
+void int8_table(const float* values, std::int8_t* table) {
+  const float scale = palette_scale(values);
+  for (int c = 0; c < 16; ++c) {
+    table[c] = scale > 0.0f ? static_cast<std::int8_t>(std::nearbyint(values[c] / scale)) : 0;
+  }
+}
+
 // A quantized (N, K) weight's storage, read without the Tensor accessors' checks in the packing
-// loops.
+// loops. The 4-bit formats read their codes through a 16-entry int8 table (q4: code - 8; nf4 and
+// pal4 the lookup of qgemm.h, pal4's made from the row's palette when read, so no workspace)
+// beside a scale per row and group of 32 inputs.
 struct WeightView {
   explicit WeightView(const Tensor& w)
-      : q8(w.dtype() == DType::Q8),
+      : dtype(w.dtype()),
+        q8(w.dtype() == DType::Q8),
         n(w.dim(0)),
         k(w.dim(1)),
         groups((w.dim(1) + kQ4Group - 1) / kQ4Group),
         codes(q8 ? reinterpret_cast<const std::uint8_t*>(w.data<std::int8_t>())
                  : w.data<std::uint8_t>()),
-        scales(w.scales()) {}
+        scales(w.scales()) {
+    if (dtype == DType::NF4) {
+      int8_table(kNf4Values.data(), table);
+    } else {
+      for (int c = 0; c < 16; ++c) table[c] = static_cast<std::int8_t>(c - 8);
+    }
+  }
 
-  // Codes of row r, columns [k0, k0 + count) (inside the row; k0 even).
+  // Codes of row r, columns [k0, k0 + count) (inside the row; k0 even), as int8.
   void row_codes(std::int64_t r, std::int64_t k0, std::int64_t count, std::int8_t* out) const {
     if (q8) {
       std::memcpy(out, codes + r * k + k0, static_cast<size_t>(count));
       return;
     }
+    std::int8_t palette_table[16];
+    const std::int8_t* t = table;
+    if (dtype == DType::PAL4) {
+      int8_table(scales + r / kPal4Rows * kPal4Values, palette_table);
+      t = palette_table;
+    }
     const std::uint8_t* bytes = codes + r * ((k + 1) / 2) + k0 / 2;
     const std::int64_t pairs = count / 2;
     for (std::int64_t i = 0; i < pairs; ++i) {
-      out[2 * i] = static_cast<std::int8_t>((bytes[i] & 0x0F) - 8);
-      out[2 * i + 1] = static_cast<std::int8_t>((bytes[i] >> 4) - 8);
+      out[2 * i] = t[bytes[i] & 0x0F];
+      out[2 * i + 1] = t[bytes[i] >> 4];
     }
-    if (count % 2) out[count - 1] = static_cast<std::int8_t>((bytes[pairs] & 0x0F) - 8);
+    if (count % 2) out[count - 1] = t[bytes[pairs] & 0x0F];
   }
-  // The scale of row r: q8 its row scale, q4 that of its group g.
+  // The scale of row r's codes in group g: q8 its row scale, q4 that of group g, nf4 its 64-input
+  // block's absmax / 127, pal4 its palette's max |value| / 127.
   float scale(std::int64_t r, std::int64_t g) const {
-    return q8 ? scales[r] : scales[r * groups + g];
+    switch (dtype) {
+      case DType::Q8: return scales[r];
+      case DType::NF4: return scales[r * ((k + kNf4Block - 1) / kNf4Block) + g / 2] * (1.0f / 127.0f);
+      case DType::PAL4: return palette_scale(scales + r / kPal4Rows * kPal4Values);
+      default: return scales[r * groups + g];
+    }
   }
+  // The largest |code| row_codes gives: 7 for q4, 127 for the others.
+  float code_max() const { return dtype == DType::Q4 ? 7.0f : 127.0f; }
 
+  DType dtype;
   bool q8;
   std::int64_t n, k, groups;
-  const std::uint8_t* codes;  // q8: int8 codes; q4: packed nibbles
-  const float* scales;
+  const std::uint8_t* codes;  // q8: int8 codes; else packed nibbles
+  const float* scales;        // pal4: the palettes
+  std::int8_t table[16] = {};  // q4 and nf4: the int8 code of each nibble
 };
 
 // Where one panel's packed weights go (layout in qgemm.h).
@@ -304,7 +346,7 @@ void pack_forward_panel_simd(const WeightView& w, std::int64_t n0, std::int64_t 
 void pack_forward_panel(const WeightView& w, std::int64_t n0, std::int64_t kb, std::int8_t* row,
                         PanelOut out) {
 #if defined(__x86_64__) || defined(__aarch64__)
-  if (w.k % kBlock == 0 && n0 + kPanel <= w.n) {
+  if ((w.q8 || w.dtype == DType::Q4) && w.k % kBlock == 0 && n0 + kPanel <= w.n) {
     pack_forward_panel_simd(w, n0, kb, out);
     return;
   }
@@ -364,9 +406,10 @@ void requantize16(const std::uint8_t* bytes, float f, std::int8_t* out) {
 }
 
 // Block blk (rows [32 blk, 32 blk + 32) of w) of a dX panel, whose output columns are columns
-// [k0, k0 + 16) of w. q8 keeps the codes (the row scales went into dY). q4 requantizes the block
-// to int8 with the scale t = 7 max_n s_n,g / 127 of its largest group scale: code
-// round(q s_n,g / t), |code| <= 7 s_n,g / t <= 127 (see qgemm.h).
+// [k0, k0 + 16) of w. q8 keeps the codes (the row scales went into dY). The 4-bit formats
+// requantize the block to int8 with the scale t = m max_n s_n,g / 127 of its largest group scale
+// (m = code_max(): 7 for q4, 127 for the lookups of nf4 and pal4): code round(q s_n,g / t),
+// |code| <= m s_n,g / t <= 127 (see qgemm.h).
 void pack_backward_block(const WeightView& w, std::int64_t k0, std::int64_t blk, PanelOut out) {
   const std::int64_t cols = std::min<std::int64_t>(kPanel, w.k - k0);
   const std::int64_t group = k0 / kQ4Group;  // a panel lies inside one group: 16 divides 32
@@ -379,16 +422,16 @@ void pack_backward_block(const WeightView& w, std::int64_t k0, std::int64_t blk,
   } else {
     float smax = 0.0f;
     for (int r = 0; r < rows; ++r) smax = std::max(smax, w.scale(blk * kBlock + r, group));
-    tile_scale = smax * 7.0f / 127.0f;
+    tile_scale = smax * w.code_max() / 127.0f;
     for (int r = 0; r < rows && smax > 0.0f; ++r) {
       const float f = w.scale(blk * kBlock + r, group) / tile_scale;
-      if (cols == kPanel) {
+      if (cols == kPanel && w.dtype == DType::Q4) {
         requantize16(w.codes + (blk * kBlock + r) * ((w.k + 1) / 2) + k0 / 2, f, codes[r]);
       } else {
-        std::int8_t q4[kPanel];
-        w.row_codes(blk * kBlock + r, k0, cols, q4);
+        std::int8_t row[kPanel];
+        w.row_codes(blk * kBlock + r, k0, cols, row);
         for (int j = 0; j < cols; ++j) {
-          codes[r][j] = static_cast<std::int8_t>(std::nearbyint(static_cast<float>(q4[j]) * f));
+          codes[r][j] = static_cast<std::int8_t>(std::nearbyint(static_cast<float>(row[j]) * f));
         }
       }
     }
@@ -521,7 +564,7 @@ void gemm(float* c, const float* src, const float* colscale, std::int64_t m, con
 void require_quantized_weight(const Tensor& w, const char* what) {
   if (!is_quantized(w.dtype()) || w.rank() != 2) {
     throw std::invalid_argument(std::string(what) + ": weight '" + w.name() +
-                                "' must be a q8 or q4 (N, K) matrix, got " + dtype_name(w.dtype()) +
+                                "' must be a quantized (N, K) matrix, got " + dtype_name(w.dtype()) +
                                 " " + w.shape().str());
   }
 }

@@ -77,7 +77,7 @@ typedef struct edgetune_session edgetune_session;
 
 /* Opens a session on model_dir (a Hugging Face BERT folder: config.json, model.safetensors,
  * vocab.txt). options_json (NULL: defaults) is a JSON object with any of
- *   "quant": "f32" | "q8" | "q4"   storage of the frozen base (default "q8")
+ *   "quant": "f32" | "q8" | "q4" | "nf4" | "pal4"   storage of the frozen base (default "q8")
  *   "quant_embeddings": bool       word embeddings as quant too, positions q8 (default false)
  *   "memory_budget": bytes         hard limit of training: a number or "32M" (default none)
  *   "threads": int                 kernel threads (default 0: all cores)
@@ -231,7 +231,7 @@ EDGETUNE_API int edgetune_session_memory(const edgetune_session* s, edgetune_mem
 typedef struct edgetune_classifier edgetune_classifier;
 
 /* Opens model_dir with an optional adapter or run folder (adapter_dir may be NULL). quant: "f32",
- * "q8" or "q4" (NULL: "q8"). *out is owned by the caller until edgetune_close. */
+ * "q8", "q4", "nf4" or "pal4" (NULL: "q8"). *out is owned by the caller until edgetune_close. */
 EDGETUNE_API int edgetune_open(const char* model_dir, const char* adapter_dir, const char* quant,
                                edgetune_classifier** out, char* err, size_t err_len);
 

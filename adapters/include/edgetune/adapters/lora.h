@@ -28,7 +28,7 @@ class Lora {
 
   // scaling * B(A(dropout(x))).  x (..., K) -> (..., N).
   Tensor delta(const Tensor& x, bool training) const;
-  // W + scaling * B A, as float32 (N, K): the merged weight (W f32, q8 or q4; dequantized).
+  // W + scaling * B A, as float32 (N, K): the merged weight (W f32 or quantized; dequantized).
   Tensor merge_into(const Tensor& w) const;
 
   double scaling() const { return options_.alpha / options_.rank; }

@@ -25,8 +25,8 @@ int resolve_threads(int setting);
 // kQuantTileRows x K floats, never a float copy of the whole matrix).
 inline constexpr std::int64_t kQuantTileRows = 128;
 
-// y = x W^T (+ b).  x (M, K) float; W (N, K) f32/f64 (same dtype as x), q8 or q4; b (N) or null;
-// y (M, N), overwritten. Compute::Int8 with an f32 x and a q8/q4 W runs the integer kernels
+// y = x W^T (+ b).  x (M, K) float; W (N, K) f32/f64 (same dtype as x) or quantized; b (N) or null;
+// y (M, N), overwritten. Compute::Int8 with an f32 x and a quantized W runs the integer kernels
 // (qgemm.h, implementation qgemm::selected_isa()); otherwise the float path.
 void linear_forward(Tensor& y, const Tensor& x, const Tensor& w, const Tensor* b,
                     Compute compute = Compute::F32);

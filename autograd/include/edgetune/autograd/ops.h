@@ -16,12 +16,12 @@
 namespace edgetune::ops {
 
 // Settings of one linear call. compute = Compute::Int8 runs y and dx through the integer kernels
-// when W is q8/q4 and x is f32 (qgemm.h); the default Compute::F32 is the float path.
+// when W is quantized and x is f32 (qgemm.h); the default Compute::F32 is the float path.
 struct LinearOptions {
   Compute compute = Compute::F32;
 };
 
-// y = x W^T + b.  x (..., K); W (N, K) stored f32/f64/q8/q4; b (N) or undefined -> y (..., N).
+// y = x W^T + b.  x (..., K); W (N, K) stored f32/f64 or quantized; b (N) or undefined -> y (..., N).
 // A quantized or non-trainable W gets no gradient and its backward keeps nothing but W; x is kept
 // only when W requires grad (dW = dy^T x). The backward's dx uses the same options.compute.
 Tensor linear(const Tensor& x, const Tensor& w, const Tensor& b = Tensor(),
@@ -50,7 +50,7 @@ Tensor layer_norm(const Tensor& x, const Tensor& gamma, const Tensor& beta, doub
 // undefined. The mask gets no gradient. The forward keeps its output.
 Tensor softmax(const Tensor& x, const Tensor& mask = Tensor());
 
-// Rows of table picked by ids.  table (V, C) stored f32/f64/q8/q4; ids I32 (...) -> (..., C).
+// Rows of table picked by ids.  table (V, C) stored f32/f64 or quantized; ids I32 (...) -> (..., C).
 // Backward scatter-adds into a trainable table; a frozen table gets nothing. As torch's
 // padding_idx, the row padding_idx (if >= 0) gets no gradient.
 Tensor embedding(const Tensor& table, const Tensor& ids, std::int32_t padding_idx = -1);

@@ -1,5 +1,5 @@
 // Integer GEMMs over the frozen quantized base: the linear layer's forward y = x W^T and its input
-// gradient dX = dY W with W stored q8 or q4, computed on int8 codes with int32 sums. One kernel
+// gradient dX = dY W with W stored q8, q4, nf4 or pal4, computed on int8 codes with int32 sums. One kernel
 // interface (Operands, run_tiles), several implementations chosen at run time (Isa): a portable
 // scalar reference, which is the specification, x86 AVX2 and AVX-512 VNNI, and ARM64 NEON, NEON
 // dotprod and i8mm. The float path (kernels.h, Compute::F32) is separate and unchanged.
@@ -22,6 +22,12 @@
 //                int8 with one scale t = 7 max_n s_{n,g} / 127 (sb[b][k] = t): code =
 //                round(q s_{n,g} / t), from a 16-entry table per row. One more rounding of
 //                at most t / 2 per weight, 18x finer than the q4 step of the block's largest group.
+//   nf4, pal4:   a lookup of the 16 values into int8 feeds the same path as q4. nf4: table
+//                round(127 nf4[c]) with scale s / 127 for the 64-input block of absmax s (both
+//                groups of 32 in it); pal4: table round(127 p[c] / m) with scale m / 127,
+//                m = max|p| of the row's palette, in every group. The lookup errs by at most
+//                half that scale per weight. Forward: as q4 with the looked-up codes. dX: as q4
+//                with t = max_n s_{n,g} (the codes reach 127): one more rounding of <= t / 2.
 // Activation codes are stored as code + 128 (unsigned, what vpdpbusd multiplies); a kernel that
 // uses them unsigned subtracts 128 * (column sum of the block's weight codes), given as bsum.
 #pragma once
@@ -89,17 +95,17 @@ struct Operands {
 void run_tiles(Isa isa, const Operands& o, std::int64_t m0, std::int64_t m1, std::int64_t p0,
                std::int64_t p1);
 
-// y = x W^T.  x (M, K) f32; W (N, K) q8 or q4; y (M, N) f32, overwritten.
+// y = x W^T.  x (M, K) f32; W (N, K) quantized; y (M, N) f32, overwritten.
 void linear_forward(float* y, const float* x, std::int64_t m, const Tensor& w, Isa isa,
                     int threads);
-// dx += dy W.  dy (M, N) f32; W (N, K) q8 or q4; dx (M, K) f32.
+// dx += dy W.  dy (M, N) f32; W (N, K) quantized; dx (M, K) f32.
 void linear_backward_input(float* dx, const float* dy, std::int64_t m, const Tensor& w, Isa isa,
                            int threads);
 
 namespace detail {
 // One forward panel of W (rows [n0, n0 + 16)) as Operands lays it out, for the tests: by the
 // reference loops (any K, any panel), or by the packer linear_forward uses, which takes SSE2 or
-// NEON vectors for whole panels when K is a multiple of 32 and must write the same bytes.
+// NEON vectors for whole q8 / q4 panels when K is a multiple of 32 and must write the same bytes.
 struct PackedPanel {
   std::vector<std::int8_t> b;       // (KB, 8, 16, 4)
   std::vector<std::int32_t> bsum;   // (KB, 16)

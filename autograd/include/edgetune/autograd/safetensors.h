@@ -14,7 +14,7 @@
 // loader can quantize a base weight without a float copy of the whole matrix.
 // What this is not: a general array library. Other dtypes (U8, I8, BOOL, F8, ...) are listed but
 // not converted; a tensor of more than 4 dimensions is listed but not loaded (Shape's limit);
-// q8 / q4 tensors are not saved (the format has no layout for them).
+// Quantized tensors are not saved (the format has no layout for them).
 //
 // Errors are SafetensorsError, one line, starting with the file name:
 //   model.safetensors: tensor 'bert.pooler.dense.weight' ends at byte 4096 of the data section
@@ -125,7 +125,7 @@ class Reader {
   // Converts a tensor into a new engine tensor of dtype `target`, named after it, counted under
   // `category`:
   //   F16, BF16, F32, F64 -> F32 or F64 (F16/BF16 widen exactly; F64 -> F32 rounds to nearest)
-  //                       -> Q8 or Q4 for a 2-D tensor: quantized a row at a time (quant.h),
+  //                       -> a quantized dtype for a 2-D tensor: quantized a row (pal4: 16 rows) at a time (quant.h),
   //                          without a float copy of the whole matrix; from a mapped file the
   //                          source pages already quantized are dropped (drop_pages) as it goes
   //   I64, I32            -> I32 (every I64 value must fit: an error names the first that does not)
@@ -158,7 +158,7 @@ class Reader {
   // and `to` (rounded down): the bytes past `to` on its page stay resident. No effect on a Reader
   // over memory.
   void drop_pages(std::size_t from, std::size_t to) const;
-  // Source bytes quantized between two drop_pages() calls while loading a matrix as Q8 / Q4.
+  // Source bytes quantized between two drop_pages() calls while loading a matrix quantized.
   static constexpr std::size_t kDropEvery = 1 << 20;
   [[noreturn]] void fail(const std::string& what) const;
 

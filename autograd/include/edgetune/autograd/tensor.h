@@ -10,6 +10,12 @@
 //               group of a row shorter when K % 32 != 0): s = max|w_group| / 7, q in [-7, 7].
 //               Two codes per byte, each stored as q + 8: element 2j of a row in the low nibble of
 //               the row's byte j, element 2j+1 in the high nibble; a row takes ceil(K/2) bytes.
+//   NF4 (N, K): 4-bit indices into the 16 NormalFloat4 values of QLoRA (quant.h), one float
+//               scale per block of 64 consecutive inputs of a row (the last block shorter):
+//               s = max|w_block|, w ~ nf4[code] * s.
+//   PAL4 (N, K): 4-bit indices into a palette of 16 floats shared by a group of 16 rows (the last
+//               group shorter), found by k-means (quant.h): w ~ palette[code].
+//   Q4, NF4 and PAL4 pack two codes per byte the same way; NF4 and PAL4 store the index 0..15.
 //   A scale of 0 (an all-zero row or group) dequantizes to zeros. round() is half-to-even, as
 //   torch.round, so a PyTorch script reproduces the same codes.
 // Quantized tensors are frozen: they can never require a gradient.
@@ -31,14 +37,23 @@
 
 namespace edgetune {
 
-enum class DType : std::uint8_t { F32, F64, I32, Q8, Q4 };
+enum class DType : std::uint8_t { F32, F64, I32, Q8, Q4, NF4, PAL4 };
 
-const char* dtype_name(DType t);  // "f32", "f64", "i32", "q8", "q4"
+const char* dtype_name(DType t);  // "f32", "f64", "i32", "q8", "q4", "nf4", "pal4"
 inline bool is_float(DType t) { return t == DType::F32 || t == DType::F64; }
-inline bool is_quantized(DType t) { return t == DType::Q8 || t == DType::Q4; }
+inline bool is_quantized(DType t) {
+  return t == DType::Q8 || t == DType::Q4 || t == DType::NF4 || t == DType::PAL4;
+}
+// Q4, NF4 and PAL4: two 4-bit codes per byte, a row taking ceil(K/2) bytes.
+inline bool is_packed4(DType t) { return t == DType::Q4 || t == DType::NF4 || t == DType::PAL4; }
 
 // Inputs of a row that share one q4 scale.
 inline constexpr int kQ4Group = 32;
+// Inputs of a row that share one nf4 absmax scale (QLoRA's block size).
+inline constexpr int kNf4Block = 64;
+// Rows that share one pal4 palette, and the palette's size.
+inline constexpr int kPal4Rows = 16;
+inline constexpr int kPal4Values = 16;
 
 class Shape {
  public:
@@ -99,8 +114,9 @@ class Node;
 struct TensorImpl {
   Shape shape;
   DType dtype = DType::F32;
-  std::shared_ptr<Storage> storage;  // values, int8 codes (q8) or packed nibbles (q4)
-  std::shared_ptr<Storage> scales;   // q8: (N) floats; q4: (N, ceil(K/32)) floats
+  std::shared_ptr<Storage> storage;  // values, int8 codes (q8) or packed nibbles (q4, nf4, pal4)
+  // q8: (N) floats; q4: (N, ceil(K/32)); nf4: (N, ceil(K/64)); pal4: (ceil(N/16), 16) palettes
+  std::shared_ptr<Storage> scales;
   bool requires_grad = false;        // leaf flag; outputs of recorded ops have grad_fn instead
   std::shared_ptr<Node> grad_fn;     // the op that made this tensor (recorded ops only)
   std::shared_ptr<TensorImpl> grad;  // accumulated gradient of a leaf
@@ -127,7 +143,7 @@ class Tensor {
                             MemCategory category = MemCategory::Activations);
   static Tensor from_ints(const Shape& shape, std::span<const std::int32_t> values,
                           MemCategory category = MemCategory::Activations);
-  // A frozen F32, Q8 or Q4 tensor over bytes of a read-only mapping kept alive by `owner`, used
+  // A frozen F32 or quantized tensor over bytes of a read-only mapping kept alive by `owner`, used
   // in place (no copy, not counted by the accountant): `values` holds storage_bytes(shape, dtype)
   // bytes (values, int8 codes or packed nibbles), `scales` scale_count(shape, dtype) floats
   // (nullptr for F32). Both must be 4-byte aligned.
@@ -148,9 +164,10 @@ class Tensor {
   std::size_t nbytes() const;
 
   // Typed access; throws std::logic_error if T does not match the dtype
-  // (F32 float, F64 double, I32 int32_t, Q8 int8_t, Q4 uint8_t).
+  // (F32 float, F64 double, I32 int32_t, Q8 int8_t, Q4 / NF4 / PAL4 uint8_t).
   template <class T> T* data() const;
-  // Scales of a quantized tensor (Q8: N floats; Q4: N * ceil(K/32) floats).
+  // Scales of a quantized tensor (scale_count() floats: Q8 N; Q4 N * ceil(K/32); NF4
+  // N * ceil(K/64); PAL4 the palettes, ceil(N/16) * 16).
   float* scales() const;
 
   // Autograd. requires_grad() is true for a leaf marked with set_requires_grad(true) and for the
@@ -173,7 +190,7 @@ class Tensor {
   Tensor clone(MemCategory category = MemCategory::Activations) const;
   // Same storage viewed with another shape of the same numel (no autograd; ops::reshape records).
   Tensor view(const Shape& shape) const;
-  // Converts between F32 and F64, and dequantizes Q8/Q4 to F32/F64. No autograd.
+  // Converts between F32 and F64, and dequantizes quantized tensors to F32/F64. No autograd.
   Tensor to(DType dtype, MemCategory category = MemCategory::Activations) const;
 
   const std::string& name() const { return impl_->name; }
@@ -191,12 +208,12 @@ class Tensor {
   std::shared_ptr<TensorImpl> impl_;
 };
 
-// Bytes a tensor of this shape and dtype needs for its values or codes (without q8/q4 scales).
+// Bytes a tensor of this shape and dtype needs for its values or codes (without scales).
 std::size_t storage_bytes(const Shape& shape, DType dtype);
 // Number of float scales of a quantized (N, K) tensor.
 std::int64_t scale_count(const Shape& shape, DType dtype);
 // Bytes the accountant counts for a tensor of this shape and dtype made by Tensor::empty: its
-// values or codes and, for q8 / q4, its scales, each block rounded as accounted_bytes() rounds it.
+// values or codes and, when quantized, its scales (or palettes), each block rounded as accounted_bytes() rounds it.
 std::size_t accounted_tensor_bytes(const Shape& shape, DType dtype);
 
 // Turns off recording of ops for its lifetime (inference, optimizer updates, checkpoint forward).

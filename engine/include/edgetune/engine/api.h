@@ -43,9 +43,9 @@
 namespace edgetune {
 
 struct ClassifierOptions {
-  DType base = DType::Q8;         // storage of the frozen base weights: F32, Q8 or Q4
+  DType base = DType::Q8;         // storage of the frozen base weights: F32, Q8, Q4, NF4, PAL4
   bool quant_embeddings = false;  // the word embeddings as `base` too, the positions q8
-  Compute compute = Compute::Int8;  // linear layers over a q8/q4 base (f32 base: always f32)
+  Compute compute = Compute::Int8;  // linear layers over a quantized base (f32 base: always f32)
   int max_length = 128;           // tokens per text, [CLS] and [SEP] included
   int batch_size = 32;
   int threads = 0;                // 0: all cores
@@ -63,11 +63,11 @@ struct SessionOptions : ClassifierOptions {
   template <class Self, class V>
   static void fields(Self& c, V& v) {
     using namespace settings;
-    v("quant", c.base, kQuantNames, "storage of the frozen base Linear weights: f32, q8 or q4");
+    v("quant", c.base, kQuantNames, "storage of the frozen base Linear weights: f32, q8, q4, nf4 or pal4");
     v("quant_embeddings", c.quant_embeddings,
       "store the word-embedding table as quant too, the position table as q8");
     v("compute", c.compute, kComputeNames,
-      "arithmetic of the linear layers over a q8/q4 base: int8 (integer kernels) or f32");
+      "arithmetic of the linear layers over a quantized base: int8 (integer kernels) or f32");
     v("memory_budget", c.memory_budget, "hard memory limit of training, e.g. \"32M\"", bytes());
     v("threads", c.threads, "threads for the kernels (0: all cores)", at_least(0));
     v("max_length", c.max_length, "tokens per text, [CLS] and [SEP] included", at_least(3));

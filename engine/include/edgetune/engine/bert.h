@@ -2,7 +2,7 @@
 //   BertModel (embeddings, L encoder layers, pooler) + the sequence-classification head
 //   (dropout, classifier), and the masked-LM head (transform dense + act + LayerNorm, decoder tied
 //   to the word embeddings, output bias) for pretraining.
-// Base Linear weights may be stored f32, q8 or q4 (frozen); LoRA and Houlsby adapters attach to
+// Base Linear weights may be stored f32, q8, q4, nf4 or pal4 (frozen); LoRA and Houlsby adapters attach to
 // the layers. The model holds tensors only; which of them train is decided by the method
 // (engine/finetune.h), by marking leaves with set_requires_grad.
 #pragma once
@@ -25,7 +25,7 @@ namespace edgetune {
 struct ForwardOptions {
   bool training = false;          // dropout on
   bool checkpoint_layers = false; // recompute each encoder layer in backward
-  // How linear layers over a q8/q4 base compute (qgemm.h). F32 here, the reference the PyTorch
+  // How linear layers over a quantized base compute (qgemm.h). F32 here, the reference the PyTorch
   // goldens are checked against; the settings tables default to Int8 (kComputeNames, session.h).
   Compute compute = Compute::F32;
   // Importance masks (engine/prune.h), or empty: per layer l, head_masks[l] (B, H_l) multiplies
@@ -37,7 +37,7 @@ struct ForwardOptions {
 
 // One nn.Linear: y = x W^T + b (+ LoRA).
 struct LinearLayer {
-  Tensor weight;                          // (N, K): f32, q8 or q4
+  Tensor weight;                          // (N, K): f32 or quantized
   Tensor bias;                            // (N) f32
   std::shared_ptr<adapters::Lora> lora;   // optional
   // x (..., K) -> (..., N); dropout of the LoRA input with opt.training, W per opt.compute.
@@ -96,7 +96,7 @@ struct BertInputs {
 class BertModel {
  public:
   BertConfig config;
-  Tensor word_embeddings;        // (V, C): f32, or q8 / q4 with --quant-embeddings
+  Tensor word_embeddings;        // (V, C): f32, or quantized with --quant-embeddings
   Tensor position_embeddings;    // (P, C): f32, or q8 with --quant-embeddings
   Tensor token_type_embeddings;  // (TT, C)
   LayerNormLayer embeddings_norm;

@@ -2,7 +2,7 @@
 // tokenizer_config.json), with quantization on load.
 //
 // Base weights are converted tensor by tensor straight from the memory-mapped file: a Linear
-// weight bound for q8 / q4 is quantized a row at a time and the file's pages for it are released
+// weight bound for a quantized storage is quantized a row (pal4: 16 rows) at a time and the file's pages for it are released
 // at once, so loading never holds a float32 copy of the whole model.
 // Accepted layouts: BertForSequenceClassification ("bert." prefix + "classifier."), a bare
 // BertModel (no prefix, no head: a fresh head is initialised), BertForMaskedLM / BertForPreTraining
@@ -24,7 +24,7 @@ namespace edgetune {
 
 struct LoadOptions {
   // Storage of the encoder Linear weights (query, key, value, attention output, intermediate,
-  // output) and the pooler: F32, Q8 or Q4. Trainable weights are always F32.
+  // output) and the pooler: F32, Q8, Q4, NF4 or PAL4. Trainable weights are always F32.
   DType base = DType::Q8;
   // Also store the word-embedding table as `base` and the position table as q8 (frozen gathers).
   bool quant_embeddings = false;
@@ -70,7 +70,7 @@ BertModel load_bert(const std::filesystem::path& dir, const LoadOptions& options
 
 // A model of this config with fresh weights, initialised as Hugging Face's _init_weights does
 // (normal(0, initializer_range) weights, zero biases, LayerNorm 1 / 0, a zero padding row), stored
-// per `options` (q8 / q4 base weights are quantized after initialisation).
+// per `options` (quantized base weights are quantized after initialisation).
 BertModel init_bert(const BertConfig& config, const LoadOptions& options);
 
 // The config of a model folder without loading weights.

@@ -37,7 +37,7 @@ inline constexpr std::size_t kModelFileAlignment = 64;
 
 // What `edgetune compress` does to a model.
 struct CompressOptions {
-  DType quant = DType::Q8;  // storage of the base weights: F32, Q8 or Q4
+  DType quant = DType::Q8;  // storage of the base weights: F32, Q8, Q4, NF4 or PAL4
   // Source layers kept, ascending and distinct, renumbered 0.. in the file; empty: all.
   std::vector<std::int64_t> keep_layers;
   // Heads removed per source layer, as Hugging Face's prune_heads removes them (rows of query,

@@ -47,7 +47,7 @@ struct PlanRequest {
   MethodOptions method;
   DType base = DType::Q8;
   bool quant_embeddings = false;
-  Compute compute = Compute::F32;  // Int8 over a q8/q4 base: the integer kernels' workspace
+  Compute compute = Compute::F32;  // Int8 over a quantized base: the integer kernels' workspace
   std::int64_t batch = 16;    // effective batch B
   std::int64_t length = 128;  // tokens per row T (the longest row)
   optim::OptimizerKind optimizer = optim::OptimizerKind::AdamW;

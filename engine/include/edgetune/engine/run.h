@@ -155,7 +155,7 @@ struct StepOptions {
   double max_grad_norm = 1.0;
   std::int64_t micro_batch = 0;
   bool checkpoint_layers = false;
-  Compute compute = Compute::F32;  // linear layers over a q8/q4 base
+  Compute compute = Compute::F32;  // linear layers over a quantized base
 };
 struct StepResult {
   double loss = 0;       // mean over the batches of each batch's mean loss

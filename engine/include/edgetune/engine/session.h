@@ -20,7 +20,7 @@
 namespace edgetune {
 
 inline constexpr settings::Choice<DType> kQuantNames[] = {
-    {DType::F32, "f32"}, {DType::Q8, "q8"}, {DType::Q4, "q4"}};
+    {DType::F32, "f32"}, {DType::Q8, "q8"}, {DType::Q4, "q4"}, {DType::NF4, "nf4"}, {DType::PAL4, "pal4"}};
 inline constexpr settings::Choice<Compute> kComputeNames[] = {{Compute::Int8, "int8"},
                                                               {Compute::F32, "f32"}};
 
@@ -30,11 +30,11 @@ inline constexpr settings::Choice<Compute> kComputeNames[] = {{Compute::Int8, "i
 template <class Self, class V>
 void model_fields(Self& c, V& v) {
   v("model", c.model_dir, "Hugging Face BERT folder (config.json, model.safetensors, vocab.txt), or a model file from edgetune compress");
-  v("quant", c.quant, kQuantNames, "storage of the frozen base Linear weights: f32, q8 or q4");
+  v("quant", c.quant, kQuantNames, "storage of the frozen base Linear weights: f32, q8, q4, nf4 or pal4");
   v("quant_embeddings", c.quant_embeddings,
     "store the word-embedding table as --quant too, the position table as q8 (frozen gathers)");
   v("compute", c.compute, kComputeNames,
-    "linear layers over a q8/q4 base: int8 (integer kernels) or f32 (dequantize, float GEMM); "
+    "linear layers over a quantized base: int8 (integer kernels) or f32 (dequantize, float GEMM); "
     "an f32 base always computes in f32");
 }
 
@@ -121,13 +121,13 @@ struct Prediction {
   std::vector<float> logits;
 };
 
-// Logits of every encoding, batch by batch, without recording; linear layers over a q8/q4 base
+// Logits of every encoding, batch by batch, without recording; linear layers over a quantized base
 // compute per `compute`.
 std::vector<Prediction> predict(const BertModel& model, const std::vector<data::Encoding>& encodings,
                                 std::int32_t pad_id, int batch_size, Compute compute);
 
 // Accuracy, macro-F1, per-class figures, confusion matrix and mean loss on labelled encodings;
-// linear layers over a q8/q4 base compute per `compute`.
+// linear layers over a quantized base compute per `compute`.
 EvalReport evaluate(const BertModel& model, const std::vector<data::Encoding>& encodings,
                     const std::vector<std::int32_t>& labels, std::int32_t pad_id, int batch_size,
                     Compute compute);

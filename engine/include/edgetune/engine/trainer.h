@@ -71,7 +71,7 @@ struct TrainConfig : MemorySettings {
   MethodOptions method;
   DType quant = DType::Q8;          // base storage (f32 for method full)
   bool quant_embeddings = false;
-  Compute compute = Compute::Int8;  // linear layers over a q8/q4 base (f32 base: always f32)
+  Compute compute = Compute::Int8;  // linear layers over a quantized base (f32 base: always f32)
   std::filesystem::path init_adapter;  // start from a saved adapter (same method; its labels.json gives the classes)
 
   int epochs = 3;
