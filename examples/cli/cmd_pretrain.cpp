@@ -22,7 +22,7 @@ void report(const PretrainResult& r) {
 }
 
 const RegisterCommand kRegister = run_command<Pretrainer, PretrainConfig, PretrainResult>(
-    "pretrain", "masked-LM pretraining of a BERT on plain-text files (BertForMaskedLM)", {"model", "out"},
+    "pretrain", "masked-LM pretraining of a BERT on plain-text files (BertForMaskedLM)", {"model", "corpus|task_data", "out"},
     "pretrain needs --model DIR, --corpus FILE... (or --task-data FILE...) and --out RUN_DIR (or "
     "--resume RUN_DIR)",
     report);

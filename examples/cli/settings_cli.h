@@ -6,6 +6,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <algorithm>
 #include <map>
 #include <set>
 #include <string>
@@ -124,8 +125,8 @@ class SettingsBinder {
 ResumeOverrides resume_overrides(const SettingsBinder& bound, int threads, std::size_t memory_budget);
 
 // A training command (train, pretrain): the mode's settings bound to options, --resume RUN_DIR,
-// and the run started from them (a new run needs every key of `required`, else `usage` is the
-// error). Ctrl-C stops the run with a checkpoint; under a memory budget the allocator returns freed
+// and the run started from them (a new run needs every key of `required`, "a|b" meaning either,
+// else `usage` is the error). Ctrl-C stops the run with a checkpoint; under a memory budget the allocator returns freed
 // blocks (limit_allocator_slack). `report` prints the result for people; the exit code is 130 for
 // an interrupted run, else 0.
 template <class Runner, class Config, class Result>
@@ -161,8 +162,15 @@ RegisterCommand run_command(std::string name, std::string help, std::vector<std:
         if (o.memory_budget) limit_allocator_slack();
         runner.emplace(Runner::resume(s->resume, log, o));
       } else {
-        for (const std::string& key : required) {
-          if (s->bound->options().at(key)->count() == 0) throw UsageError(usage);
+        for (const std::string& keys : required) {
+          // "a|b": either will do.
+          bool given = false;
+          for (std::size_t at = 0; at <= keys.size();) {
+            const std::size_t bar = std::min(keys.find('|', at), keys.size());
+            given = given || s->bound->options().at(keys.substr(at, bar - at))->count() > 0;
+            at = bar + 1;
+          }
+          if (!given) throw UsageError(usage);
         }
         if (s->config.memory_budget > 0) limit_allocator_slack();
         runner.emplace(s->config, log);

@@ -102,7 +102,9 @@ TEST_CASE("the reproduce command, short: prune-vocab, create-model, pretrain, th
   CHECK(again.exit_code == 0);
   CHECK_THAT(again.err, Catch::Contains("done: 8 steps"));
   CHECK(run_cli("pretrain --resume " + q(d / "run") + " --lr 1e-3").exit_code == 2);
-  CHECK(run_cli("pretrain --model " + q(d / "init") + " --out " + q(d / "x")).exit_code == 2);
+  const RunResult no_text = run_cli("pretrain --model " + q(d / "init") + " --out " + q(d / "x"));
+  CHECK(no_text.exit_code == 2);
+  CHECK_THAT(no_text.err, Catch::Contains("--corpus FILE... (or --task-data FILE...)"));
 
   // The pretrained folder is a model to fine-tune: q4 base, LoRA, a fresh classifier.
   const RunResult train =

@@ -123,6 +123,7 @@ PretrainConfig non_default_pretrain() {
   PretrainConfig c;
   c.model_dir = "/models/init";
   c.corpus = {"/corpus/a.txt", "/corpus/b.txt"};
+  c.task_data = {"/data/train.tsv"};
   c.out = "/runs/pre";
   c.max_length = 64;
   c.batch_size = 8;
