@@ -35,7 +35,7 @@ int run_inspect(const InspectArgs& a) {
   lo.quant_embeddings = a.model.quant_embeddings;
   const BertModel m = load_bert(dir, lo);
   std::int64_t params = 0;
-  std::size_t by_type[5] = {0, 0, 0, 0, 0};
+  std::size_t by_type[static_cast<int>(DType::PAL4) + 1] = {};  // indexed by DType
   std::size_t mapped = 0;  // used in place from a model file: clean, file-backed pages
   for (auto& [name, t] : m.named_tensors()) {
     params += t.numel();
