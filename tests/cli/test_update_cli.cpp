@@ -103,13 +103,17 @@ TEST_CASE("kill -9 at any moment of an update leaves the run as before, or commi
   fs::create_directories(run);
   for (const auto& [name, bytes] : before) std::ofstream(run / name, std::ios::binary) << bytes;
   int before_kept = 0, committed = 0, finished = 0;
-  for (const double at : {0.0, 0.01, 0.04, 0.1, 0.25, 0.5, 0.8, 0.95, 1.5}) {
+  // The last moment (-1) is none: the update runs to its end (a slower run than the timed one,
+  // on a loaded machine, may outlast any fraction of it).
+  for (const double at : {0.0, 0.01, 0.04, 0.1, 0.25, 0.5, 0.8, 0.95, 1.5, -1.0}) {
     const auto ms = static_cast<int>(at * whole_ms);
     INFO("killed after " << ms << " ms");
     fs::remove(d / "update.log");  // a kill at once may leave none
     const pid_t pid = start_background(update, d / "update.log");
-    std::this_thread::sleep_for(std::chrono::milliseconds(ms));
-    ::kill(pid, SIGKILL);
+    if (at >= 0) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(ms));
+      ::kill(pid, SIGKILL);
+    }
     wait_exit(pid);
     // Three states: committed (the marker: the next update completes it), applied (the run's
     // files replaced, the marker gone; a kill while the staging folder was being removed may
@@ -145,9 +149,9 @@ TEST_CASE("kill -9 at any moment of an update leaves the run as before, or commi
     fs::create_directories(run);
     for (const auto& [name, bytes] : before) std::ofstream(run / name, std::ios::binary) << bytes;
   }
-  // The early kills land before the commit; the late ones after the update ended.
+  // The early kills land before the commit; the update left to run finishes.
   REQUIRE(before_kept > 0);
-  REQUIRE(finished + committed > 0);
+  REQUIRE(finished > 0);
 }
 
 TEST_CASE("Ctrl-C stops an update and leaves the run folder as it was", "[cli][update]") {
