@@ -163,12 +163,38 @@ MaskedSegment mask_segment(std::span<const std::int32_t> ids, const data::WordPi
       m.input_ids[static_cast<size_t>(i)] = static_cast<std::int32_t>(rng.below(vocab));
     }
   };
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (special(ids[i])) continue;
-    if (first_candidate < 0) first_candidate = static_cast<std::int32_t>(i);
-    if (rng.uniform() < o.probability) choose(static_cast<std::int32_t>(i));
+  if (!o.whole_words) {
+    for (size_t i = 0; i < ids.size(); ++i) {
+      if (special(ids[i])) continue;
+      if (first_candidate < 0) first_candidate = static_cast<std::int32_t>(i);
+      if (rng.uniform() < o.probability) choose(static_cast<std::int32_t>(i));
+    }
+    if (m.positions.empty() && first_candidate >= 0) choose(first_candidate);
+    return m;
   }
-  if (m.positions.empty() && first_candidate >= 0) choose(first_candidate);
+  // Whole words: a word is a non-special piece and the "##" pieces that follow it; one draw per
+  // word, then every piece of a chosen word is chosen (each replaced by its own draws, as above).
+  auto continues = [&](std::int32_t id) { return !special(id) && tok.vocab().token(id).starts_with("##"); };
+  size_t first_end = 0;
+  for (size_t i = 0; i < ids.size();) {
+    if (special(ids[i])) {
+      ++i;
+      continue;
+    }
+    size_t end = i + 1;
+    while (end < ids.size() && continues(ids[end])) ++end;
+    if (first_candidate < 0) {
+      first_candidate = static_cast<std::int32_t>(i);
+      first_end = end;
+    }
+    if (rng.uniform() < o.probability) {
+      for (size_t k = i; k < end; ++k) choose(static_cast<std::int32_t>(k));
+    }
+    i = end;
+  }
+  if (m.positions.empty() && first_candidate >= 0) {
+    for (size_t k = static_cast<size_t>(first_candidate); k < first_end; ++k) choose(static_cast<std::int32_t>(k));
+  }
   return m;
 }
 
@@ -398,8 +424,12 @@ void Pretrainer::Impl::prepare() {
   if (segments.size() < 2) throw std::invalid_argument("the corpus gives fewer than 2 segments: give more text");
   const data::Split split = data::train_eval_split(segments.size(), cfg.eval_split, cfg.seed);
   train_rows = split.train;
+  // The held-out segments are masked token by token whatever the training masking, so that
+  // held-out losses compare between objectives (whole words or single pieces).
+  MaskingOptions eval_masking = cfg.masking;
+  eval_masking.whole_words = false;
   for (const size_t i : split.eval) {
-    eval_masked.push_back(mask_segment(segments[i], *tokenizer, mask_seed(cfg.seed, kEvalEpoch, i), cfg.masking));
+    eval_masked.push_back(mask_segment(segments[i], *tokenizer, mask_seed(cfg.seed, kEvalEpoch, i), eval_masking));
   }
 
   // The plan: every tensor trains (float32), with the masked-LM head's logits at the masked rows.

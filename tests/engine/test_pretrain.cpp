@@ -7,6 +7,7 @@
 
 #include <cmath>
 #include <fstream>
+#include <map>
 #include <set>
 
 #include "edgetune/autograd/gradcheck.h"
@@ -229,6 +230,77 @@ TEST_CASE("pretrain: masking follows the collator's 15 % and 80/10/10, seeded an
   }
   const std::vector<std::int32_t> only_specials = {tok.cls_id(), tok.sep_id()};
   CHECK(mask_segment(only_specials, tok, 0).positions.empty());
+}
+
+TEST_CASE("pretrain: whole-word masking chooses every piece of a word or none, 15 % of pieces",
+          "[pretrain]") {
+  const auto tok = mini_tokenizer();
+  const auto& v = tok.vocab();
+  // Words of one to four pieces: a head piece, then "##" pieces; specials between some words.
+  std::vector<std::int32_t> heads, tails;
+  for (std::int32_t id = 5; id < v.size(); ++id) (v.token(id).starts_with("##") ? tails : heads).push_back(id);
+  REQUIRE(tails.size() > 10);
+  std::vector<std::int32_t> ids = {tok.cls_id()};
+  std::vector<int> word_of = {-1};  // the word each position belongs to (-1: special)
+  for (int w = 0; w < 3000; ++w) {
+    ids.push_back(heads[static_cast<size_t>(w * 7) % heads.size()]);
+    word_of.push_back(w);
+    for (int k = 0; k < w % 4; ++k) {
+      ids.push_back(tails[static_cast<size_t>(w * 3 + k) % tails.size()]);
+      word_of.push_back(w);
+    }
+    if (w % 50 == 49) {
+      ids.push_back(tok.sep_id());
+      word_of.push_back(-1);
+    }
+  }
+  ids.push_back(tok.sep_id());
+  word_of.push_back(-1);
+  std::int64_t pieces = 0;
+  for (const int w : word_of) pieces += w >= 0;
+
+  MaskingOptions wwm;
+  wwm.whole_words = true;
+  std::int64_t chosen = 0, masked = 0;
+  for (std::uint64_t seg = 0; seg < 20; ++seg) {
+    const MaskedSegment m = mask_segment(ids, tok, mask_seed(1, 0, seg), wwm);
+    std::map<int, int> chosen_of_word;
+    for (size_t k = 0; k < m.positions.size(); ++k) {
+      const size_t p = static_cast<size_t>(m.positions[k]);
+      REQUIRE(word_of[p] >= 0);  // never a special
+      REQUIRE(m.labels[k] == ids[p]);
+      if (k) REQUIRE(m.positions[k] > m.positions[k - 1]);
+      ++chosen_of_word[word_of[p]];
+      masked += m.input_ids[p] == tok.mask_id();
+    }
+    for (const auto& [w, n] : chosen_of_word) REQUIRE(n == 1 + w % 4);  // the whole word
+    chosen += static_cast<std::int64_t>(m.positions.size());
+  }
+  const double n = static_cast<double>(chosen);
+  CHECK(n / static_cast<double>(20 * pieces) == Approx(0.15).margin(0.01));
+  CHECK(static_cast<double>(masked) / n == Approx(0.8).margin(0.015));
+
+  // A segment where no word was drawn gets its first word, all of it.
+  const std::vector<std::int32_t> tiny = {tok.cls_id(), heads[0], tails[0], tails[1], heads[1], tok.sep_id()};
+  int first_word_only = 0;
+  for (std::uint64_t s = 0; s < 200; ++s) {
+    const auto m = mask_segment(tiny, tok, s, wwm);
+    REQUIRE(!m.positions.empty());
+    const std::set<std::int32_t> at(m.positions.begin(), m.positions.end());
+    REQUIRE(at.count(1) == at.count(2));
+    REQUIRE(at.count(2) == at.count(3));
+    first_word_only += m.positions == std::vector<std::int32_t>{1, 2, 3};
+  }
+  CHECK(first_word_only > 100);  // at p = 0.15, no draw in 0.72 of segments, plus the drawn ones
+  // Off (the default), the same segment is masked piece by piece: some word is split.
+  bool split = false;
+  for (std::uint64_t seg = 0; seg < 5 && !split; ++seg) {
+    const MaskedSegment m = mask_segment(ids, tok, mask_seed(1, 0, seg));
+    std::map<int, int> c;
+    for (const std::int32_t p : m.positions) ++c[word_of[static_cast<size_t>(p)]];
+    for (const auto& [w, k] : c) split = split || k != 1 + w % 4;
+  }
+  CHECK(split);
 }
 
 TEST_CASE("pretrain: a batch pads segments and flattens the masked positions", "[pretrain]") {

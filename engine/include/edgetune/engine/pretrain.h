@@ -20,14 +20,24 @@
 // target. The held-out segments are masked once, with a fixed generator: their loss is comparable
 // between evaluations.
 //
+// Whole-word masking (--whole-word-masking, as BERT's released wwm models and transformers'
+// DataCollatorForWholeWordMask): the 15 % draw is made per word, a piece with the "##" pieces that
+// follow it, and a chosen word has all its pieces chosen, each replaced 80/10/10 as above. So each
+// piece is still chosen with probability 0.15, but the model cannot recover a masked piece from
+// the rest of its word. (The collator instead picks words in random order until 15 % of the
+// tokens are covered; a draw per word keeps segments independent of each other's lengths and the
+// masks seeded per segment as above.) Chinese text gains nothing from it here: every CJK character
+// is a word of its own, and the segmentation into words that Chinese wwm models use is not built.
+// The held-out segments are masked token by token in either mode, so held-out losses compare.
+//
 // The loss: the hidden states (B, T, C) of the encoder are gathered at the M masked positions
 // (M, C) before the MLM head, so the V-wide logits exist only for the masked rows:
 //   loss = mean over the M rows of cross_entropy(decoder(LayerNorm(act(dense(h_m)))), label_m)
 // with the decoder tied to the word embeddings (bert.h, BertModel::mlm_logits), as
 // BertForMaskedLM's loss with label -100 everywhere else.
 //
-// What this is not: next-sentence prediction (BertForPreTraining's second head), whole-word
-// masking, or mixed precision.
+// What this is not: next-sentence prediction (BertForPreTraining's second head), or mixed
+// precision.
 #pragma once
 
 #include <cstdint>
@@ -76,6 +86,9 @@ struct MaskingOptions {
   double probability = 0.15;     // of a non-special token being chosen
   double mask_fraction = 0.8;    // of the chosen: replaced by [MASK]
   double random_fraction = 0.1;  // of the chosen: replaced by a random id (the rest: kept)
+  // Whole-word masking: the draw of `probability` is made once per word (a piece and the "##"
+  // pieces after it) and chooses all its pieces, so a word is never half visible.
+  bool whole_words = false;
 };
 
 struct MaskedSegment {
@@ -182,6 +195,8 @@ struct PretrainConfig : MemorySettings {
       in_range(0, 1));
     v("random_fraction", c.masking.random_fraction,
       "of the chosen tokens, the fraction replaced by a random token", in_range(0, 1));
+    v("whole_word_masking", c.masking.whole_words,
+      "choose whole words: a piece and its ## continuations are masked together");
     MemorySettings::fields(c, v);
   }
 
