@@ -9,9 +9,12 @@
 // with the accountant's rounding (accounted_tensor_bytes). (A pooler the checkpoint lacks is
 // initialised float32 rather than in the base storage; the estimate counts the base storage.)
 // The activation estimate mirrors what the tape keeps (see bert.cpp and the ops' nodes): per
-// encoder layer the LoRA input, the q / k / v head tensors, the attention probabilities (twice
+// encoder layer, at that layer's own widths after pruning (its heads, its feed-forward
+// neurons), the LoRA input, the q / k / v head tensors, the attention probabilities (twice
 // with attention dropout), the LayerNorm inputs and the feed-forward activation input; with
-// checkpointing, only each layer's input plus one layer's worth during its recomputation.
+// checkpointing, only each layer's input plus the largest layer's worth during its
+// recomputation. Over a model file, the frozen tensors used in place from its mapping are
+// counted apart as mapped (MemoryEstimate::mapped).
 // Transient backward buffers, dequantization tiles (or, computing in int8, the integer kernels'
 // activation codes and packed weight chunk) and freed blocks held for reuse are the workspace.
 // The data set (its packed token ids) and the tokenizer's tables are the data, as measured once
