@@ -130,8 +130,11 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
     bool qkv = false;
     for (const std::string& t : m.lora_targets) {
       for (std::int64_t i = 0; i < L; ++i) {
-        const std::int64_t f = c.ffn_in_layer(i);  // LoRA takes the pruned layer's shape
-        const std::int64_t in = t == "output" ? f : C, out = t == "intermediate" ? f : C;
+        // LoRA takes the pruned layer's shapes: F_i neurons, H_i heads of C / H.
+        const std::int64_t f = c.ffn_in_layer(i), a = c.heads_in_layer(i) * (C / H);
+        const bool heads_out = t == "query" || t == "key" || t == "value";
+        const std::int64_t in = t == "output" ? f : t == "attention.output" ? a : C;
+        const std::int64_t out = t == "intermediate" ? f : heads_out ? a : C;
         if (m.lora.freeze_a) {
           add(e, MemCategory::Trainable, tensor_blocks({rank, in}, DType::F32));
         } else {

@@ -515,17 +515,25 @@ TEST_CASE("planner: after pruning, the activation estimate follows each layer's 
                      {Method::Adapter, DType::Q8, false}, {Method::Full, DType::F32, false},
                      {Method::Head, DType::Q8, false}};
   for (const C& c : cases) {
-    const PlanRequest unpruned = request(c.method, c.base, 8, 64);
+    PlanRequest unpruned = request(c.method, c.base, 8, 64);
+    // LoRA on all six modules takes every pruned shape.
+    unpruned.method.lora_targets = {"query", "key", "value", "attention.output", "intermediate", "output"};
     PlanRequest pruned = unpruned;
     pruned.config.pruned_heads = {{0, {0, 1, 3}}, {1, {2}}, {2, {0, 1}}};
     pruned.config.intermediate_sizes = {128, 384, 192};
     const Plan plan = choose_plan(pruned, 0, c.ckpt, 8);
-    const std::size_t peak = measure(pruned, plan).peak;
+    const Measured got = measure(pruned, plan);
+    const std::size_t peak = got.peak;
     const MemoryEstimate before = estimate_memory(unpruned, c.ckpt, 8);
     const auto acts = static_cast<int>(MemCategory::Activations);
     INFO(method_name(c.method) << " " << dtype_name(c.base) << (c.ckpt ? " checkpointed" : "") << ": estimate "
                                << format_bytes(plan.estimate.total()) << ", measured " << format_bytes(peak)
                                << ", unpruned estimate " << format_bytes(before.total()));
+    // The tensors at the pruned shapes, to the byte.
+    for (MemCategory m : {MemCategory::BaseWeights, MemCategory::Trainable, MemCategory::Grads,
+                          MemCategory::OptimizerState}) {
+      CHECK(plan.estimate.bytes[static_cast<int>(m)] == got.category[static_cast<int>(m)]);
+    }
     CHECK(plan.estimate.total() >= peak);
     CHECK(plan.estimate.total() < before.total());
     if (c.method != Method::Head) CHECK(plan.estimate.bytes[acts] < before.bytes[acts]);
