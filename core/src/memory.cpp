@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <sstream>
 #include <new>
 
 #include <sys/mman.h>
@@ -322,19 +323,35 @@ std::size_t parse_bytes(const std::string& text) {
   return static_cast<std::size_t>(std::llround(value * mult));
 }
 
-static std::size_t read_status_kb(const char* key) {
-  std::ifstream in("/proc/self/status");
-  std::string line;
-  const std::size_t klen = std::strlen(key);
-  while (std::getline(in, line)) {
-    if (line.compare(0, klen, key) == 0) {
-      return static_cast<std::size_t>(std::strtoull(line.c_str() + klen, nullptr, 10)) * 1024;
+// The value of the "<key>" line of a /proc/<pid>/status text, which the kernel gives in kB; 0
+// when the line is missing.
+static std::size_t status_kb(std::string_view status, std::string_view key) {
+  std::size_t start = 0;
+  while (start < status.size()) {
+    const std::size_t end = std::min(status.find('\n', start), status.size());
+    const std::string_view line = status.substr(start, end - start);
+    if (line.starts_with(key)) {
+      return static_cast<std::size_t>(std::strtoull(std::string(line.substr(key.size())).c_str(), nullptr, 10)) * 1024;
     }
+    start = end + 1;
   }
   return 0;
 }
 
-std::size_t process_peak_rss() { return read_status_kb("VmHWM:"); }
-std::size_t process_rss() { return read_status_kb("VmRSS:"); }
+static std::string read_status() {
+  std::ifstream in("/proc/self/status");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+std::size_t process_peak_rss() { return status_kb(read_status(), "VmHWM:"); }
+std::size_t process_rss() { return status_kb(read_status(), "VmRSS:"); }
+
+ResidentSplit parse_resident_split(std::string_view status) {
+  return {status_kb(status, "RssFile:"), status_kb(status, "RssAnon:")};
+}
+
+ResidentSplit process_resident_split() { return parse_resident_split(read_status()); }
 
 }  // namespace edgetune

@@ -298,18 +298,28 @@ void apply_labels(BertConfig& cfg, const LoadOptions& opt) {
 
 namespace {
 
-// A model file: its storage must be the one asked for (re-quantizing is compress's).
-BertModel load_model_file(const fs::path& path, const LoadOptions& opt, LoadReport& report) {
+// A model file: its storage must be the one asked for (re-quantizing is compress's), and its
+// embeddings load as the file stores them.
+BertModel load_model_file(const fs::path& path, const LoadOptions& asked, LoadReport& report) {
   const ModelFile file(path);
-  if (opt.base != file.storage()) {
+  if (file.quant_embeddings() && asked.trainable &&
+      (asked.trainable("bert.embeddings.word_embeddings.weight") ||
+       asked.trainable("bert.embeddings.position_embeddings.weight"))) {
+    throw ModelError(file.label() + ": the model file stores its embeddings " + dtype_name(file.storage()) +
+                     ", and full fine-tuning trains them, which needs float32 (fine-tune with lora, adapter, "
+                     "bitfit or head, or compress the model without --quant-embeddings)");
+  }
+  if (asked.base != file.storage()) {
     throw ModelError(file.label() + ": the model file stores " + dtype_name(file.storage()) +
-                     " base weights, not " + dtype_name(opt.base) + " (leave --quant out, or give --quant " +
+                     " base weights, not " + dtype_name(asked.base) + " (leave --quant out, or give --quant " +
                      dtype_name(file.storage()) + "; re-quantize with edgetune compress)");
   }
-  if (opt.quant_embeddings) {
-    throw ModelError(file.label() + ": a model file keeps its embeddings float32; --quant-embeddings "
-                     "applies to a Hugging Face folder");
+  if (asked.quant_embeddings && !file.quant_embeddings()) {
+    throw ModelError(file.label() + ": the model file keeps its embeddings float32 (leave --quant-embeddings "
+                     "out; quantizing them is edgetune compress --quant-embeddings's job)");
   }
+  LoadOptions opt = asked;
+  opt.quant_embeddings = file.quant_embeddings();
   BertConfig config = file.config();
   const std::int64_t file_labels = config.num_labels;
   apply_labels(config, opt);

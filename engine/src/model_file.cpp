@@ -28,6 +28,7 @@ namespace {
 
 constexpr const char* kFormatName = "edgetune-model";
 constexpr const char* kChecksumKey = "edgetune.checksum";
+constexpr const char* kQuantEmbeddingsKey = "edgetune.quant_embeddings";
 
 DType storage_from_name(const std::string& name, const std::string& label) {
   for (DType t : {DType::F32, DType::Q8, DType::Q4, DType::NF4, DType::PAL4}) {
@@ -235,6 +236,10 @@ void compress_model(const fs::path& source, const fs::path& out, const CompressO
   if (!(options.quant == DType::F32 || is_quantized(options.quant))) {
     throw std::invalid_argument("compress: --quant must be f32, q8, q4, nf4 or pal4");
   }
+  if (options.quant_embeddings && !is_quantized(options.quant)) {
+    throw std::invalid_argument("compress: --quant-embeddings stores the embeddings as --quant does: give "
+                                "--quant q8, q4, nf4 or pal4, not f32");
+  }
   std::error_code ec;
   const fs::path src = fs::weakly_canonical(source, ec);
   const fs::path dst = fs::weakly_canonical(out, ec);
@@ -269,6 +274,7 @@ void compress_model(const fs::path& source, const fs::path& out, const CompressO
 
   LoadOptions stored;
   stored.base = options.quant;
+  stored.quant_embeddings = options.quant_embeddings;
   std::vector<Tensor> keep_alive;
   std::vector<safetensors::RawTensor> raw;
   auto bytes_of = [](const void* p, std::size_t n) {
@@ -296,6 +302,8 @@ void compress_model(const fs::path& source, const fs::path& out, const CompressO
   meta["edgetune.format"] = kFormatName;
   meta["edgetune.format_version"] = std::to_string(kModelFileVersion);
   meta["edgetune.storage"] = dtype_name(options.quant);
+  // Written only when set, so a file without quantized embeddings is as older versions wrote it.
+  if (options.quant_embeddings) meta[kQuantEmbeddingsKey] = "true";
   meta["edgetune.config"] = m.config.to_json().dump();
   if (from_file) {
     const ModelFile f(source, false);
@@ -321,6 +329,7 @@ void compress_model(const fs::path& source, const fs::path& out, const CompressO
       {"source", source.string()},
       {"options",
        {{"quant", dtype_name(options.quant)},
+        {"quant_embeddings", options.quant_embeddings},
         {"keep_layers", keep},
         {"drop_heads", dropped},
         {"drop_neurons", neurons},
@@ -361,6 +370,13 @@ ModelFile::ModelFile(const fs::path& path, bool verify) {
                      std::to_string(kModelFileVersion) + " (compress the model again with this edgetune)");
   }
   storage_ = storage_from_name(get("edgetune.storage"), name);
+  if (const auto it = metadata_.find(kQuantEmbeddingsKey); it != metadata_.end()) {
+    if (it->second != "true" || !is_quantized(storage_)) {
+      throw ModelError(name + ": \"" + kQuantEmbeddingsKey + "\" is '" + it->second + "' over " +
+                       dtype_name(storage_) + " storage, expected 'true' over a quantized one");
+    }
+    quant_embeddings_ = true;
+  }
   try {
     config_ = BertConfig::from_json(nlohmann::json::parse(get("edgetune.config")), name + " (edgetune.config)");
   } catch (const nlohmann::json::exception& e) {

@@ -6,6 +6,7 @@
 #include <cstdio>
 
 #include "edgetune/autograd/kernels.h"
+#include "edgetune/engine/model_file.h"
 #include "edgetune/engine/pretrain.h"
 #include "edgetune/engine/trainer.h"
 
@@ -100,8 +101,7 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
   // DP-SGD: the sum of the clipped gradients, and the gradient or a micro-batch of per-example ones.
   int grads = 1;
   if (r.dp) grads = *r.dp == DpClipping::PerExample ? 1 + static_cast<int>(micro) : 2;
-  // F is the widest layer's: after neuron pruning the activations below are bounded by it.
-  const std::int64_t C = c.hidden_size, F = c.intermediate_size, V = c.vocab_size;
+  const std::int64_t C = c.hidden_size, V = c.vocab_size;
   const std::int64_t L = c.num_hidden_layers, H = c.num_attention_heads;
 
   // ---- weights, trainable parameters, gradients, optimizer state: the tensors the loader makes
@@ -113,6 +113,12 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
   for (const BertTensor& t : bert_tensors(layout, lo)) {
     if (t.trainable) {
       add_trainable(e, t.shape, copies, grads);
+    } else if (r.file_tensors.count(t.name)) {
+      // Mapped in place: the file's own bytes, in no accountant block and not on the heap.
+      const std::size_t bytes =
+          storage_bytes(t.shape, t.storage) + static_cast<std::size_t>(scale_count(t.shape, t.storage)) * sizeof(float);
+      e.bytes[static_cast<int>(t.category)] += bytes;
+      e.mapped += bytes;
     } else {
       add(e, t.category, tensor_blocks(t.shape, t.storage));
     }
@@ -124,8 +130,11 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
     bool qkv = false;
     for (const std::string& t : m.lora_targets) {
       for (std::int64_t i = 0; i < L; ++i) {
-        const std::int64_t f = c.ffn_in_layer(i);  // LoRA takes the pruned layer's shape
-        const std::int64_t in = t == "output" ? f : C, out = t == "intermediate" ? f : C;
+        // LoRA takes the pruned layer's shapes: F_i neurons, H_i heads of C / H.
+        const std::int64_t f = c.ffn_in_layer(i), a = c.heads_in_layer(i) * (C / H);
+        const bool heads_out = t == "query" || t == "key" || t == "value";
+        const std::int64_t in = t == "output" ? f : t == "attention.output" ? a : C;
+        const std::int64_t out = t == "intermediate" ? f : heads_out ? a : C;
         if (m.lora.freeze_a) {
           add(e, MemCategory::Trainable, tensor_blocks({rank, in}, DType::F32));
         } else {
@@ -154,34 +163,53 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
     }
   }
 
-  // ---- activations kept for backward, per encoder layer, for one micro-batch
+  // ---- activations kept for backward, per encoder layer, for one micro-batch. A pruned layer
+  // keeps its own widths: H_l heads of D for q, k, v and the attention probabilities, F_l
+  // feed-forward neurons (the config's pruned_heads and edgetune_intermediate_sizes).
   const auto B = static_cast<std::size_t>(micro), T = static_cast<std::size_t>(r.length);
   const std::size_t N = B * T;  // tokens
-  const Blocks probs = f32(B * static_cast<std::size_t>(H) * T * T);
+  const auto D = static_cast<std::size_t>(C / H);
   const Blocks nc = f32(N * static_cast<std::size_t>(C));
-  const Blocks nf = f32(N * static_cast<std::size_t>(F));
   const Blocks stats = 2 * f32(N);
   const bool attn_dropout = r.training_dropout && c.attention_probs_dropout_prob > 0;
   const bool grads_in_encoder = m.method != Method::Head;
   const bool weights_train = m.method == Method::Full;  // linear nodes keep their inputs for dW
-  // Self-attention: q, k, v in heads kept by the two matmuls, the softmax output (and its dropped
-  // copy, which the second matmul keeps).
-  const Blocks attention = 3 * nc + (attn_dropout ? 2u : 1u) * probs;
-  Blocks rest = 2 * (nc + stats) + nf;  // the two LayerNorm inputs, the activation's input
-  rest += static_cast<std::size_t>(lora_inputs_c) * nc + static_cast<std::size_t>(lora_inputs_f) * nf;
-  rest += static_cast<std::size_t>(lora_targets) * f32(N * static_cast<std::size_t>(m.lora.rank));
-  if (m.method == Method::Adapter) {
-    const Blocks nm = f32(N * static_cast<std::size_t>(m.adapter_size));
-    rest += 2 * (nc + 2 * nm);  // each adapter: its input, the activation's input, the up input
+  // Layer i's own tensors: the attention probabilities (B, H_i, T, T), a head tensor
+  // (B, H_i, T, D) and the feed-forward activation (N, F_i).
+  auto probs_of = [&](std::int64_t i) { return f32(B * static_cast<std::size_t>(c.heads_in_layer(i)) * T * T); };
+  auto nq_of = [&](std::int64_t i) { return f32(N * static_cast<std::size_t>(c.heads_in_layer(i)) * D); };
+  auto nf_of = [&](std::int64_t i) { return f32(N * static_cast<std::size_t>(c.ffn_in_layer(i))); };
+  // What layer i keeps. Self-attention: q, k, v in heads kept by the two matmuls, the softmax
+  // output (and its dropped copy, which the second matmul keeps). The rest: the two LayerNorm
+  // inputs, the activation's input, LoRA's and adapters' inputs (the attention output's input,
+  // H_i*D wide, counted C wide: an upper bound).
+  auto layer_of = [&](std::int64_t i, bool first) {
+    const Blocks nf = nf_of(i);
+    Blocks attention = 3 * nq_of(i) + (attn_dropout ? 2u : 1u) * probs_of(i);
+    Blocks rest = 2 * (nc + stats) + nf;
+    rest += static_cast<std::size_t>(lora_inputs_c) * nc + static_cast<std::size_t>(lora_inputs_f) * nf;
+    rest += static_cast<std::size_t>(lora_targets) * f32(N * static_cast<std::size_t>(m.lora.rank));
+    if (m.method == Method::Adapter) {
+      const Blocks nm = f32(N * static_cast<std::size_t>(m.adapter_size));
+      rest += 2 * (nc + 2 * nm);  // each adapter: its input, the activation's input, the up input
+    }
+    if (weights_train) rest += 3 * nc + nf;  // inputs of q/k/v, attention output, intermediate, output
+    // In the first layer (run with the graph: not a checkpointed recomputation), nothing before
+    // the attention requires grad unless the embeddings train or LoRA sits on q/k/v: then its
+    // attention keeps nothing (adapter), or q is not kept (LoRA).
+    if (first && m.method == Method::Adapter) attention = {};
+    if (first && m.method == Method::Lora) attention = attention - nq_of(i);
+    return attention + rest;
+  };
+  // The widest layer's probabilities and feed-forward activation bound the transients.
+  std::int64_t widest_h = 0, widest_f = 0;
+  for (std::int64_t i = 0; i < L; ++i) {
+    widest_h = std::max(widest_h, c.heads_in_layer(i));
+    widest_f = std::max(widest_f, c.ffn_in_layer(i));
   }
-  if (weights_train) rest += 3 * nc + nf;  // inputs of q/k/v, attention output, intermediate, output
-  // In the first layer, nothing before the attention requires grad unless the embeddings train
-  // or LoRA sits on q/k/v: then its attention keeps nothing (adapter), or q is not kept (LoRA).
-  Blocks first_attention = attention;
-  if (m.method == Method::Adapter) first_attention = {};
-  if (m.method == Method::Lora) first_attention = attention - nc;
-  const Blocks layer = attention + rest;
-  const Blocks first_layer = first_attention + rest;
+  const std::int64_t F = widest_f;
+  const Blocks probs = f32(B * static_cast<std::size_t>(widest_h) * T * T);
+  const Blocks nf = f32(N * static_cast<std::size_t>(F));
   // Backward transients: the gradients of the feed-forward activation's input and output, or of
   // the attention scores and probabilities with those of q / k / v; plus a dequantization tile.
   Blocks tile = f32(128 * static_cast<std::size_t>(std::max(C, F)));
@@ -201,9 +229,12 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
     acts = larger(4 * nc + 2 * probs, 3 * nc + 2 * nf) + nc;
   } else if (ckpt) {
     // Each layer's input, plus one layer recomputed during its backward, and its output.
-    acts = static_cast<std::size_t>(L + 1) * nc + layer;
+    Blocks largest;
+    for (std::int64_t i = 0; i < L; ++i) largest = larger(largest, layer_of(i, false));
+    acts = static_cast<std::size_t>(L + 1) * nc + largest;
   } else {
-    acts = static_cast<std::size_t>(L - 1) * layer + first_layer + nc;
+    for (std::int64_t i = 0; i < L; ++i) acts += layer_of(i, i == 0);
+    acts += nc;
   }
   if (m.method == Method::Full || m.method == Method::BitFit) acts += nc + stats;  // embedding LayerNorm
   Blocks mlm_workspace;
@@ -255,8 +286,12 @@ std::string Plan::describe() const {
                 budget ? " of " : "", budget ? format_bytes(budget).c_str() : "");
   std::string out = buf;
   if (baseline) {
-    out += " (accountant " + format_bytes(estimate.total()) + ", heap slack " + format_bytes(heap_slack()) +
+    out += " (accountant " + format_bytes(estimate.total() - estimate.mapped) + ", heap slack " + format_bytes(heap_slack()) +
            ", baseline " + format_bytes(baseline) + ")";
+  }
+  if (estimate.mapped > 0) {
+    out += "; mapped from the model file " + format_bytes(estimate.mapped) + ", private " +
+           format_bytes(peak() - estimate.mapped);
   }
   return out;
 }
@@ -327,7 +362,16 @@ PlanRequest plan_request(const BertConfig& config, const TrainConfig& t, std::in
   r.length = length;
   r.optimizer = t.optimizer;
   r.momentum = t.momentum;
+  plan_model_source(r, t.model_dir);
   return r;
+}
+
+void plan_model_source(PlanRequest& r, const std::filesystem::path& model) {
+  if (!is_model_file(model)) return;
+  const ModelFile file(model, false);
+  r.quant_embeddings = r.quant_embeddings || file.quant_embeddings();
+  r.file_tensors.clear();
+  for (const safetensors::TensorInfo& info : file.reader()->tensors()) r.file_tensors.insert(info.name);
 }
 
 }  // namespace edgetune

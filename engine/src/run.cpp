@@ -419,6 +419,9 @@ void TrainingRun::log_progress(double lr, double grad_norm, double epoch_pos, do
   p.budget = s_.memory_budget;
   p.rss = process_rss();
   p.peak_rss = process_peak_rss();
+  const ResidentSplit split = process_resident_split();
+  p.rss_file = split.file;
+  p.rss_private = split.private_bytes;
   p.epsilon = epsilon();
 
   const bool with_accuracy = s_.accuracy_key != nullptr && predicted_acc_ > 0;
@@ -428,14 +431,17 @@ void TrainingRun::log_progress(double lr, double grad_norm, double epoch_pos, do
   char eps_text[32] = "";
   if (p.epsilon) std::snprintf(eps_text, sizeof eps_text, "  eps %.3g", *p.epsilon);
   const std::string budget = p.budget > 0 ? " of " + format_bytes(p.budget) : "";
+  const std::string split_text = split.known() ? " [private " + format_bytes(p.rss_private) + ", file " +
+                                                     format_bytes(p.rss_file) + "]"
+                                               : "";
   char buf[512];
   std::snprintf(buf, sizeof buf,
                 "step %lld/%lld  epoch %.2f  loss %.4f%s  lr %.3g  grad-norm %.3g%s  %.1f %s  eta %s  "
-                "mem %s (peak %s)  rss %s (VmHWM %s%s)\n",
+                "mem %s (peak %s)  rss %s%s (VmHWM %s%s)\n",
                 static_cast<long long>(p.step), static_cast<long long>(p.total_steps), p.epoch, p.loss,
                 acc_text, p.lr, p.grad_norm, eps_text, items_per_second, s_.tokens_throughput ? "tokens/s" : "ex/s",
                 format_duration(p.eta_seconds).c_str(), format_bytes(p.memory_live).c_str(),
-                format_bytes(p.memory_peak).c_str(), format_bytes(p.rss).c_str(),
+                format_bytes(p.memory_peak).c_str(), format_bytes(p.rss).c_str(), split_text.c_str(),
                 format_bytes(p.peak_rss).c_str(), budget.c_str());
   if (hooks_.progress_lines) say(buf);
   nlohmann::json j = {{"type", "train"},
@@ -450,7 +456,9 @@ void TrainingRun::log_progress(double lr, double grad_norm, double epoch_pos, do
                       {"memory_live", p.memory_live},
                       {"memory_peak", p.memory_peak},
                       {"rss", p.rss},
-                      {"peak_rss", p.peak_rss}};
+                      {"peak_rss", p.peak_rss},
+                      {"rss_file", p.rss_file},
+                      {"rss_private", p.rss_private}};
   if (p.budget > 0) j["memory_budget"] = p.budget;
   if (with_accuracy) j[s_.accuracy_key] = accuracy;
   if (p.epsilon) j["epsilon"] = *p.epsilon;

@@ -13,12 +13,14 @@ namespace {
 struct CompressArgs {
   std::string model, out, quant = "q8", keep_layers, drop_heads, calibration;
   double prune_heads = 0, prune_ffn = 0;
+  bool quant_embeddings = false;
   std::vector<std::string> vocab_from;
 };
 
 int run(const CompressArgs& a) {
   CompressOptions o;
   o.quant = settings::parse_choice<DType>(kQuantNames, "--quant", a.quant);
+  o.quant_embeddings = a.quant_embeddings;
   const BertConfig config = load_config(a.model);
   try {
     if (!a.keep_layers.empty()) o.keep_layers = parse_keep_layers(a.keep_layers, config.num_hidden_layers);
@@ -38,7 +40,8 @@ int run(const CompressArgs& a) {
     throw UsageError(e.what());
   }
   const ModelFile written(a.out);
-  std::fprintf(stderr, "wrote %s: %s base, %lld layers, %s\n", a.out.c_str(), a.quant.c_str(),
+  std::fprintf(stderr, "wrote %s: %s base%s, %lld layers, %s\n", a.out.c_str(), a.quant.c_str(),
+               written.quant_embeddings() ? " and word embeddings, q8 positions" : "",
                static_cast<long long>(written.config().num_hidden_layers),
                written.metadata().at("edgetune.checksum").c_str());
   return 0;
@@ -54,6 +57,9 @@ const RegisterCommand kRegister{
       app.add_option("--quant", a->quant, "storage of the base weights")
           ->check(CLI::IsMember({"f32", "q8", "q4", "nf4", "pal4"}))
           ->capture_default_str();
+      app.add_flag("--quant-embeddings", a->quant_embeddings,
+                   "also store the word embeddings as --quant, the position embeddings as q8 (mapped "
+                   "in place like the base; a file with them cannot be fully fine-tuned)");
       app.add_option("--keep-layers", a->keep_layers,
                      "the layers kept: a count (6: the first six) or indices (0,2,4)");
       app.add_option("--drop-heads", a->drop_heads,

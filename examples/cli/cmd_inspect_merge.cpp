@@ -1,8 +1,10 @@
-// `edgetune inspect` (a model folder's or model file's config, parameter count, bytes per storage type, mapped bytes, tokenizer
+// `edgetune inspect` (a model folder's or model file's config, parameter count, the widths of pruned
+// layers, a model file's storage and provenance, bytes per storage type, mapped bytes, tokenizer
 // settings, and with --batch-size the memory estimate of a training run per category) and
 // `edgetune merge` (a Hugging Face folder with LoRA folded into the weights).
 #include <cstdio>
 #include <iostream>
+#include <optional>
 
 #include "commands.h"
 #include "edgetune/data/tokenizer.h"
@@ -47,12 +49,27 @@ int run_inspect(const InspectArgs& a) {
   j["model"] = dir.string();
   j["config"] = c.to_json();
   j["parameters"] = params;
+  nlohmann::json widths = nlohmann::json::array();
+  for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
+    widths.push_back({{"heads", c.heads_in_layer(i)}, {"intermediate_size", c.ffn_in_layer(i)}});
+  }
+  j["layer_widths"] = widths;
   nlohmann::json bytes = nlohmann::json::object();
   for (DType t : {DType::F32, DType::Q8, DType::Q4, DType::NF4, DType::PAL4}) {
     if (by_type[static_cast<int>(t)]) bytes[dtype_name(t)] = by_type[static_cast<int>(t)];
   }
   j["bytes_by_storage"] = bytes;
   j["mapped_bytes"] = mapped;
+  std::optional<ModelFile> file;
+  if (is_model_file(dir)) {
+    file.emplace(dir, false);
+    const auto provenance = file->metadata().find("edgetune.provenance");
+    j["model_file"] = {{"storage", dtype_name(file->storage())},
+                       {"quant_embeddings", file->quant_embeddings()},
+                       {"provenance", provenance == file->metadata().end()
+                                          ? nlohmann::json()
+                                          : nlohmann::json::parse(provenance->second)}};
+  }
   j["tokenizer"] = {{"vocab_size", tok.vocab().size()},
                     {"do_lower_case", tok.options().do_lower_case},
                     {"strip_accents", tok.options().strip_accents.value_or(tok.options().do_lower_case)},
@@ -71,6 +88,7 @@ int run_inspect(const InspectArgs& a) {
     r.batch = a.batch_size;
     r.length = a.max_length;
     r.optimizer = settings::parse_choice<optim::OptimizerKind>(kOptimizerNames, "--optimizer", a.optimizer);
+    plan_model_source(r, dir);
     const std::size_t budget = a.budget.empty() ? 0 : parse_bytes(a.budget);
     plan = choose_plan(r, budget);
     nlohmann::json est = nlohmann::json::object();
@@ -78,8 +96,9 @@ int run_inspect(const InspectArgs& a) {
       est[category_name(static_cast<MemCategory>(i))] = plan->estimate.bytes[static_cast<size_t>(i)];
     }
     est["total"] = plan->estimate.total();
+    est["mapped"] = plan->estimate.mapped;
     j["training_estimate"] = {{"method", a.method}, {"batch_size", a.batch_size},
-                              {"base_weights_mapped", mapped > 0},
+                              {"base_weights_mapped", plan->estimate.mapped > 0},
                               {"max_length", a.max_length}, {"checkpoint_layers", plan->checkpoint_layers},
                               {"micro_batch", plan->micro_batch}, {"bytes", est}};
   }
@@ -95,6 +114,19 @@ int run_inspect(const InspectArgs& a) {
               static_cast<long long>(c.vocab_size), static_cast<long long>(c.max_position_embeddings),
               activation_name(c.hidden_act), static_cast<long long>(c.num_labels));
   std::printf("  parameters %lld\n", static_cast<long long>(params));
+  if (!c.pruned_heads.empty() || !c.intermediate_sizes.empty()) {
+    std::printf("  pruned layers (heads, intermediate size):");
+    for (std::int64_t i = 0; i < c.num_hidden_layers; ++i) {
+      std::printf("%s %lld: %lld, %lld", i ? ";" : "", static_cast<long long>(i),
+                  static_cast<long long>(c.heads_in_layer(i)), static_cast<long long>(c.ffn_in_layer(i)));
+    }
+    std::printf("\n");
+  }
+  if (file) {
+    std::printf("  model file: %s base, embeddings %s\n", dtype_name(file->storage()),
+                file->quant_embeddings() ? (std::string(dtype_name(file->storage())) + " (positions q8)").c_str()
+                                         : "f32");
+  }
   std::printf("  storage with --quant %s%s:", settings::name_of<DType>(kQuantNames, a.model.quant),
               a.model.quant_embeddings ? " --quant-embeddings" : "");
   for (auto& [k, v] : bytes.items()) std::printf(" %s %s", k.c_str(), format_bytes(v.get<std::size_t>()).c_str());
@@ -108,10 +140,13 @@ int run_inspect(const InspectArgs& a) {
     std::printf("  training estimate (%s, batch %lld x %lld tokens, %s):\n", a.method.c_str(),
                 static_cast<long long>(a.batch_size), static_cast<long long>(a.max_length), a.optimizer.c_str());
     for (int i = 0; i < kNumMemCategories; ++i) {
-      const bool mapped_base = mapped > 0 && static_cast<MemCategory>(i) == MemCategory::BaseWeights;
+      const bool mapped_base = plan->estimate.mapped > 0 && static_cast<MemCategory>(i) == MemCategory::BaseWeights;
       std::printf("    %-16s %10s%s\n", category_name(static_cast<MemCategory>(i)),
                   format_bytes(plan->estimate.bytes[static_cast<size_t>(i)]).c_str(),
-                  mapped_base ? "  (frozen ones mapped from the file; counted toward the budget)" : "");
+                  mapped_base ? ("  (" + format_bytes(plan->estimate.mapped) +
+                                 " of it mapped from the file: file-backed, counted toward the budget)")
+                                    .c_str()
+                              : "");
     }
     std::printf("    %-16s %10s\n  %s\n", "total", format_bytes(plan->estimate.total()).c_str(),
                 plan->describe().c_str());

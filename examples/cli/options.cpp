@@ -76,12 +76,20 @@ void add_model_options(CLI::App& app, ModelArgs& a, bool required) {
 
 void use_model_file_storage(CLI::App& sub) {
   CLI::Option* model = sub.get_option_no_throw("--model");
-  CLI::Option* quant = sub.get_option_no_throw("--quant");
-  if (model == nullptr || quant == nullptr || model->count() == 0 || quant->count() != 0) return;
+  if (model == nullptr || model->count() == 0) return;
   const std::filesystem::path path = model->as<std::string>();
   if (!is_model_file(path)) return;
-  quant->add_result(dtype_name(ModelFile(path, false).storage()));
-  quant->run_callback();
+  const ModelFile file(path, false);
+  CLI::Option* quant = sub.get_option_no_throw("--quant");
+  if (quant != nullptr && quant->count() == 0) {
+    quant->add_result(dtype_name(file.storage()));
+    quant->run_callback();
+  }
+  CLI::Option* embeddings = sub.get_option_no_throw("--quant-embeddings");
+  if (embeddings != nullptr && embeddings->count() == 0 && file.quant_embeddings()) {
+    embeddings->add_result("true");
+    embeddings->run_callback();
+  }
 }
 
 void add_data_options(CLI::App& app, DataOptions& o, bool with_label) {

@@ -23,7 +23,8 @@ struct ModelArgs {
 };
 void add_model_options(CLI::App& app, ModelArgs& a, bool required = true);
 // After parsing: when `sub`'s --model names a model file and --quant was left out, --quant takes
-// the file's storage (a --quant given is checked against it when the model loads).
+// the file's storage, and --quant-embeddings is set when the file's embeddings are quantized (a
+// --quant or --quant-embeddings given is checked against the file when the model loads).
 void use_model_file_storage(CLI::App& sub);
 
 // The data-file options (session.h's DataOptions table); --label-column only when with_label.

@@ -43,6 +43,10 @@ std::string live_progress_line(const Progress& p, std::size_t width) {
     fields.back() += '/';
     fields.back() += format_bytes(p.budget);
   }
+  if (p.rss_file + p.rss_private > 0) {
+    fields.push_back("private " + format_bytes(p.rss_private));
+    fields.push_back("file " + format_bytes(p.rss_file));
+  }
   fields.push_back("mem " + format_bytes(p.memory_live));
   for (const std::string& f : fields) {
     if (width > 0 && line.size() + 2 + f.size() > width - 1) break;

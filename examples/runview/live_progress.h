@@ -18,8 +18,9 @@ namespace edgetune::cli {
 //   "[#####---------------] 150/600  45 s left  loss 0.6123  342 ex/s  rss 28.0 MiB/32.0 MiB  mem 20.0 MiB"
 // The bar is filled in proportion to step/total: 20 cells from 120 columns up (or without a
 // limit), else 10. Throughput is tokens/s ("tok/s") when p.tokens_per_second > 0, else examples/s;
-// rss is the process's resident set, "/<budget>" under a budget; mem is the accountant's live
-// bytes. Fields that do not fit whole are left out from the right, the time left last of all.
+// rss is the process's resident set, "/<budget>" under a budget, followed where the OS splits it
+// by its private and file-backed parts ("private 10.9 MiB  file 17.1 MiB": a mapped model file's
+// weights are file pages); mem is the accountant's live bytes. Fields that do not fit whole are left out from the right, the time left last of all.
 std::string live_progress_line(const Progress& p, std::size_t width);
 
 // A stream for the run's messages on a terminal, with a live line kept below them: each complete

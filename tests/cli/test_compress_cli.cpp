@@ -88,6 +88,22 @@ TEST_CASE("compress prunes the shipped model's heads and neurons by importance",
   for (const auto& [layer, list] : config["pruned_heads"].items()) heads += list.size();
   CHECK(heads == 4);
   CHECK(config["edgetune_intermediate_sizes"] == nlohmann::json{538, 538, 538, 538});
+  // inspect gives each layer's widths, as the config records them.
+  REQUIRE(shown.out.find("pruned layers (heads, intermediate size): 0: ") != std::string::npos);
+  const RunResult shown_json = run_cli("inspect --json --model " + q(file));
+  REQUIRE(shown_json.exit_code == 0);
+  const auto widths = nlohmann::json::parse(shown_json.out)["layer_widths"];
+  REQUIRE(widths.size() == 4);
+  std::size_t kept_heads = 0;
+  for (std::size_t i = 0; i < 4; ++i) {
+    const auto layer = std::to_string(i);
+    const std::size_t pruned = config["pruned_heads"].contains(layer) ? config["pruned_heads"][layer].size() : 0;
+    CHECK(widths[i]["heads"] == 4 - pruned);
+    CHECK(widths[i]["intermediate_size"] == 538);
+    kept_heads += widths[i]["heads"].get<std::size_t>();
+    CHECK(shown.out.find(layer + ": " + std::to_string(4 - pruned) + ", 538") != std::string::npos);
+  }
+  CHECK(kept_heads == 12);
 
   const fs::path x = tmp.path / "x.safetensors";
   for (const char* refused : {"--prune-heads 1", "--prune-ffn -0.1", "--prune-heads 0.25 --drop-heads 0:1"}) {
@@ -137,4 +153,89 @@ TEST_CASE("compress --quant nf4 and pal4: the file predicts as the folder quanti
     CHECK(from_file.out == from_folder.out);
     CHECK_FALSE(from_file.out.empty());
   }
+}
+
+TEST_CASE("compress --quant-embeddings: the file predicts as the folder with --quant-embeddings, inspect shows it",
+          "[cli][compress]") {
+  REQUIRE(cli_built());
+  ScratchDir tmp("compress_emb");
+  const fs::path tiny = golden_dir() / "bert" / "tiny";
+  const fs::path data = tmp.path / "data.tsv";
+  {
+    std::ofstream f(data);
+    f << "sentence\nthe battery lasts all day\nit broke after two weeks\n";
+  }
+  const fs::path file = tmp.path / "tiny-q4-emb.safetensors";
+  const RunResult c = run_cli("compress --model " + q(tiny) + " --out " + q(file) + " --quant q4 --quant-embeddings");
+  INFO(c.err);
+  REQUIRE(c.exit_code == 0);
+  const RunResult from_folder = run_cli("predict --model " + q(tiny) + " --quant q4 --quant-embeddings --data " + q(data));
+  const RunResult from_file = run_cli("predict --model " + q(file) + " --data " + q(data));
+  const RunResult given = run_cli("predict --model " + q(file) + " --quant-embeddings --data " + q(data));
+  INFO(from_folder.err << from_file.err << given.err);
+  REQUIRE(from_folder.exit_code == 0);
+  REQUIRE(from_file.exit_code == 0);
+  REQUIRE(given.exit_code == 0);
+  CHECK(from_file.out == from_folder.out);
+  CHECK(given.out == from_folder.out);
+
+  const RunResult shown = run_cli("inspect --model " + q(file));
+  REQUIRE(shown.exit_code == 0);
+  CHECK(shown.out.find("model file: q4 base, embeddings q4 (positions q8)") != std::string::npos);
+  CHECK(shown.out.find("--quant q4 --quant-embeddings") != std::string::npos);
+  CHECK(shown.out.find("pruned layers") == std::string::npos);  // only when a layer is pruned
+  const RunResult json = run_cli("inspect --json --model " + q(file));
+  REQUIRE(json.exit_code == 0);
+  const auto j = nlohmann::json::parse(json.out);
+  CHECK(j["model_file"]["quant_embeddings"] == true);
+  CHECK(j["layer_widths"] == nlohmann::json::parse(R"([{"heads":4,"intermediate_size":128},{"heads":4,"intermediate_size":128}])"));
+  CHECK(j["model_file"]["provenance"]["options"]["quant_embeddings"] == true);
+  CHECK(j["bytes_by_storage"].count("f32") == 1);  // LayerNorms, biases, token types
+  CHECK(j["mapped_bytes"].get<std::size_t>() > j["bytes_by_storage"]["q4"].get<std::size_t>());
+
+  const fs::path plain = tmp.path / "tiny-q4.safetensors";
+  REQUIRE(run_cli("compress --model " + q(tiny) + " --out " + q(plain) + " --quant q4").exit_code == 0);
+  const RunResult asked = run_cli("predict --model " + q(plain) + " --quant-embeddings --data " + q(data));
+  CHECK(asked.exit_code == 1);
+  CHECK(asked.err.find("keeps its embeddings float32") != std::string::npos);
+  CHECK(std::count(asked.err.begin(), asked.err.end(), '\n') == 1);
+
+  const fs::path x = tmp.path / "x.safetensors";
+  const RunResult f32 = run_cli("compress --model " + q(tiny) + " --out " + q(x) + " --quant f32 --quant-embeddings");
+  CHECK(f32.exit_code == 2);
+  CHECK(std::count(f32.err.begin(), f32.err.end(), '\n') == 1);
+  CHECK_FALSE(fs::exists(x));
+
+  {
+    std::ofstream f(tmp.path / "train.tsv");
+    f << "sentence\tlabel\nthe battery lasts all day\t1\nit broke after two weeks\t0\n";
+  }
+  const RunResult full = run_cli("train --model " + q(file) + " --method full --epochs 1 --train " +
+                                 q(tmp.path / "train.tsv") + " --out " + q(tmp.path / "run"));
+  CHECK(full.exit_code == 1);
+  // LoRA over the file: the plan gives the mapped base apart, the progress lines and metrics.jsonl
+  // the resident set's private and file-backed parts.
+  const RunResult lora = run_cli("train --model " + q(file) + " --epochs 1 --memory-budget 256M --train " +
+                                 q(tmp.path / "train.tsv") + " --out " + q(tmp.path / "lora"));
+  INFO(lora.err);
+  REQUIRE(lora.exit_code == 0);
+  CHECK(lora.err.find("; mapped from the model file ") != std::string::npos);
+  CHECK(lora.err.find(" [private ") != std::string::npos);
+  std::ifstream metrics(tmp.path / "lora" / "metrics.jsonl");
+  std::string line;
+  bool split = false;
+  while (std::getline(metrics, line)) {
+    const auto m = nlohmann::json::parse(line);
+    if (m["type"] != "train") continue;
+    CHECK(m["rss_private"].get<std::size_t>() > 0);
+    CHECK(m["rss_file"].get<std::size_t>() > 0);
+    split = true;
+  }
+  CHECK(split);
+
+  // The plan is printed before the model loads; the error is the one line after it.
+  const std::size_t error_line = full.err.find("edgetune: error: ");
+  REQUIRE(error_line != std::string::npos);
+  CHECK(full.err.find("full fine-tuning trains them", error_line) != std::string::npos);
+  CHECK(full.err.find('\n', error_line) == full.err.size() - 1);
 }

@@ -172,3 +172,27 @@ TEST_CASE("a charge counts bytes held elsewhere for its lifetime, against the bu
   REQUIRE(acc.live_total() == 0);
   REQUIRE(std::string(category_name(MemCategory::Data)) == "data");
 }
+
+TEST_CASE("the resident set's file-backed and private parts are read from /proc/<pid>/status", "[memory]") {
+  // Lines of a Linux 6.1 status file, the split's and its neighbours.
+  const std::string status =
+      "Name:\tedgetune\n"
+      "VmHWM:\t  160832 kB\n"
+      "VmRSS:\t  150016 kB\n"
+      "RssAnon:\t  128004 kB\n"
+      "RssFile:\t   21968 kB\n"
+      "RssShmem:\t      44 kB\n"
+      "VmData:\t  300000 kB\n";
+  const ResidentSplit split = parse_resident_split(status);
+  CHECK(split.private_bytes == std::size_t{128004} * 1024);
+  CHECK(split.file == std::size_t{21968} * 1024);
+  CHECK(split.known());
+  // A kernel before 4.5 has no split: unknown, not zero memory.
+  const ResidentSplit old = parse_resident_split("Name:\tedgetune\nVmRSS:\t  150016 kB\n");
+  CHECK(old.file == 0);
+  CHECK(old.private_bytes == 0);
+  CHECK_FALSE(old.known());
+#if defined(__linux__)
+  CHECK(process_resident_split().known());  // Linux 4.5 and later
+#endif
+}

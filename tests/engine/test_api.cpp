@@ -8,6 +8,7 @@
 
 #include "edgetune/c_api.h"
 #include "edgetune/engine/api.h"
+#include "edgetune/engine/model_file.h"
 #include "test_support.h"
 
 using namespace edgetune;
@@ -92,4 +93,46 @@ TEST_CASE("api: edgetune_train takes run.json settings and rejects unknown ones"
   REQUIRE(fs::exists(run / "adapter_model.safetensors"));
   fs::remove_all(run);
   fs::remove(data);
+}
+
+TEST_CASE("api: a model file with quantized embeddings through the C++ API and the C ABI's settings",
+          "[api][c]") {
+  const fs::path dir = scratch("quant-embeddings");
+  fs::create_directories(dir);
+  CompressOptions o;
+  o.quant = DType::Q4;
+  o.quant_embeddings = true;
+  const fs::path file = dir / "tiny-q4-emb.safetensors";
+  compress_model(tiny(), file, o);
+  ClassifierOptions folder_options;
+  folder_options.base = DType::Q4;
+  folder_options.quant_embeddings = true;
+  ClassifierOptions file_options;
+  file_options.base = DType::Q4;  // quant_embeddings left out: the file's are used
+  const std::vector<std::string> texts = {"hello there", "another text"};
+  const auto from_folder = Classifier::open(tiny(), {}, folder_options).logits(texts);
+  const auto from_file = Classifier::open(file, {}, file_options).logits(texts);
+  CHECK(from_file == from_folder);
+
+  char err[512] = "";
+  const fs::path data = dir / "train.tsv";
+  std::ofstream(data) << "sentence\tlabel\ngood\t1\nbad\t0\ngreat\t1\nawful\t0\n";
+  const nlohmann::json opts = {{"model", file.string()}, {"train", data.string()}, {"out", (dir / "run").string()},
+                               {"quant", "q4"}, {"epochs", 1}, {"batch_size", 2}, {"threads", 1}};
+  nlohmann::json full = opts;
+  full["method"] = "full";
+  REQUIRE(edgetune_train(full.dump().c_str(), err, sizeof err) == EDGETUNE_ERROR);
+  CHECK(std::string(err).find("full fine-tuning trains them") != std::string::npos);
+  REQUIRE(edgetune_train(opts.dump().c_str(), err, sizeof err) == EDGETUNE_OK);
+
+  const fs::path plain = dir / "tiny-q4.safetensors";
+  o.quant_embeddings = false;
+  compress_model(tiny(), plain, o);
+  nlohmann::json asked = opts;
+  asked["model"] = plain.string();
+  asked["quant_embeddings"] = true;
+  asked["out"] = (dir / "run2").string();
+  REQUIRE(edgetune_train(asked.dump().c_str(), err, sizeof err) == EDGETUNE_ERROR);
+  CHECK(std::string(err).find("keeps its embeddings float32") != std::string::npos);
+  fs::remove_all(dir);
 }

@@ -12,6 +12,7 @@
 #include "edgetune/autograd/safetensors.h"
 #include "edgetune/core/context.h"
 #include "edgetune/core/file_io.h"
+#include "edgetune/engine/finetune.h"
 #include "edgetune/engine/loader.h"
 #include "edgetune/engine/model_file.h"
 #include "test_support.h"
@@ -246,4 +247,74 @@ TEST_CASE("compress --drop-heads and --keep-layers give PyTorch's logits for the
   CHECK(a.layers[0].key.weight.dtype() == DType::Q8);
   CHECK(a.layers[0].key.weight.shape() == Shape{32, 64});
   CHECK(bytes_of(a.layers[0].key.weight) == bytes_of(quantize(pruned.layers[0].key.weight, DType::Q8)));
+}
+
+TEST_CASE("compress --quant-embeddings stores the embeddings as quantizing them at load does, mapped in place") {
+  test::TempDir tmp("model_file");
+  const BertInputs in = golden_inputs();
+  for (DType q : {DType::Q8, DType::Q4, DType::NF4, DType::PAL4}) {
+    INFO(dtype_name(q));
+    CompressOptions o = options(q);
+    o.quant_embeddings = true;
+    const fs::path file = tmp.path / (std::string("tiny-emb-") + dtype_name(q) + ".safetensors");
+    compress_model(tiny_dir(), file, o);
+    const ModelFile f(file);
+    CHECK(f.quant_embeddings());
+    CHECK(nlohmann::json::parse(f.metadata().at("edgetune.provenance"))["options"]["quant_embeddings"] == true);
+    LoadOptions from_folder;
+    from_folder.base = q;
+    from_folder.quant_embeddings = true;
+    const BertModel folder = load_bert(tiny_dir(), from_folder);
+    // --quant-embeddings left out: the file's storage is used.
+    const BertModel mapped = load(file, q);
+    CHECK(mapped.word_embeddings.dtype() == q);
+    CHECK(mapped.position_embeddings.dtype() == DType::Q8);
+    const auto a = folder.named_tensors(), b = mapped.named_tensors();
+    REQUIRE(a.size() == b.size());
+    for (std::size_t i = 0; i < a.size(); ++i) {
+      INFO(a[i].first);
+      REQUIRE(a[i].first == b[i].first);
+      REQUIRE(a[i].second.dtype() == b[i].second.dtype());
+      CHECK(bytes_of(a[i].second) == bytes_of(b[i].second));
+      CHECK(scales_of(a[i].second) == scales_of(b[i].second));
+      CHECK(b[i].second.is_mapped());
+    }
+    // The same bytes through the same kernels: the logits are bitwise the folder's.
+    CHECK(mapped.classify(in, {}).to_vector() == folder.classify(in, {}).to_vector());
+    // Given for the file that has them, it is accepted.
+    LoadOptions given = from_folder;
+    CHECK(load_bert(file, given).word_embeddings.is_mapped());
+  }
+}
+
+TEST_CASE("quantized embeddings: compress needs a quantized base, a file without them and full fine-tuning refuse") {
+  test::TempDir tmp("model_file");
+  CompressOptions f32 = options(DType::F32);
+  f32.quant_embeddings = true;
+  CHECK_THROWS_WITH(compress_model(tiny_dir(), tmp.path / "x.safetensors", f32),
+                    Catch::Contains("--quant-embeddings") && Catch::Contains("not f32"));
+  CHECK_FALSE(fs::exists(tmp.path / "x.safetensors"));
+
+  const fs::path plain = compressed(tmp, DType::Q4);
+  CHECK_FALSE(ModelFile(plain).quant_embeddings());
+  LoadOptions asked;
+  asked.base = DType::Q4;
+  asked.quant_embeddings = true;
+  CHECK_THAT(model_error([&] { load_bert(plain, asked); }),
+             Catch::Contains("tiny-q4.safetensors: the model file keeps its embeddings float32") &&
+                 Catch::Contains("compress --quant-embeddings"));
+
+  CompressOptions q4 = options(DType::Q4);
+  q4.quant_embeddings = true;
+  const fs::path file = tmp.path / "emb.safetensors";
+  compress_model(tiny_dir(), file, q4);
+  MethodOptions full;
+  full.method = Method::Full;
+  const std::string full_error = model_error([&] { load_bert(file, load_options_for(full, DType::Q4, false)); });
+  CHECK_THAT(full_error, Catch::Contains("emb.safetensors: the model file stores its embeddings q4") &&
+                             Catch::Contains("full fine-tuning"));
+  CHECK(full_error.find('\n') == std::string::npos);
+  MethodOptions lora;
+  lora.method = Method::Lora;
+  CHECK(load_bert(file, load_options_for(lora, DType::Q4, false)).word_embeddings.dtype() == DType::Q4);
 }

@@ -12,6 +12,7 @@
 #include "edgetune/core/context.h"
 #include "edgetune/core/memory.h"
 #include "edgetune/engine/loader.h"
+#include "edgetune/engine/model_file.h"
 #include "edgetune/engine/planner.h"
 #include "edgetune/engine/pretrain.h"
 #include "edgetune/engine/trainer.h"
@@ -457,4 +458,84 @@ TEST_CASE("planner: training counts the packed rows and the vocabulary as data, 
   REQUIRE(accountant->live(MemCategory::Data) == 0);
   fs::remove_all(c.out);
   fs::remove(c.train_file);
+}
+
+TEST_CASE("planner: a model file's base is counted mapped, apart from the private estimate", "[planner][memory]") {
+  test::TempDir tmp("planner_mapped");
+  const fs::path tiny = test::golden_dir() / "bert" / "tiny";
+  CompressOptions o;
+  o.quant = DType::Q4;
+  o.quant_embeddings = true;
+  const fs::path file = tmp.path / "tiny-q4.safetensors";
+  compress_model(tiny, file, o);
+
+  PlanRequest r;
+  r.config = load_config(file);
+  r.method.method = Method::Lora;
+  r.base = DType::Q4;
+  r.batch = 4;
+  r.length = 16;
+  PlanRequest folder = r;
+  folder.config = load_config(tiny);
+  plan_model_source(folder, tiny);
+  CHECK(folder.file_tensors.empty());
+  CHECK(estimate_memory(folder, false, 4).mapped == 0);
+
+  plan_model_source(r, file);
+  CHECK(r.quant_embeddings);  // taken from the file, as the loader takes it
+  const MemoryEstimate e = estimate_memory(r, false, 4);
+  // The bytes of every tensor the loader maps: values and scales.
+  const BertModel m = load_bert(file, load_options_for(r.method, r.base, false));
+  std::size_t mapped = 0;
+  for (const auto& [name, t] : m.named_tensors()) {
+    if (!t.is_mapped()) continue;
+    mapped += t.impl()->storage->bytes() + (t.impl()->scales ? t.impl()->scales->bytes() : 0);
+  }
+  REQUIRE(mapped > 0);
+  CHECK(e.mapped == mapped);
+  CHECK(e.bytes[static_cast<int>(MemCategory::BaseWeights)] >= e.mapped);
+  // Both count toward the budget; the accountant's share leaves the mapped bytes out.
+  const Plan p = choose_plan(r, std::size_t{64} << 20);
+  CHECK(p.peak() == p.estimate.total());
+  CHECK(p.accountant_budget() == (std::size_t{64} << 20) - e.mapped);
+  CHECK_THAT(p.describe(), Catch::Contains("; mapped from the model file " + format_bytes(e.mapped) + ", private " +
+                                           format_bytes(p.peak() - e.mapped)));
+  CHECK(choose_plan(folder, std::size_t{64} << 20).describe().find("mapped") == std::string::npos);
+}
+
+TEST_CASE("planner: after pruning, the activation estimate follows each layer's heads and neurons and stays an "
+          "upper bound of the accountant's peak",
+          "[planner][memory]") {
+  struct C {
+    Method method;
+    DType base;
+    bool ckpt;
+  };
+  const C cases[] = {{Method::Lora, DType::Q4, false}, {Method::Lora, DType::Q4, true},
+                     {Method::Adapter, DType::Q8, false}, {Method::Full, DType::F32, false},
+                     {Method::Head, DType::Q8, false}};
+  for (const C& c : cases) {
+    PlanRequest unpruned = request(c.method, c.base, 8, 64);
+    // LoRA on all six modules takes every pruned shape.
+    unpruned.method.lora_targets = {"query", "key", "value", "attention.output", "intermediate", "output"};
+    PlanRequest pruned = unpruned;
+    pruned.config.pruned_heads = {{0, {0, 1, 3}}, {1, {2}}, {2, {0, 1}}};
+    pruned.config.intermediate_sizes = {128, 384, 192};
+    const Plan plan = choose_plan(pruned, 0, c.ckpt, 8);
+    const Measured got = measure(pruned, plan);
+    const std::size_t peak = got.peak;
+    const MemoryEstimate before = estimate_memory(unpruned, c.ckpt, 8);
+    const auto acts = static_cast<int>(MemCategory::Activations);
+    INFO(method_name(c.method) << " " << dtype_name(c.base) << (c.ckpt ? " checkpointed" : "") << ": estimate "
+                               << format_bytes(plan.estimate.total()) << ", measured " << format_bytes(peak)
+                               << ", unpruned estimate " << format_bytes(before.total()));
+    // The tensors at the pruned shapes, to the byte.
+    for (MemCategory m : {MemCategory::BaseWeights, MemCategory::Trainable, MemCategory::Grads,
+                          MemCategory::OptimizerState}) {
+      CHECK(plan.estimate.bytes[static_cast<int>(m)] == got.category[static_cast<int>(m)]);
+    }
+    CHECK(plan.estimate.total() >= peak);
+    CHECK(plan.estimate.total() < before.total());
+    if (c.method != Method::Head) CHECK(plan.estimate.bytes[acts] < before.bytes[acts]);
+  }
 }

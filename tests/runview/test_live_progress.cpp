@@ -39,6 +39,18 @@ TEST_CASE("the live line: bar, step/total, time left, loss, throughput, memory a
         "[#####---------------] 150/600  10 min left  loss 0.6123  12345 tok/s  rss 28.0 MiB  mem 20.0 MiB");
 }
 
+TEST_CASE("where the OS splits the resident set, the live line gives its private and file-backed parts",
+          "[runview]") {
+  Progress p = sample();
+  p.rss_private = 11 * 1024 * 1024;
+  p.rss_file = 17 * 1024 * 1024;
+  CHECK(live_progress_line(p, 200) ==
+        "[#####---------------] 150/600  45 s left  loss 0.6123  342 ex/s  rss 28.0 MiB/32.0 MiB  private 11.0 MiB  "
+        "file 17.0 MiB  mem 20.0 MiB");
+  CHECK(live_progress_line(p, 100) ==
+        "[##--------] 150/600  45 s left  loss 0.6123  342 ex/s  rss 28.0 MiB/32.0 MiB  private 11.0 MiB");
+}
+
 TEST_CASE("the bar fills in proportion to the steps done", "[runview]") {
   Progress p = sample();
   p.step = 0;

@@ -76,9 +76,11 @@ EDGETUNE_API const char* edgetune_version(void);
 typedef struct edgetune_session edgetune_session;
 
 /* Opens a session on model_dir (a Hugging Face BERT folder: config.json, model.safetensors,
- * vocab.txt). options_json (NULL: defaults) is a JSON object with any of
+ * vocab.txt; or a model file from edgetune compress, whose "quant" must be the file's and whose
+ * embeddings load as the file stores them). options_json (NULL: defaults) is a JSON object with any of
  *   "quant": "f32" | "q8" | "q4" | "nf4" | "pal4"   storage of the frozen base (default "q8")
- *   "quant_embeddings": bool       word embeddings as quant too, positions q8 (default false)
+ *   "quant_embeddings": bool       word embeddings as quant too, positions q8 (default false;
+ *                                  true for a model file without them is an error)
  *   "memory_budget": bytes         hard limit of training: a number or "32M" (default none)
  *   "threads": int                 kernel threads (default 0: all cores)
  *   "max_length": int              tokens per text (default 128)

@@ -24,6 +24,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <map>
 #include <vector>
 
@@ -190,5 +191,19 @@ std::size_t parse_bytes(const std::string& text);
 std::size_t process_peak_rss();
 // Current resident set size (VmRSS), in bytes; 0 if unknown.
 std::size_t process_rss();
+
+// The resident set by kind of page, as /proc/self/status splits it (Linux 4.5 and later): file
+// (RssFile: file-backed pages, such as a mapped model file's weights and the code, which the OS
+// can drop and read again) and private (RssAnon: anonymous memory, what iOS's per-app limit
+// counts). Shared memory (RssShmem) is in neither. 0 where the kernel does not say.
+struct ResidentSplit {
+  std::size_t file = 0;
+  std::size_t private_bytes = 0;
+  bool known() const { return file + private_bytes > 0; }
+};
+// The split read from the text of a /proc/<pid>/status file.
+ResidentSplit parse_resident_split(std::string_view status);
+// This process's split now.
+ResidentSplit process_resident_split();
 
 }  // namespace edgetune

@@ -5,15 +5,19 @@
 //             weight (N, K) is `<name>` I8 (N, K) codes beside `<name>.scales` F32 (N); a q4 one is
 //             `<name>` U8 (N, ceil(K/2)) packed nibbles beside `<name>.scales` F32 (N, ceil(K/32)):
 //             the engine's own layouts (tensor.h), so the loader maps them and uses them in place.
+//             nf4 and pal4 are codes beside absmax scales or palettes (quant_file_layout). With
+//             quantized embeddings the word-embedding table (V, C) is stored as the base is and
+//             the position table (P, C) as q8, in the same layouts.
 //             Every tensor starts at a multiple of kModelFileAlignment bytes of the file.
 //   __metadata__  "format": "pt"; "edgetune.format": "edgetune-model";
-//             "edgetune.format_version"; "edgetune.storage" (f32, q8, q4: the base weights');
+//             "edgetune.format_version"; "edgetune.storage" (f32, q8, q4, nf4, pal4: the base
+//             weights'); "edgetune.quant_embeddings" ("true" when the embeddings are quantized;
+//             absent otherwise);
 //             "edgetune.config" (config.json, with id2label: the labels of a kept head);
 //             "edgetune.vocab" (vocab.txt); "edgetune.tokenizer_config" (tokenizer_config.json, or
 //             absent); "edgetune.provenance" (JSON: source, options, edgetune version);
 //             "edgetune.checksum" ("blake2b-256:" + 64 hex digits, see model_file_checksum).
-// What this is not: a general container; embeddings stay float32 and adapters live in their own
-// folders.
+// What this is not: a general container; adapters live in their own folders.
 #pragma once
 
 #include <cstdint>
@@ -38,6 +42,9 @@ inline constexpr std::size_t kModelFileAlignment = 64;
 // What `edgetune compress` does to a model.
 struct CompressOptions {
   DType quant = DType::Q8;  // storage of the base weights: F32, Q8, Q4, NF4 or PAL4
+  // Also the word embeddings stored as `quant` and the position embeddings as q8, as
+  // LoadOptions::quant_embeddings quantizes them at load (needs a quantized `quant`).
+  bool quant_embeddings = false;
   // Source layers kept, ascending and distinct, renumbered 0.. in the file; empty: all.
   std::vector<std::int64_t> keep_layers;
   // Heads removed per source layer, as Hugging Face's prune_heads removes them (rows of query,
@@ -77,7 +84,8 @@ bool is_model_file(const std::filesystem::path& path);
 // file, after pruning heads, neurons and vocabulary and cropping its layers, with the base
 // weights quantized as quantize-on-load would. Importance scores and what they removed go into the
 // provenance. Atomic (through core's writer). Throws ModelError when `out` is `source` or a file
-// inside it, or an existing folder; std::invalid_argument for bad options; data::DataError
+// inside it, or an existing folder; std::invalid_argument for bad options (quant_embeddings with
+// an f32 quant among them); data::DataError
 // (file:line) for a bad calibration or vocabulary text file.
 void compress_model(const std::filesystem::path& source, const std::filesystem::path& out,
                     const CompressOptions& options);
@@ -102,6 +110,8 @@ class ModelFile {
   const std::string& label() const { return reader_->label(); }
   const BertConfig& config() const { return config_; }
   DType storage() const { return storage_; }
+  // Whether the word and position embeddings are stored quantized (storage() and q8).
+  bool quant_embeddings() const { return quant_embeddings_; }
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
   const std::shared_ptr<const safetensors::Reader>& reader() const { return reader_; }
   // The tokenizer the file holds (vocabulary and settings).
@@ -112,6 +122,7 @@ class ModelFile {
   std::map<std::string, std::string> metadata_;
   BertConfig config_;
   DType storage_ = DType::F32;
+  bool quant_embeddings_ = false;
 };
 
 // The tokenizer of `model`: a folder's vocab.txt and tokenizer_config.json, or a model file's.

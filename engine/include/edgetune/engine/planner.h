@@ -9,9 +9,12 @@
 // with the accountant's rounding (accounted_tensor_bytes). (A pooler the checkpoint lacks is
 // initialised float32 rather than in the base storage; the estimate counts the base storage.)
 // The activation estimate mirrors what the tape keeps (see bert.cpp and the ops' nodes): per
-// encoder layer the LoRA input, the q / k / v head tensors, the attention probabilities (twice
+// encoder layer, at that layer's own widths after pruning (its heads, its feed-forward
+// neurons), the LoRA input, the q / k / v head tensors, the attention probabilities (twice
 // with attention dropout), the LayerNorm inputs and the feed-forward activation input; with
-// checkpointing, only each layer's input plus one layer's worth during its recomputation.
+// checkpointing, only each layer's input plus the largest layer's worth during its
+// recomputation. Over a model file, the frozen tensors used in place from its mapping are
+// counted apart as mapped (MemoryEstimate::mapped).
 // Transient backward buffers, dequantization tiles (or, computing in int8, the integer kernels'
 // activation codes and packed weight chunk) and freed blocks held for reuse are the workspace.
 // The data set (its packed token ids) and the tokenizer's tables are the data, as measured once
@@ -27,7 +30,9 @@
 #include <algorithm>
 #include <array>
 #include <cstdint>
+#include <filesystem>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 
@@ -58,6 +63,10 @@ struct PlanRequest {
   double mlm_probability = 0;
   std::size_t data_bytes = 0;  // the data set and the tokenizer, counted as MemCategory::Data
   std::size_t baseline = 0;    // measure_baseline(): resident bytes outside the accountant
+  // The tensors (Hugging Face names) the model file being trained holds, whose frozen ones the
+  // loader uses in place from the file's mapping: clean, file-backed pages rather than private
+  // memory (MemoryEstimate::mapped). Empty for a folder. Set by plan_model_source.
+  std::set<std::string> file_tensors;
   // DP-SGD (dp.h), if set: a second gradient-sized buffer per trainable tensor, the sum of the
   // clipped per-example gradients (ExampleAtATime: run with a micro-batch of 1); with PerExample,
   // instead of the gradient, one copy per row of the micro-batch (the per-example gradients).
@@ -96,6 +105,11 @@ inline constexpr std::size_t kHeapSlackDivisor = 8;
 
 struct MemoryEstimate {
   std::array<std::size_t, kNumMemCategories> bytes{};
+  // Of the base weights, the bytes used in place from a model file (values and scales): file
+  // pages the OS can drop and read again, which a private-memory limit such as iOS's does not
+  // count. They still count toward a budget, which bounds the whole resident set. The
+  // accountant never holds them.
+  std::size_t mapped = 0;
   // Of the tensors' bytes (all categories but the data), those in blocks under kMapThreshold:
   // the heap's share, around which it leaves slack.
   std::size_t heap_bytes = 0;
@@ -117,12 +131,16 @@ struct Plan {
   // the accountant's estimate, as the accountant bounds it.
   std::size_t heap_slack() const { return estimate.heap_bytes / kHeapSlackDivisor; }
   std::size_t peak() const { return estimate.total() + outside_accountant(); }
-  // The accountant's share of the budget (budget - baseline - heap slack; 0 when there is no budget).
-  std::size_t accountant_budget() const { return budget ? budget - std::min(budget, outside_accountant()) : 0; }
+  // The accountant's share of the budget (budget - baseline - heap slack - the mapped base, which
+  // is resident but never the accountant's; 0 when there is no budget).
+  std::size_t accountant_budget() const {
+    return budget ? budget - std::min(budget, outside_accountant() + estimate.mapped) : 0;
+  }
   std::size_t outside_accountant() const { return baseline ? baseline + heap_slack() : 0; }
   // "plan: checkpointing on, micro-batch 4 x 2, estimated peak 97.3 MiB of 128.0 MiB
   //  (accountant 80.1 MiB, heap slack 10.0 MiB, baseline 7.2 MiB)"; the part in parentheses only
-  //  with a baseline.
+  //  with a baseline; over a model file, then "; mapped from the model file 1.6 MiB, private
+  //  95.7 MiB" (the peak's file-backed and private parts).
   std::string describe() const;
 };
 
@@ -143,7 +161,13 @@ Plan choose_plan(const PlanRequest& request, std::size_t budget,
                  std::optional<bool> force_checkpoint = std::nullopt,
                  std::int64_t force_micro_batch = 0);
 
-// The request for a training run (its config, batch and longest row).
+// The request for a training run (its config, batch and longest row), with plan_model_source
+// applied for its model.
 PlanRequest plan_request(const BertConfig& config, const TrainConfig& train, std::int64_t length);
+
+// When `model` is a model file: file_tensors from it, and quant_embeddings set when the file
+// stores its embeddings quantized (the loader then uses them as they are). A folder leaves
+// `request` as it is.
+void plan_model_source(PlanRequest& request, const std::filesystem::path& model);
 
 }  // namespace edgetune

@@ -84,6 +84,9 @@ struct Progress {
   std::size_t memory_peak = 0;     // the accountant's peak
   std::size_t budget = 0;          // the run's memory budget, which bounds VmHWM (0: none)
   std::size_t rss = 0, peak_rss = 0;  // the process's resident set now and its peak (VmHWM)
+  // The resident set now split into file-backed pages (a mapped model file's weights, code) and
+  // private memory (core's ResidentSplit; both 0 where the OS does not say).
+  std::size_t rss_file = 0, rss_private = 0;
   std::optional<double> epsilon;   // DP-SGD: the epsilon spent so far, at the plan's delta
 };
 
