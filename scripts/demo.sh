@@ -64,11 +64,13 @@ if [ $chinese = 0 ]; then
 else
   model=models/edgetune-mini-chinese
   run=.cache/demo/run-zh
-  # 200 steps of 32 shuffled reviews (6,400 of the 9,600) at 96 tokens (three quarters of the
-  # reviews are shorter) fit the few minutes; the dev reviews are held out from training.
+  # 200 steps of 32 shuffled reviews (6,400 of the 9,600) cut at 96 tokens (62 % of the reviews
+  # are no longer, the median is 75) fit the few minutes; the dev reviews are held out from
+  # training. One thread: with the cores busy with other work, two threads (which meet at every
+  # kernel) ran 3 to 10 times slower than one on this run's micro-batches of 6 rows.
   echo "== fine-tuning $model: q4 base and embeddings, LoRA, 64 MiB budget, ChnSentiCorp train -> dev"
   data=(--train "$zh_data/train.tsv" --eval "$zh_data/dev.tsv" --memory-budget 64M --max-steps 200
-        --max-length 96 --log-every 25)
+        --max-length 96 --threads 1 --log-every 25)
   sentences=(
     "这部手机非常好用，电池能用好几天，拍照也很清楚。"
     "饭菜都是凉的，服务员态度还很差，再也不来了。"
