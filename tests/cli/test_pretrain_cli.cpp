@@ -1,8 +1,9 @@
 // The pretraining commands as a user runs them: a short version of the shipped model's reproduce
 // command (prune-vocab -> create-model -> pretrain -> fine-tune the result with q4 + LoRA) on a
 // small committed text and the committed mini vocabulary, the usage errors of --resume, and the
-// shipped model folder itself (models/edgetune-mini-uncased, skipped when absent): at most 16 MB,
-// a BertForMaskedLM folder that the classifier path loads and that classifies.
+// shipped model folders themselves (models/edgetune-mini-uncased, skipped when absent, and
+// models/edgetune-mini-chinese, required): at most 16 MB, BertForMaskedLM folders that the
+// classifier path loads and that classify, with a trained MLM head.
 #include <catch2/catch.hpp>
 
 #include <algorithm>
@@ -124,14 +125,12 @@ TEST_CASE("the reproduce command, short: prune-vocab, create-model, pretrain, th
   CHECK(jsonl(predict.out).size() == 1);
 }
 
-TEST_CASE(
-    "the shipped model: at most 16 MB, BertForMaskedLM, loads for classification and classifies",
-    "[cli][pretrain][shipped]") {
-  const fs::path dir = shipped_model();
-  if (!fs::exists(dir / "model.safetensors")) {
-    WARN("skipped: no shipped model in " << dir);
-    return;
-  }
+namespace {
+
+// The checks both shipped models pass: at most 16 MB, the five files of a BertForMaskedLM folder
+// in float16, loads for classification over a q4 base (a fresh classifier, nothing else missing)
+// and gives finite logits for `text`, whose every token is in the vocabulary.
+void check_shipped_folder(const fs::path& dir, const std::string& text) {
   std::uintmax_t bytes = 0;
   for (const auto& e : fs::recursive_directory_iterator(dir)) {
     if (e.is_regular_file()) bytes += e.file_size();
@@ -154,7 +153,7 @@ TEST_CASE(
   CHECK(std::count(report.initialised.begin(), report.initialised.end(), "classifier.weight") == 1);
   const data::WordPieceTokenizer tok = data::load_tokenizer_from_model_dir(dir);
   CHECK(tok.vocab().size() == m.config.vocab_size);
-  const auto e = tok.encode("A wonderful little film, and the acting was superb.");
+  const auto e = tok.encode(text);
   for (const std::int32_t id : e.ids) CHECK(id != tok.unk_id());
   const Shape s{1, static_cast<std::int64_t>(e.ids.size())};
   const Tensor logits = m.classify({Tensor::from_ints(s, e.ids), Tensor::from_ints(s, e.type_ids),
@@ -162,28 +161,20 @@ TEST_CASE(
                                    ForwardOptions{});
   REQUIRE(logits.shape() == Shape{1, 2});
   for (const double x : logits.to_vector()) CHECK(std::isfinite(x));
+}
 
-  // The MLM head is in the folder and was trained: on plain English sentences (none from the
-  // corpus or the evaluation sets), with every fourth word-piece masked, its masked-LM loss is below
-  // the unigram entropy of the pretraining corpus (6.83 nats over its 3.69M word-pieces: the loss
-  // of a model that only knows token frequencies), so it uses the context; a freshly initialised
-  // head scores about ln(vocab size) = 10.2.
+// The masked-LM loss of the folder's own head (float32) on `sentences`, every fourth token after
+// [CLS] replaced by [MASK], averaged over the masked tokens.
+double masked_lm_loss(const fs::path& dir, const std::vector<std::string>& sentences) {
   LoadOptions with_head;
   with_head.base = DType::F32;
   with_head.with_mlm_head = true;
   const BertModel mlm = load_bert(dir, with_head);
   REQUIRE(mlm.mlm);
-  const char* sentences[] = {
-      "the president of the united states spoke to the congress about the war and the economy.",
-      "she opened the door of the house and walked into the kitchen to make a cup of tea.",
-      "the ship sailed across the sea for many days before the men saw land again.",
-      "in the morning the children went to school, and in the evening they came home for dinner.",
-      "the government must raise taxes or cut spending if it wants to balance the budget.",
-      "he wrote a long letter to his mother and told her about his new life in the city.",
-  };
+  const data::WordPieceTokenizer tok = data::load_tokenizer_from_model_dir(dir);
   double loss = 0;
   std::int64_t masked = 0;
-  for (const char* text : sentences) {
+  for (const std::string& text : sentences) {
     auto enc = tok.encode(text);
     std::vector<std::int32_t> rows, targets;
     for (size_t i = 1; i + 1 < enc.ids.size(); i += 4) {
@@ -203,7 +194,71 @@ TEST_CASE(
             static_cast<double>(rows.size());
     masked += r[0];
   }
-  loss /= static_cast<double>(masked);
-  WARN("shipped model: masked-LM loss " << loss << " over " << masked << " masked word-pieces");
+  return loss / static_cast<double>(masked);
+}
+
+}  // namespace
+
+TEST_CASE(
+    "the shipped model: at most 16 MB, BertForMaskedLM, loads for classification and classifies",
+    "[cli][pretrain][shipped]") {
+  const fs::path dir = shipped_model();
+  if (!fs::exists(dir / "model.safetensors")) {
+    WARN("skipped: no shipped model in " << dir);
+    return;
+  }
+  check_shipped_folder(dir, "A wonderful little film, and the acting was superb.");
+
+  // The MLM head is in the folder and was trained: on plain English sentences (none from the
+  // corpus or the evaluation sets), with every fourth word-piece masked, its masked-LM loss is below
+  // the unigram entropy of the pretraining corpus (6.83 nats over its 3.69M word-pieces: the loss
+  // of a model that only knows token frequencies), so it uses the context; a freshly initialised
+  // head scores about ln(vocab size) = 10.2.
+  const double loss = masked_lm_loss(dir, {
+      "the president of the united states spoke to the congress about the war and the economy.",
+      "she opened the door of the house and walked into the kitchen to make a cup of tea.",
+      "the ship sailed across the sea for many days before the men saw land again.",
+      "in the morning the children went to school, and in the evening they came home for dinner.",
+      "the government must raise taxes or cut spending if it wants to balance the budget.",
+      "he wrote a long letter to his mother and told her about his new life in the city.",
+  });
+  WARN("shipped model: masked-LM loss " << loss);
   CHECK(loss < 6.83);
+}
+
+TEST_CASE(
+    "the shipped Chinese model: the shape its card gives, at most 16 MB, loads, classifies, "
+    "and its MLM head uses the context",
+    "[cli][pretrain][shipped]") {
+  const fs::path dir = fs::path(EDGETUNE_TEST_DIR).parent_path() / "models" / "edgetune-mini-chinese";
+  REQUIRE(fs::exists(dir / "model.safetensors"));
+  check_shipped_folder(dir, "这家酒店的服务很好，房间干净，下次还会再来。");
+
+  // models/edgetune-mini-chinese/README.md: 4 layers, hidden 192, 4 heads, feed-forward 768, GELU,
+  // 128 positions, a 19,232-token vocabulary cut from bert-base-chinese, lower-cased.
+  const auto config = nlohmann::json::parse(slurp(dir / "config.json"));
+  CHECK(config.at("num_hidden_layers") == 4);
+  CHECK(config.at("hidden_size") == 192);
+  CHECK(config.at("num_attention_heads") == 4);
+  CHECK(config.at("intermediate_size") == 768);
+  CHECK(config.at("hidden_act") == "gelu");
+  CHECK(config.at("max_position_embeddings") == 128);
+  CHECK(config.at("vocab_size") == 19232);
+  const data::WordPieceTokenizer tok = data::load_tokenizer_from_model_dir(dir);
+  CHECK(tok.vocab().size() == 19232);
+  CHECK(tok.options().do_lower_case);
+  CHECK(tok.options().tokenize_chinese_chars);
+
+  // As for the English model: below the unigram entropy of its pretraining corpus (6.46 nats over
+  // its 1.78M tokens), on sentences of the corpus's kinds that are not in it.
+  const double loss = masked_lm_loss(dir, {
+      "这个命令用来显示当前目录下的所有文件，并且按照修改时间排序。",
+      "如果没有指定文件名，程序将从标准输入读取数据，然后把结果写到标准输出。",
+      "系统管理员可以使用这个工具来查看网络连接的状态和进程的信息。",
+      "先生读书至夜深，窗外风雨不止，灯下独坐而思故人。",
+      "山中无人迹，唯闻鸟声，溪水东流，日暮而归。",
+      "安装软件包之前，请先更新软件源的列表，并确认磁盘上有足够的空间。",
+  });
+  WARN("shipped Chinese model: masked-LM loss " << loss);
+  CHECK(loss < 6.46);
 }

@@ -1,7 +1,8 @@
 // WordPieceTokenizer against goldens made by Hugging Face tokenizers (Rust) through
 // tests/golden/tokenizer/make_goldens.mjs: hand-made tricky cases on small committed vocabularies
-// (always run), the same cases and real data lines on the full BERT vocabularies of ../shared/data
-// (skipped without it), and every code point through normalization and pre-tokenization.
+// and on the shipped Chinese model's vocabulary (always run), the same cases and real data lines on
+// the full BERT vocabularies of ../shared/data (skipped without it), and every code point through
+// normalization and pre-tokenization.
 // Not here: the data readers (test_reader.cpp), fuzzing (test_fuzz.cpp).
 #include <utf8proc.h>
 
@@ -45,9 +46,13 @@ std::string from_hex(const std::string& hex) {
   return out;
 }
 
-// The vocabulary a golden names: a committed file beside it, or "shared:<path>" in ../shared/data
-// (nothing when that folder is absent).
+// The vocabulary a golden names: a committed file beside it, "repo:<path>" in the repository (a
+// shipped model's), or "shared:<path>" in ../shared/data (nothing when that folder is absent).
 std::optional<Vocab> golden_vocab(const std::string& name) {
+  const std::string repo_prefix = "repo:";
+  if (name.rfind(repo_prefix, 0) == 0) {
+    return Vocab::load(fs::path(EDGETUNE_TEST_DIR).parent_path() / name.substr(repo_prefix.size()));
+  }
   const std::string shared_prefix = "shared:";
   if (name.rfind(shared_prefix, 0) == 0) {
     const fs::path dir = edgetune::test::shared_data_dir();
@@ -127,6 +132,12 @@ TEST_CASE("tokenizer matches HF on hand-made cases (small vocabularies)") {
   n += check_hand_golden("hand_mini_cased.json");
   n += check_hand_golden("hand_mini_lower_keep_accents.json");
   CHECK(n == 400);  // 100 cases, 4 configurations
+}
+
+TEST_CASE("tokenizer matches HF on the shipped Chinese model's vocabulary") {
+  // The hand-made cases and ten more in Chinese (reviews, traditional and classical text, technical
+  // words, characters the pruned vocabulary lacks), on models/edgetune-mini-chinese/vocab.txt.
+  CHECK(check_hand_golden("hand_model_chinese.json") == 110);
 }
 
 TEST_CASE("tokenizer matches HF on hand-made cases (full BERT vocabularies)") {

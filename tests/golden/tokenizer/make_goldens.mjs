@@ -223,6 +223,22 @@ const CASES = [
   { a: B("pair ", [0xfe]), b: B([0xc3], "é") },
 ];
 
+// Cases run with the shipped Chinese model's own vocabulary (models/edgetune-mini-chinese), after
+// CASES: review-like sentences, traditional characters, classical text, technical words, and
+// characters the pruned vocabulary lacks.
+const MODEL_CHINESE_CASES = [
+  { a: "这家酒店的服务很好，房间干净，下次还会再来。" },
+  { a: "电池不耐用，屏幕也有坏点，非常失望！！！" },
+  { a: "笔记本电脑的键盘手感不错，就是风扇声音有点大。" },
+  { a: "學而時習之，不亦說乎？有朋自遠方來，不亦樂乎？" },
+  { a: "床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。" },
+  { a: "使用 apt-get install 安装软件包，然后运行 ls -l /usr/bin 查看。" },
+  { a: "價格：￥1,299.00 元（含運費），ＶＩＰ會員９折" },
+  { a: "GPU显存8GB，CPU是Intel i7-8750H，性价比高" },
+  { a: "囧槑烎 𠮷野家 嗯呢 哈哈哈哈😂" },
+  { a: "这本书很好看", b: "我买了两本送给朋友", max_length: 12 },
+];
+
 // ------------------------------------------------------------------------- small vocabularies
 
 // A pruned vocabulary: the special tokens, every token the full vocabulary gives for the hand
@@ -257,10 +273,10 @@ function sameArray(x, y) {
   return x.length === y.length && x.every((v, i) => Number(v) === Number(y[i]));
 }
 
-async function handGoldens(name, tokens, lowercase, stripAccents, disagreements) {
+async function handGoldens(name, tokens, lowercase, stripAccents, disagreements, cases = CASES) {
   const ref = new References(tokens, lowercase, stripAccents);
   const out = [];
-  for (const c of CASES) {
+  for (const c of cases) {
     const a = caseText(c.a);
     const b = caseText(c.b);
     const r = await ref.rustEncode(a.text, b.text, c.max_length);
@@ -455,6 +471,11 @@ async function main() {
     write(file, { ...header(vocabName, lower, strip),
                   cases: await handGoldens(file, tokens, lower, strip, disagreements) });
   }
+
+  const modelChinese = readVocab(path.join(repo, "models/edgetune-mini-chinese/vocab.txt"));
+  write("hand_model_chinese.json", { ...header("repo:models/edgetune-mini-chinese/vocab.txt", true),
+    cases: await handGoldens("hand_model_chinese.json", modelChinese, true, null, disagreements,
+                             [...CASES, ...MODEL_CHINESE_CASES]) });
 
   const real = [
     ["real_sst2_train.json", "sst2/train.tsv", 0, "shared:vocab/bert-base-uncased-vocab.txt", uncasedFull, 1500, 512, 300, 24],
