@@ -164,6 +164,44 @@ def do_row(name, options, sets, out, threads, seed, lr):
         json.dump(row, f, indent=2)
 
 
+def measure(out, rounds, steps, threads):
+    """Figures that compare best taken side by side, with one binary: the planner's estimate for
+    q4 + LoRA at 32 x 64 (inspect) and the step time, the rows' files timed in turn, `rounds`
+    times `steps` steps each on SST-2's training rows, the median kept. Written into each row's
+    JSON (the figures from the fine-tuning runs stay beside them)."""
+    rows = {}
+    for fn in sorted(os.listdir(os.path.join(out, "rows"))):
+        rows[fn] = json.load(open(os.path.join(out, "rows", fn)))
+    times = {fn: [] for fn in rows}
+    for fn, r in rows.items():
+        s = r["sets"]["sst2"]
+        info = json.loads(subprocess.run(
+            [EDGETUNE, "inspect", "--model", s["file"], "--batch-size", "32", "--max-length", "64",
+             "--lora-targets", "query,key,value,attention.output,intermediate,output", "--json"],
+            capture_output=True, text=True, check=True).stdout)
+        est = info["training_estimate"]
+        s["planner_estimate_mib"] = est["bytes"]["total"] / 2**20
+        s["planner_mapped_mib"] = est["bytes"]["mapped"] / 2**20
+    for _ in range(rounds):
+        for fn, r in rows.items():
+            s = r["sets"]["sst2"]
+            run_dir = os.path.join(out, "steptime")
+            subprocess.run(["rm", "-rf", run_dir], check=True)
+            p = subprocess.run([EDGETUNE, "train", "--model", s["file"], "--train", s["command"].split("--train ")[1].split()[0],
+                                "--max-steps", str(steps), "--threads", str(threads), "--log-every", str(steps),
+                                "--seed", "42", "--lr", "1e-3", "--out", run_dir] + LORA,
+                               capture_output=True, text=True, check=True)
+            done = re.search(r"done: (\d+) steps in ([\d.]+) s", p.stderr)
+            times[fn].append(float(done.group(2)) / int(done.group(1)))
+    for fn, r in rows.items():
+        r["sets"]["sst2"]["step_seconds_side_by_side"] = sorted(times[fn])[len(times[fn]) // 2]
+        with open(os.path.join(out, "rows", fn), "w") as f:
+            json.dump(r, f, indent=2)
+        print(f"{r['row']:10} planner {r['sets']['sst2']['planner_estimate_mib']:.1f} MiB "
+              f"(mapped {r['sets']['sst2']['planner_mapped_mib']:.1f}) step {r['sets']['sst2']['step_seconds_side_by_side']:.3f} s",
+              flush=True)
+
+
 def report(out):
     rows = {}
     for fn in sorted(os.listdir(os.path.join(out, "rows"))):
@@ -202,7 +240,13 @@ def main():
     ap.add_argument("--lr", type=float, default=1e-3, help="the fine-tuning learning rate")
     ap.add_argument("--combo", action="append", default=[], help="NAME=compress options")
     ap.add_argument("--report", action="store_true", help="only print the table of the rows already run")
+    ap.add_argument("--measure", type=int, nargs=2, metavar=("ROUNDS", "STEPS"),
+                    help="for the rows already run: the planner's estimate and step times taken side by side")
     a = ap.parse_args()
+    if a.measure:
+        measure(a.out, a.measure[0], a.measure[1], a.threads)
+        report(a.out)
+        return
     if a.report:
         report(a.out)
         return
