@@ -148,6 +148,7 @@ PretrainConfig non_default_pretrain() {
   c.masking.probability = 0.2;
   c.masking.mask_fraction = 0.7;
   c.masking.random_fraction = 0.2;
+  c.masking.whole_words = true;
   c.memory_budget = 64u << 20;
   c.budget_scope = BudgetScope::Session;
   c.micro_batch = 2;
