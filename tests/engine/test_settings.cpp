@@ -149,6 +149,9 @@ PretrainConfig non_default_pretrain() {
   c.masking.mask_fraction = 0.7;
   c.masking.random_fraction = 0.2;
   c.masking.whole_words = true;
+  c.objective = PretrainObjective::Electra;
+  c.generator_layers = 2;
+  c.rtd_weight = 20;
   c.memory_budget = 64u << 20;
   c.budget_scope = BudgetScope::Session;
   c.micro_batch = 2;

@@ -209,6 +209,26 @@ TEST_CASE("a pretraining run gets the held-out masked-LM panels instead of accur
   CHECK(count(lines, "eval", "1") == 2);
   CHECK(count(lines, "memory", "0") == 3);
   CHECK(count(lines, "mlm_loss", "1") == 0);
+  CHECK_THAT(svg, !Catch::Contains("data-panel=\"rtd\""));
+}
+
+TEST_CASE("an ELECTRA run beside a masked-LM run: its generator's loss dashed in the masked-LM panels, "
+          "its detection accuracy in a panel of its own",
+          "[runview]") {
+  const std::string electra =
+      R"({"type":"train","step":2,"loss":30.5,"lr":0.001,"memory_live":1000000,"rss":9000000,"peak_rss":9500000})" "\n"
+      R"({"type":"eval","step":2,"rtd_loss":0.45,"rtd_accuracy":0.86,"generator_mlm_loss":7.5,"generator_mlm_accuracy":0.05})" "\n"
+      R"({"type":"eval","step":4,"rtd_loss":0.40,"rtd_accuracy":0.88,"generator_mlm_loss":7.1,"generator_mlm_accuracy":0.06})" "\n";
+  const std::vector<plot::RunMetrics> runs = {plot::parse_metrics(pretrain_metrics(), "p", "mlm"),
+                                              plot::parse_metrics(electra, "e", "electra")};
+  const std::string svg = plot::plot_svg(runs);
+  require_well_formed(svg);
+  const auto lines = polylines(svg);
+  CHECK(find(lines, "mlm_loss", "0", "eval.mlm_loss").points.size() == 1);
+  CHECK(find(lines, "mlm_loss", "1", "eval.generator_mlm_loss").points.size() == 2);
+  CHECK(find(lines, "mlm_accuracy", "1", "eval.generator_mlm_accuracy").points.size() == 2);
+  CHECK(find(lines, "rtd", "1", "eval.rtd_accuracy").points.size() == 2);
+  CHECK(count(lines, "rtd", "0") == 0);
 }
 
 TEST_CASE("a .png is rendered by rsvg-convert, at the SVG's size", "[runview]") {

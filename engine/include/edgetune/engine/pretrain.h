@@ -36,6 +36,25 @@
 // with the decoder tied to the word embeddings (bert.h, BertModel::mlm_logits), as
 // BertForMaskedLM's loss with label -100 everywhere else.
 //
+// Replaced-token detection (--objective electra, Clark et al. 2020, "ELECTRA"): a small generator
+// (the model's config with --generator-layers encoder layers, its own masked-LM head) shares the
+// model's embeddings (word, position, token type and their LayerNorm: the same tensors, as ELECTRA
+// ties them) and is trained with the masked-LM loss above on the masked segments. At each masked
+// position a token is sampled from the generator's softmax (no gradient through the sample); the
+// model, the discriminator, reads the segment with the samples in place and predicts, for every
+// non-padding token, whether it was replaced (a sample equal to the original counts as original):
+//   loss = generator masked-LM loss + rtd_weight * mean over the tokens of
+//          bce_with_logits(dense_prediction(gelu(dense(h_t))), replaced_t)
+// with ELECTRA's discriminator head (discriminator_predictions.dense (C, C), .dense_prediction
+// (1, C)) and rtd_weight 50 as in the paper. The samples are drawn with a generator seeded by
+// (seed, epoch, segment), like the masks, so a resumed run draws the same ones. What is saved is
+// the discriminator, the model to fine-tune: the encoder and its embeddings under BertForMaskedLM's
+// names, and no cls.* head (it never trained one; loading it for more masked-LM training makes a
+// fresh head). The generator and the discriminator head live in train_state (resume) only.
+// Held-out evaluation reports the generator's masked-LM loss and the discriminator's accuracy on
+// the held-out segments; the discriminator has no masked-LM loss, so the objectives compare on
+// what fine-tuning makes of them (bench/objective_table.sh).
+//
 // What this is not: next-sentence prediction (BertForPreTraining's second head), or mixed
 // precision.
 #pragma once
@@ -91,6 +110,11 @@ struct MaskingOptions {
   bool whole_words = false;
 };
 
+// What pretraining optimises: masked-LM, or ELECTRA's replaced-token detection (above).
+enum class PretrainObjective { MaskedLm, Electra };
+inline constexpr settings::Choice<PretrainObjective> kPretrainObjectiveNames[] = {
+    {PretrainObjective::MaskedLm, "mlm"}, {PretrainObjective::Electra, "electra"}};
+
 struct MaskedSegment {
   std::vector<std::int32_t> input_ids;  // (T) the segment after replacement
   std::vector<std::int32_t> positions;  // (M) indices of the chosen tokens, ascending
@@ -131,6 +155,44 @@ struct MlmOutput {
 MlmOutput mlm_loss(const BertModel& model, const Tensor& hidden, const Tensor& positions,
                    const Tensor& labels, const ForwardOptions& options);
 
+// ---- replaced-token detection (ELECTRA) ---------------------------------------------------------
+
+// ELECTRA's discriminator head: logit = dense_prediction(gelu(dense(h))), one per token.
+struct RtdHead {
+  LinearLayer dense;             // (C, C)
+  LinearLayer dense_prediction;  // (1, C)
+  // The head's tensors under ElectraForPreTraining's names (discriminator_predictions.*).
+  std::vector<std::pair<std::string, Tensor>> named_tensors() const;
+};
+// A fresh head for hidden size `config.hidden_size`: normal(0, initializer_range) weights, zero
+// biases, trainable float32.
+RtdHead make_rtd_head(const BertConfig& config, std::uint64_t seed);
+
+// The generator of `discriminator` (which must have been loaded with its embeddings float32 and
+// trainable): `layers` fresh encoder layers and a fresh masked-LM head (init_bert with `seed`),
+// and the discriminator's embedding tensors themselves (shared, not copied).
+// Requires 1 <= layers (std::invalid_argument).
+BertModel make_generator(const BertModel& discriminator, int layers, std::uint64_t seed);
+
+struct ElectraOutput {
+  Tensor loss;                 // generator_loss + rtd_weight * rtd_loss (scalar)
+  Tensor generator_loss;       // the generator's masked-LM loss (scalar)
+  Tensor rtd_loss;             // mean binary cross-entropy over the non-padding tokens (scalar)
+  std::int64_t masked = 0;     // M
+  std::int64_t generator_correct = 0;  // masked tokens the generator's arg-max gets right
+  std::int64_t tokens = 0;     // non-padding tokens the discriminator judged
+  std::int64_t rtd_correct = 0;        // of them, judged right (logit > 0 means replaced)
+  std::int64_t replaced = 0;   // masked tokens whose sample differs from the original
+  std::vector<std::int32_t> samples;  // (M) the sampled ids, in the order of batch.positions
+};
+
+// ELECTRA's loss of one batch, as described above. sample_seeds holds one seed per row of the
+// batch: the draws of row r's masked positions come from data::Rng(sample_seeds[r]), in position
+// order, each by inverting the cumulative softmax (in double) of the generator's logits.
+ElectraOutput electra_loss(const BertModel& generator, const BertModel& discriminator, const RtdHead& head,
+                           const MlmBatch& batch, std::span<const std::uint64_t> sample_seeds,
+                           double rtd_weight, const ForwardOptions& options);
+
 // ---- the pretrainer -----------------------------------------------------------------------------
 
 struct PretrainConfig : MemorySettings {
@@ -157,6 +219,9 @@ struct PretrainConfig : MemorySettings {
   int eval_batch_size = 64;
   bool save_f16 = false;  // model.safetensors in half precision
   MaskingOptions masking;
+  PretrainObjective objective = PretrainObjective::MaskedLm;
+  int generator_layers = 1;  // ELECTRA: the generator's encoder layers
+  double rtd_weight = 50;    // ELECTRA: the weight of the replaced-token-detection loss
   // memory_budget, micro_batch, checkpoint_layers: MemorySettings (run.h).
 
   // The settings table (settings.h); defaults are the initialisers above.
@@ -197,6 +262,10 @@ struct PretrainConfig : MemorySettings {
       "of the chosen tokens, the fraction replaced by a random token", in_range(0, 1));
     v("whole_word_masking", c.masking.whole_words,
       "choose whole words: a piece and its ## continuations are masked together");
+    v("objective", c.objective, kPretrainObjectiveNames,
+      "mlm: masked-LM; electra: replaced-token detection with a small generator (ELECTRA)");
+    v("generator_layers", c.generator_layers, "ELECTRA: encoder layers of the generator", at_least(1));
+    v("rtd_weight", c.rtd_weight, "ELECTRA: weight of the replaced-token-detection loss", at_least(0));
     MemorySettings::fields(c, v);
   }
 
@@ -208,10 +277,12 @@ struct PretrainConfig : MemorySettings {
 };
 
 struct MlmEval {
-  double loss = 0;          // mean cross-entropy over the masked tokens
-  double accuracy = 0;      // fraction of masked tokens predicted exactly
+  double loss = 0;          // mean cross-entropy over the masked tokens (ELECTRA: the generator's)
+  double accuracy = 0;      // fraction of masked tokens predicted exactly (ELECTRA: the generator's)
   std::int64_t masked = 0;  // masked tokens evaluated
   std::int64_t segments = 0;
+  // ELECTRA only: the discriminator on the held-out segments with the generator's samples.
+  std::optional<double> rtd_loss, rtd_accuracy;
 };
 
 struct PretrainResult {
