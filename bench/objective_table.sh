@@ -16,6 +16,11 @@
 # trained that way; ELECTRA's discriminator has no masked-LM loss at all. The fine-tuning accuracy
 # is the comparison that takes no side.
 # Prints a Markdown table and draws the pretraining runs into OUT/objectives.svg.
+# Two settings in the environment change the start and the text:
+#   START=DIR     continue a pretrained model (e.g. models/edgetune-mini-uncased) instead of
+#                 starting from the random initialisation; the fine-tuning row of DIR itself is
+#                 printed too
+#   CORPUS="..."  the corpus files' names in .cache/corpus (default: sotu moby-dick brown)
 #   bench/objective_table.sh SST2_DIR [OUT] [STEPS] [ROWS] [THREADS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,13 +35,27 @@ scripts/fetch_corpus.sh "$corpus" >/dev/null
 rm -rf "$out"
 mkdir -p "$out"
 head -n $((rows + 1)) "$data/train.tsv" >"$out/train.tsv"
-"$cli" create-model --vocab models/edgetune-mini-uncased/vocab.txt --out "$out/init" \
-  --layers 4 --hidden 192 --heads 4 --intermediate 768 --max-positions 128 --seed 0 >/dev/null
+corpus_files=()
+for name in ${CORPUS:-sotu moby-dick brown}; do corpus_files+=("$corpus/$name.txt"); done
+if [ -n "${START:-}" ]; then
+  init="$START"
+else
+  init="$out/init"
+  "$cli" create-model --vocab models/edgetune-mini-uncased/vocab.txt --out "$init" \
+    --layers 4 --hidden 192 --heads 4 --intermediate 768 --max-positions 128 --seed 0 >/dev/null
+fi
+finetune() {  # MODEL RUN: the SST-2 row
+  "$cli" train --model "$1" --train "$out/train.tsv" --eval "$data/glue-validation.tsv" --seed 42 \
+    --quant q4 --quant-embeddings --method lora \
+    --lora-targets query,key,value,attention.output,intermediate,output --epochs 1 --batch-size 32 \
+    --max-length 64 --lr 2e-3 --warmup-ratio 0.1 --threads "$threads" --out "$out/$2" >"$out/$2.log" 2>&1
+}
+[ -n "${START:-}" ] && finetune "$init" start-sst2
 
 # Multiply-adds per token of a step's forward (the backward costs twice that for both): an encoder
 # layer 4C^2 + 2CF + 2TC; the masked-LM head C^2 + CV at the masked 15 %; ELECTRA's detection head
 # C^2 + C at every token; its generator one layer with the masked-LM head.
-electra_steps=$(/usr/bin/python3 - "$out/init/config.json" "$steps" <<'PY'
+electra_steps=$(/usr/bin/python3 - "$init/config.json" "$steps" <<'PY'
 import json, sys
 c = json.load(open(sys.argv[1]))
 C, F, V, L, T = c["hidden_size"], c["intermediate_size"], c["vocab_size"], c["num_hidden_layers"], 128
@@ -54,16 +73,12 @@ for objective in mlm wwm electra; do
   [ "$objective" = wwm ] && flag=(--whole-word-masking)
   [ "$objective" = electra ] && flag=(--objective electra --generator-layers 1) && n="$electra_steps"
   start=$(date +%s.%N)
-  "$cli" pretrain --model "$out/init" --corpus "$corpus/sotu.txt" "$corpus/moby-dick.txt" "$corpus/brown.txt" \
+  "$cli" pretrain --model "$init" --corpus "${corpus_files[@]}" \
     --out "$out/$objective" --max-length 128 --batch-size 32 --lr 2e-3 --adam-beta2 0.98 \
     --warmup-ratio 0.06 --max-steps "$n" --dropout 0 --seed 42 --threads "$threads" \
     --eval-every 100 --log-every 50 "${flag[@]}" >"$out/$objective.log" 2>&1
   echo "$(date +%s.%N) - $start" | bc >"$out/$objective.seconds"
-  "$cli" train --model "$out/$objective" --train "$out/train.tsv" --eval "$data/glue-validation.tsv" --seed 42 \
-    --quant q4 --quant-embeddings --method lora \
-    --lora-targets query,key,value,attention.output,intermediate,output --epochs 1 --batch-size 32 \
-    --max-length 64 --lr 2e-3 --warmup-ratio 0.1 --threads "$threads" --out "$out/$objective-sst2" \
-    >"$out/$objective-sst2.log" 2>&1
+  finetune "$out/$objective" "$objective-sst2"
 done
 "$cli" plot "$out/mlm" "$out/wwm" "$out/electra" --out "$out/objectives.svg" >/dev/null
 
@@ -74,6 +89,10 @@ def metrics(run):
     return [json.loads(l) for l in open(f"{out}/{run}/metrics.jsonl")]
 print(f"| objective | steps | tokens | seconds | held-out loss / accuracy | SST-2 accuracy ({rows} rows, q4 + LoRA) |")
 print("|---|---|---|---|---|---|")
+import os
+if os.path.exists(f"{out}/start-sst2/metrics.jsonl"):
+    acc = [l for l in metrics("start-sst2") if l.get("type") == "eval"][-1]["accuracy"]
+    print(f"| the starting model, not pretrained further | 0 | 0 | 0 | - | {acc:.4f} |")
 for name, label in (("mlm", "masked pieces"), ("wwm", "whole-word masking"), ("electra", "ELECTRA (1-layer generator)")):
     m = metrics(name)
     ev = [l for l in m if l.get("type") == "eval"][-1]

@@ -5,12 +5,14 @@
 # and evaluates on sst2/glue-validation.tsv, one epoch each; six runs of about four minutes on two
 # cores. Prints each run's command, plan, accuracy and peak memory; the run folders go to OUT.
 #   bench/sst2_pretrained_vs_random.sh [SHARED_DATA_DIR] [OUT]
+# The environment can narrow it: MODEL (another pretrained folder), INITS ("pretrained random"),
+# CONFIGS ("q4-lora f32-lora full") and THREADS (2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-../shared/data}/sst2"
 out="${2:-runs/sst2}"
 E=build/release/examples/edgetune
-P=models/edgetune-mini-uncased
+P="${MODEL:-models/edgetune-mini-uncased}"
 R="$out/random-init"
 mkdir -p "$out"
 if [ ! -f "$R/model.safetensors" ]; then
@@ -18,12 +20,12 @@ if [ ! -f "$R/model.safetensors" ]; then
     --intermediate 768 --max-positions 128 --seed 0
 fi
 common=(--train "$data/train.tsv" --eval "$data/glue-validation.tsv" --epochs 1 --batch-size 32
-        --max-length 64 --warmup-ratio 0.06 --seed 42 --threads 2 --log-every 500)
+        --max-length 64 --warmup-ratio 0.06 --seed 42 --threads "${THREADS:-2}" --log-every 500)
 lora=(--method lora --lora-targets query,key,value,attention.output,intermediate,output --lr 1e-3)
-for init in pretrained random; do
+for init in ${INITS:-pretrained random}; do
   m=$P
   if [ $init = random ]; then m=$R; fi
-  for cfg in q4-lora f32-lora full; do
+  for cfg in ${CONFIGS:-q4-lora f32-lora full}; do
     case $cfg in
       q4-lora) a=(--quant q4 "${lora[@]}" --memory-budget 64M) ;;
       f32-lora) a=(--quant f32 "${lora[@]}") ;;
