@@ -422,33 +422,45 @@ void PretrainConfig::validate() const {
 
 namespace {
 
+// What the objectives' batches share: masked segments, their tokens, a part of them as a batch.
+class MaskedStepBatch : public StepBatch {
+ public:
+  MaskedStepBatch(std::vector<MaskedSegment> rows, std::int32_t pad_id) : rows_(std::move(rows)), pad_id_(pad_id) {}
+  std::size_t rows() const override { return rows_.size(); }
+  std::int64_t tokens() const override { return tokens_of(0, rows_.size()); }
+
+ protected:
+  std::int64_t tokens_of(std::size_t start, std::size_t n) const {
+    std::int64_t t = 0;
+    for (std::size_t i = start; i < start + n; ++i) t += static_cast<std::int64_t>(rows_[i].input_ids.size());
+    return t;
+  }
+  MlmBatch part(std::size_t start, std::size_t n) const {
+    return make_mlm_batch(std::span<const MaskedSegment>(rows_).subspan(start, n), pad_id_);
+  }
+  std::vector<MaskedSegment> rows_;
+  std::int32_t pad_id_;
+};
+
 // A batch of masked segments as the run layer's StepBatch: the loss of a part is the mean
 // cross-entropy over its masked tokens.
-class MlmStepBatch : public StepBatch {
+class MlmStepBatch : public MaskedStepBatch {
  public:
   MlmStepBatch(const BertModel& model, std::vector<MaskedSegment> rows, std::int32_t pad_id)
-      : model_(model), rows_(std::move(rows)), pad_id_(pad_id) {}
-  std::size_t rows() const override { return rows_.size(); }
-  std::int64_t tokens() const override {
-    std::int64_t n = 0;
-    for (const MaskedSegment& s : rows_) n += static_cast<std::int64_t>(s.input_ids.size());
-    return n;
-  }
+      : MaskedStepBatch(std::move(rows), pad_id), model_(model) {}
   double units(std::size_t start, std::size_t n) const override {
     std::size_t m = 0;
     for (std::size_t i = start; i < start + n; ++i) m += rows_[i].positions.size();
     return static_cast<double>(m);
   }
   PartLoss loss(std::size_t start, std::size_t n, const ForwardOptions& fo) const override {
-    const MlmBatch b = make_mlm_batch(std::span<const MaskedSegment>(rows_).subspan(start, n), pad_id_);
+    const MlmBatch b = part(start, n);
     const MlmOutput out = mlm_loss(model_, model_.encode(b.inputs, fo), b.positions, b.labels, fo);
     return PartLoss{out.loss, out.correct, out.count};
   }
 
  private:
   const BertModel& model_;
-  std::vector<MaskedSegment> rows_;
-  std::int32_t pad_id_;
 };
 
 // The seed of the generator's samples for one segment in one epoch: a stream apart from the masks'.
@@ -458,27 +470,16 @@ std::uint64_t sample_seed(std::uint64_t seed, std::uint64_t epoch, std::uint64_t
 
 // A batch of masked segments for ELECTRA: the loss of a part is electra_loss over it. Parts are
 // whole batches (the pretrainer refuses micro-batches for ELECTRA), so units are only counted.
-class ElectraStepBatch : public StepBatch {
+class ElectraStepBatch : public MaskedStepBatch {
  public:
   ElectraStepBatch(const BertModel& generator, const BertModel& discriminator, const RtdHead& head,
                    std::vector<MaskedSegment> rows, std::vector<std::uint64_t> seeds, std::int32_t pad_id,
                    double rtd_weight)
-      : generator_(generator), discriminator_(discriminator), head_(head), rows_(std::move(rows)),
-        seeds_(std::move(seeds)), pad_id_(pad_id), rtd_weight_(rtd_weight) {}
-  std::size_t rows() const override { return rows_.size(); }
-  std::int64_t tokens() const override {
-    std::int64_t n = 0;
-    for (const MaskedSegment& s : rows_) n += static_cast<std::int64_t>(s.input_ids.size());
-    return n;
-  }
-  double units(std::size_t start, std::size_t n) const override {
-    std::size_t m = 0;
-    for (std::size_t i = start; i < start + n; ++i) m += rows_[i].input_ids.size();
-    return static_cast<double>(m);
-  }
+      : MaskedStepBatch(std::move(rows), pad_id), generator_(generator), discriminator_(discriminator),
+        head_(head), seeds_(std::move(seeds)), rtd_weight_(rtd_weight) {}
+  double units(std::size_t start, std::size_t n) const override { return static_cast<double>(tokens_of(start, n)); }
   PartLoss loss(std::size_t start, std::size_t n, const ForwardOptions& fo) const override {
-    const MlmBatch b = make_mlm_batch(std::span<const MaskedSegment>(rows_).subspan(start, n), pad_id_);
-    const ElectraOutput out = electra_loss(generator_, discriminator_, head_, b,
+    const ElectraOutput out = electra_loss(generator_, discriminator_, head_, part(start, n),
                                            std::span<const std::uint64_t>(seeds_).subspan(start, n), rtd_weight_, fo);
     return PartLoss{out.loss, out.rtd_correct, out.tokens};
   }
@@ -487,9 +488,7 @@ class ElectraStepBatch : public StepBatch {
   const BertModel& generator_;
   const BertModel& discriminator_;
   const RtdHead& head_;
-  std::vector<MaskedSegment> rows_;
   std::vector<std::uint64_t> seeds_;
-  std::int32_t pad_id_;
   double rtd_weight_;
 };
 
