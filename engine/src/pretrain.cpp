@@ -302,25 +302,30 @@ BertModel make_generator(const BertModel& discriminator, int layers, std::uint64
 }
 
 namespace {
-// An index drawn from softmax(z) (V values): the first k whose cumulative probability exceeds u,
-// in double.
+// One masked piece's draw from softmax(z) (V values): the first k whose cumulative probability
+// exceeds u, in double, and the arg-max. `weights` is scratch for the V exponentials.
+struct Draw {
+  std::int32_t sample = 0, best = 0;
+};
 template <class T>
-std::int32_t draw_from_logits(const T* z, std::int64_t v, double u) {
-  const double top = static_cast<double>(*std::max_element(z, z + v));
+Draw draw_from_logits(const T* z, std::int64_t v, double u, std::vector<double>& weights) {
+  Draw d;
+  d.best = static_cast<std::int32_t>(std::max_element(z, z + v) - z);
+  const double top = static_cast<double>(z[d.best]);
+  weights.resize(static_cast<size_t>(v));
   double total = 0;
-  for (std::int64_t i = 0; i < v; ++i) total += std::exp(static_cast<double>(z[i]) - top);
+  for (std::int64_t i = 0; i < v; ++i) total += weights[static_cast<size_t>(i)] = std::exp(static_cast<double>(z[i]) - top);
   const double target = u * total;
   double cumulative = 0;
+  d.sample = static_cast<std::int32_t>(v - 1);  // when u * total rounds above the last sum
   for (std::int64_t i = 0; i < v; ++i) {
-    cumulative += std::exp(static_cast<double>(z[i]) - top);
-    if (cumulative > target) return static_cast<std::int32_t>(i);
+    cumulative += weights[static_cast<size_t>(i)];
+    if (cumulative > target) {
+      d.sample = static_cast<std::int32_t>(i);
+      break;
+    }
   }
-  return static_cast<std::int32_t>(v - 1);  // u * total rounded above the last sum
-}
-
-template <class T>
-std::int32_t arg_max(const T* z, std::int64_t v) {
-  return static_cast<std::int32_t>(std::max_element(z, z + v) - z);
+  return d;
 }
 }  // namespace
 
@@ -349,6 +354,7 @@ ElectraOutput electra_loss(const BertModel& generator, const BertModel& discrimi
   std::vector<double> replaced(static_cast<size_t>(b * t), 0.0);
   std::optional<data::Rng> rng;
   std::int64_t row = -1;
+  std::vector<double> weights;
   out.samples.resize(static_cast<size_t>(out.masked));
   for (std::int64_t k = 0; k < out.masked; ++k) {
     const std::int64_t r = pos[k] / t;
@@ -357,14 +363,9 @@ ElectraOutput electra_loss(const BertModel& generator, const BertModel& discrimi
       row = r;
     }
     const double u = rng->uniform();
-    std::int32_t sample = 0, best = 0;
-    if (logits.dtype() == DType::F64) {
-      sample = draw_from_logits(logits.data<double>() + k * v, v, u);
-      best = arg_max(logits.data<double>() + k * v, v);
-    } else {
-      sample = draw_from_logits(logits.data<float>() + k * v, v, u);
-      best = arg_max(logits.data<float>() + k * v, v);
-    }
+    const Draw d = logits.dtype() == DType::F64 ? draw_from_logits(logits.data<double>() + k * v, v, u, weights)
+                                                : draw_from_logits(logits.data<float>() + k * v, v, u, weights);
+    const std::int32_t sample = d.sample, best = d.best;
     out.samples[static_cast<size_t>(k)] = sample;
     if (best == lab[k]) ++out.generator_correct;
     replaced_ids[static_cast<size_t>(pos[k])] = sample;

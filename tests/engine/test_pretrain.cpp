@@ -78,6 +78,18 @@ fs::path tiny_model(const fs::path& dir) {
   return dir;
 }
 
+// A small BERT config over 50 ids (no tokenizer needed) with `layers` encoder layers.
+BertConfig small_config(std::int64_t layers) {
+  BertConfig c;
+  c.vocab_size = 50;
+  c.hidden_size = 16;
+  c.num_hidden_layers = layers;
+  c.num_attention_heads = 2;
+  c.intermediate_size = 32;
+  c.max_position_embeddings = 16;
+  return c;
+}
+
 std::vector<nlohmann::json> read_metrics(const fs::path& file) {
   std::vector<nlohmann::json> out;
   std::ifstream in(file);
@@ -412,13 +424,7 @@ TEST_CASE("gradcheck: MLM head with the decoder tied to an embedding lookup",
 
 TEST_CASE("pretrain: the gathered loss is BertForMaskedLM's loss over all positions with -100",
           "[pretrain]") {
-  BertConfig c;
-  c.vocab_size = 50;
-  c.hidden_size = 16;
-  c.num_hidden_layers = 1;
-  c.num_attention_heads = 2;
-  c.intermediate_size = 32;
-  c.max_position_embeddings = 16;
+  const BertConfig c = small_config(1);
   LoadOptions lo;
   lo.base = DType::F32;
   lo.with_mlm_head = true;
@@ -588,23 +594,12 @@ TEST_CASE("pretrain: interrupt and resume end with the same bytes as an uninterr
 
 namespace {
 
-BertConfig electra_config() {
-  BertConfig c;
-  c.vocab_size = 50;
-  c.hidden_size = 16;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 2;
-  c.intermediate_size = 32;
-  c.max_position_embeddings = 16;
-  return c;
-}
-
 BertModel electra_discriminator() {
   LoadOptions lo;
   lo.base = DType::F32;
   lo.trainable = [](const std::string& name) { return in_masked_lm_checkpoint(name); };
   lo.seed = 3;
-  return init_bert(electra_config(), lo);
+  return init_bert(small_config(2), lo);
 }
 
 // Two rows, the second padded; masked positions 1, 3 (row 0) and 6, 7 (row 1).
