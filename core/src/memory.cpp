@@ -12,6 +12,9 @@
 #include <new>
 
 #include <sys/mman.h>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace edgetune {
 
@@ -347,6 +350,14 @@ static std::string read_status() {
 
 std::size_t process_peak_rss() { return status_kb(read_status(), "VmHWM:"); }
 std::size_t process_rss() { return status_kb(read_status(), "VmRSS:"); }
+
+std::size_t process_heap_free() {
+#if defined(__GLIBC__) && (__GLIBC__ > 2 || (__GLIBC__ == 2 && __GLIBC_MINOR__ >= 33))
+  return mallinfo2().fordblks;
+#else
+  return 0;
+#endif
+}
 
 ResidentSplit parse_resident_split(std::string_view status) {
   return {status_kb(status, "RssFile:"), status_kb(status, "RssAnon:")};

@@ -49,6 +49,9 @@ int guarded_with(Report&& report, F&& f) {
   } catch (const edgetune::PlanError& e) {
     report(e.what());
     return EDGETUNE_OUT_OF_BUDGET;
+  } catch (const edgetune::ProcessBudgetExceeded& e) {
+    report(e.what());
+    return EDGETUNE_OUT_OF_BUDGET;
   } catch (const BadArgument& e) {
     report(e.what());
     return EDGETUNE_BAD_ARGUMENT;

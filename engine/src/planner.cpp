@@ -258,7 +258,8 @@ MemoryEstimate estimate_memory(const PlanRequest& r, bool ckpt, std::int64_t mic
 
 std::string Baseline::describe() const {
   return "baseline " + format_bytes(total()) + " (resident " + format_bytes(resident) + ", threads " +
-         format_bytes(threads) + ", allocator " + format_bytes(allocator) + ")";
+         format_bytes(threads) + ", allocator " + format_bytes(allocator) + ", heap free " +
+         format_bytes(heap_free) + ")";
 }
 
 Baseline measure_baseline() {
@@ -274,6 +275,7 @@ Baseline measure_baseline() {
   const std::size_t after = process_rss();
   b.threads = after > b.resident ? after - b.resident : 0;
   b.allocator = kAllocatorAllowance;
+  b.heap_free = process_heap_free();
   return b;
 }
 

@@ -466,6 +466,24 @@ void TrainingRun::log_progress(double lr, double grad_norm, double epoch_pos, do
   if (hooks_.on_progress) hooks_.on_progress(p);
 }
 
+void TrainingRun::check_process_budget() {
+  if (s_.memory_budget == 0 || s_.budget_scope != BudgetScope::Process) return;
+  const std::size_t peak = process_peak_rss();
+  if (peak <= s_.memory_budget) return;
+  save_state();
+  // A budget that holds this peak with a tenth to spare, in whole MiB.
+  constexpr std::size_t kMiB = std::size_t{1} << 20;
+  const std::size_t larger = (peak + peak / 10 + kMiB - 1) / kMiB;
+  const std::string dir = folder_.dir().string();
+  throw ProcessBudgetExceeded(
+      "the process's peak resident set (VmHWM) reached " + format_bytes(peak) + " at step " +
+          std::to_string(step_) + ", past the memory budget of " + format_bytes(s_.memory_budget) +
+          " (the accountant's peak " + format_bytes(current_context().accountant->stats().peak_total) +
+          "; the rest is outside it): checkpoint saved in " + dir + "; continue with a larger budget: " +
+          s_.resume_command + " " + dir + " --memory-budget " + std::to_string(larger) + "M",
+      peak, s_.memory_budget, step_);
+}
+
 RunResult TrainingRun::run() {
   using clock = std::chrono::steady_clock;
   started_ = clock::now();
@@ -531,6 +549,7 @@ RunResult TrainingRun::run() {
         items_at_log = items;
       }
       task_.after_step(*this, done);
+      check_process_budget();
       if (!done && hooks_.should_stop && hooks_.should_stop()) {
         result.interrupted = true;
         break;
@@ -547,6 +566,7 @@ RunResult TrainingRun::run() {
       batch_in_epoch_ = 0;
     }
     if ((epoch_done || done) && task_.after_epoch(*this)) done = true;
+    check_process_budget();
     if (!done) save_state();
   }
   save_state();

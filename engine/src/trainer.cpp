@@ -167,11 +167,12 @@ void Trainer::Impl::prepare(RunFolder& folder) {
   const BertConfig base_cfg = load_config(cfg.model_dir);
   const data::LabelMap map = load_data(base_cfg);
 #if defined(__GLIBC__)
-  // The rows read from the file are freed by now, leaving holes in the heap that no tensor fills
-  // (the accountant maps its blocks from the OS): their pages go back to the OS rather than stay
-  // in the resident set for the whole run.
+  // The rows read from the file are freed by now, leaving holes in the heap: their pages go back
+  // to the OS until the run's small objects (graph nodes, batches, small tensors) land in them.
   malloc_trim(0);
 #endif
+  // The holes stay the heap's, and the run makes them resident again: the plan counts them.
+  if (cfg.memory_budget > 0 && cfg.budget_scope == BudgetScope::Process) baseline.heap_free = process_heap_free();
   const DType base = build_model(base_cfg);
   folder.create();
   if (!resuming) map.save(cfg.out / "labels.json");

@@ -312,6 +312,67 @@ TEST_CASE("planner: training under a budget stays under it, and the plan is prin
   fs::remove(c.train_file);
 }
 
+TEST_CASE("planner: a run whose process passes its budget stops with a checkpoint, and resumes",
+          "[planner][memory]") {
+  TrainConfig c = small_run("guard", 64);
+  c.epochs = 1;
+  c.batch_size = 16;
+  c.quant = DType::Q4;
+  c.threads = 1;
+  constexpr std::size_t kMiB = std::size_t{1} << 20;
+  // Room for the plan (whose baseline is this process's VmRSS, at most its VmHWM) with 64 MiB to
+  // spare; then memory the accountant never sees, written after the first step, takes the
+  // process's VmHWM past the budget, as a growing heap would.
+  c.memory_budget = process_peak_rss() + 64 * kMiB;
+  std::vector<char> outside;
+  RunHooks hooks;
+  hooks.should_stop = [&] {
+    if (outside.empty()) outside.assign(c.memory_budget - process_rss() + 8 * kMiB, 1);
+    return false;
+  };
+
+  SECTION("process scope: stopped after the step that passed it") {
+    std::ostringstream log;
+    Trainer t(c, &log);
+    try {
+      t.run(hooks);
+      FAIL("the run went on past its budget");
+    } catch (const ProcessBudgetExceeded& e) {
+      // The hook runs after the budget's check of step 1, so step 2's check finds it.
+      REQUIRE(e.step == 2);
+      REQUIRE(e.budget == c.memory_budget);
+      REQUIRE(e.peak_rss > c.memory_budget);
+      const std::string m = e.what();
+      REQUIRE_THAT(m, Catch::StartsWith("the process's peak resident set (VmHWM) reached " +
+                                        format_bytes(e.peak_rss) + " at step 2, past the memory budget of " +
+                                        format_bytes(c.memory_budget)));
+      REQUIRE_THAT(m, Catch::Contains("checkpoint saved in " + c.out.string()) &&
+                          Catch::Contains("edgetune train --resume " + c.out.string() + " --memory-budget "));
+      REQUIRE(m.find('\n') == std::string::npos);
+    }
+    REQUIRE(fs::exists(c.out / "train_state.safetensors"));
+    // The checkpoint is step 2's: a resume under a budget above this process's VmHWM (which never
+    // falls) runs the two steps left.
+    outside = {'x'};
+    ResumeOverrides more;
+    more.memory_budget = process_peak_rss() + 64 * kMiB;
+    const TrainResult res = Trainer::resume(c.out, &log, more).run();
+    REQUIRE(res.steps == 4);
+    REQUIRE(fs::exists(c.out / "adapter_model.safetensors"));
+  }
+  SECTION("session scope: the process's resident set is not the run's to bound") {
+    c.budget_scope = BudgetScope::Session;
+    std::ostringstream log;
+    Trainer t(c, &log);
+    const TrainResult res = t.run(hooks);
+    REQUIRE(res.steps == 4);
+    REQUIRE(res.peak_rss > c.memory_budget);
+    REQUIRE(res.accountant_peak <= c.memory_budget);
+  }
+  fs::remove_all(c.out);
+  fs::remove(c.train_file);
+}
+
 TEST_CASE("planner: the accountant stops a step that would pass the budget with BudgetExceeded",
           "[planner][memory]") {
   Context context;
@@ -343,7 +404,7 @@ TEST_CASE("planner: the baseline is measured, and the plan fits it beside the ac
   REQUIRE(b.resident > (std::size_t{1} << 20));
   REQUIRE(b.resident <= process_rss());
   REQUIRE(b.allocator == kAllocatorAllowance);
-  REQUIRE(b.total() == b.resident + b.threads + b.allocator);
+  REQUIRE(b.total() == b.resident + b.threads + b.allocator + b.heap_free);
   REQUIRE_THAT(b.describe(), Catch::StartsWith("baseline " + format_bytes(b.total())));
 
   PlanRequest r = request(Method::Lora, DType::Q4, 16, 128);

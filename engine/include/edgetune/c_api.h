@@ -132,8 +132,9 @@ typedef int (*edgetune_progress_fn)(const edgetune_progress* p, void* user);
  * ...) over the session's options; "model", "train" and "out" are not allowed. progress and user
  * may be NULL. Returns EDGETUNE_OK and from then on predicts with the trained adapter;
  * EDGETUNE_INTERRUPTED when cancelled (checkpoint saved, the model unchanged);
- * EDGETUNE_OUT_OF_BUDGET when the budget cannot hold the training. A cancel made before the call
- * is cleared by it. */
+ * EDGETUNE_OUT_OF_BUDGET when the budget cannot hold the training, or when under a process budget
+ * ("budget_scope": "process") the process's peak resident set passed it mid-run (checkpoint
+ * saved: resume with a larger budget). A cancel made before the call is cleared by it. */
 EDGETUNE_API int edgetune_session_train(edgetune_session* s, const char* options_json, const char* out_dir,
                                         edgetune_progress_fn progress, void* user);
 

@@ -192,6 +192,13 @@ std::size_t process_peak_rss();
 // Current resident set size (VmRSS), in bytes; 0 if unknown.
 std::size_t process_rss();
 
+// The free bytes inside the C heap (glibc: mallinfo2's fordblks over all arenas; 0 elsewhere):
+// holes that freed blocks left and the heap keeps. malloc_trim gives their pages back to the OS,
+// but the heap hands the holes out again to later small allocations, whose writes make those
+// pages resident anew: a bound on how far the heap's resident part can grow without the heap
+// growing.
+std::size_t process_heap_free();
+
 // The resident set by kind of page, as /proc/self/status splits it (Linux 4.5 and later): file
 // (RssFile: file-backed pages, such as a mapped model file's weights and the code, which the OS
 // can drop and read again) and private (RssAnon: anonymous memory, what iOS's per-app limit

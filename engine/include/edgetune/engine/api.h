@@ -19,7 +19,7 @@
 //   xt::xtensor<float, 2> q = s->predict_proba({"lovely"});  // with the adapter just trained
 //
 // Dense outputs are xtensor arrays. Errors are exceptions (std::runtime_error and subclasses:
-// ModelError, data::DataError, BudgetExceeded, PlanError); the C ABI (c_api.h) turns them into
+// ModelError, data::DataError, BudgetExceeded, PlanError, ProcessBudgetExceeded); the C ABI (c_api.h) turns them into
 // return codes and messages.
 #pragma once
 

@@ -1,8 +1,9 @@
 // The memory planner: estimates the peak bytes of each accountant category for a training run from
 // the model shape, method, storage, batch and sequence length, and picks the fastest plan that fits
 // a budget: encoder-layer checkpointing on or off, and the micro-batch size (the requested batch
-// stays the effective batch: its micro-batches' gradients add up to the batch's, so results do
-// not change).
+// stays the effective batch: its micro-batches' gradients add up to the batch's, up to float
+// rounding; with dropout, each micro-batch draws its own masks, so another plan trains on other
+// masks).
 //
 // Base weights, trainable parameters, gradients and optimizer state are exact: the planner walks
 // the loader's own tensor table (bert_tensors in loader.h) and the adapters' shapes, each counted
@@ -78,23 +79,30 @@ struct Baseline {
   std::size_t resident = 0;  // VmRSS at the time of measuring: code, libraries, what is loaded
   std::size_t threads = 0;   // what starting the kernels' worker threads added to it
   std::size_t allocator = 0;  // the heap the run's small objects (graph nodes, batches) take
-  std::size_t total() const { return resident + threads + allocator; }
-  // "baseline 9.1 MiB (resident 7.4 MiB, threads 0.2 MiB, allocator 1.5 MiB)"
+  // The C heap's free bytes (process_heap_free): holes that the run's small objects fill, which
+  // makes their pages resident again. Reading a data set leaves megabytes of them (its rows are
+  // small strings, freed once packed), so the trainer measures them again after reading.
+  std::size_t heap_free = 0;
+  std::size_t total() const { return resident + threads + allocator + heap_free; }
+  // "baseline 9.1 MiB (resident 7.4 MiB, threads 0.2 MiB, allocator 1.5 MiB, heap free 0.1 MiB)"
   std::string describe() const;
 };
 
 // Measures the baseline now: VmRSS, then VmRSS again after a kernel call on the kernels' threads
 // (kernels::num_threads()) has started the worker threads, plus the allocator's allowance
-// (kAllocatorAllowance). Call it after setting the thread count and before loading the data set
-// and the model, whose bytes the accountant counts. All zero where /proc/self/status is
-// unreadable.
+// (kAllocatorAllowance) and the heap's free bytes. Call it after setting the thread count and
+// before loading the model, whose bytes the accountant counts. All zero where /proc/self/status
+// is unreadable.
 Baseline measure_baseline();
 
 // What training adds to the resident set outside the accountant's blocks, whatever the plan: the
 // code and library pages the training path touches after start, the worker threads' heaps, the
-// graph nodes and batch vectors of a step. Set from runs of the shipped model (q4, LoRA, 32 MiB
-// budget), where VmHWM exceeded the accountant's peak plus the resident set at start by 7 MiB:
-// this, the heap slack below and the estimate's own margin over the measured peak cover it.
+// graph nodes and batch vectors of a step, and the heap's growth past its free bytes
+// (Baseline::heap_free) as batches of varied lengths fragment it. Set from runs of the shipped
+// model (q4, LoRA): under the demo's 32 MiB budget, VmHWM exceeded the accountant's peak plus the
+// resident set at start by 7 MiB; over 1,895 steps of SST-2 under 64 MiB, the heap grew 1.9 MiB
+// past the 6.0 MiB its holes held. This, the heap slack below and the estimate's own margin over
+// the measured peak cover it; the run layer stops a run whose VmHWM passes the budget anyway.
 inline constexpr std::size_t kAllocatorAllowance = std::size_t{4} << 20;
 // The heap's slack around the accountant's blocks under kMapThreshold
 // (MemoryEstimate::heap_bytes): a freed block leaves a hole that only a block of its size fills.

@@ -17,9 +17,10 @@
 //     the epsilon spent in every progress line.
 //
 // Order of events of one epoch: shuffle; for each optimizer step: train_step, progress line
-// (every log_every steps and at the last), task.after_step (may evaluate), stop check (saves a
-// checkpoint and returns), checkpoint every save_every steps. At the end of an epoch (or of the
-// last step): task.after_epoch (may evaluate, may end the run), then a checkpoint. At the end of
+// (every log_every steps and at the last), task.after_step (may evaluate), the process budget's
+// check (past it: a checkpoint, then ProcessBudgetExceeded), stop check (saves a checkpoint and
+// returns), checkpoint every save_every steps. At the end of an epoch (or of the last step):
+// task.after_epoch (may evaluate, may end the run), the budget's check, then a checkpoint. At the end of
 // the run: a checkpoint, then task.finish. max_steps > 0 runs exactly that many steps, whatever
 // the epochs (as the Hugging Face Trainer).
 //
@@ -37,6 +38,7 @@
 #include <optional>
 #include <ostream>
 #include <span>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -67,6 +69,29 @@ class StopToken {
 
  private:
   std::shared_ptr<std::atomic<bool>> flag_;
+};
+
+// ---- the memory budget --------------------------------------------------------------------------
+
+// What a memory budget bounds. Process: the process's peak resident set (VmHWM), so the planner
+// subtracts a baseline measured at the start (code, libraries, threads, whatever the process
+// already holds). Session: this run's own memory only (its accountant and the heap's slack around
+// it), for an app that runs several sessions in one process and shares its memory among them: a
+// baseline measured there would count the other sessions.
+enum class BudgetScope { Process, Session };
+inline constexpr settings::Choice<BudgetScope> kBudgetScopeNames[] = {{BudgetScope::Process, "process"},
+                                                                      {BudgetScope::Session, "session"}};
+
+// Thrown by a run under a process budget when the process's peak resident set (VmHWM) has passed
+// the budget: the plan's estimate of what lies outside the accountant fell short. The run saved a
+// checkpoint first; resuming with a larger budget (or a smaller micro-batch) continues it.
+class ProcessBudgetExceeded : public std::runtime_error {
+ public:
+  ProcessBudgetExceeded(const std::string& message, std::size_t peak_rss, std::size_t budget, std::int64_t step)
+      : std::runtime_error(message), peak_rss(peak_rss), budget(budget), step(step) {}
+  std::size_t peak_rss;  // VmHWM when the run stopped
+  std::size_t budget;
+  std::int64_t step;     // the optimizer steps done, all in the checkpoint
 };
 
 // ---- progress -----------------------------------------------------------------------------------
@@ -228,7 +253,10 @@ struct LoopSettings {
   double warmup_ratio = 0;
   optim::Schedule::Kind schedule = optim::Schedule::Kind::Linear;
   StepOptions step;              // clipping and the memory plan
-  std::size_t memory_budget = 0;  // the run's budget for the whole process (0: none)
+  std::size_t memory_budget = 0;  // the run's memory budget (0: none)
+  // Process: after every optimizer step and evaluation the loop checks VmHWM against the budget,
+  // and past it saves a checkpoint and throws ProcessBudgetExceeded.
+  BudgetScope budget_scope = BudgetScope::Process;
   bool tokens_throughput = false;  // progress lines show tokens/s instead of examples/s
   const char* accuracy_key = nullptr;  // metrics key of the training accuracy window, if any
   std::string state_format;      // "format" in the state's metadata
@@ -300,20 +328,14 @@ class TrainingRun {
   std::chrono::steady_clock::time_point started_;
   std::int64_t steps_at_start_ = 0;
   void log_progress(double lr, double grad_norm, double epoch_pos, double items_per_second);
+  // Under a process budget: past it, a checkpoint, then ProcessBudgetExceeded.
+  void check_process_budget();
 };
 
 // ---- modes ---------------------------------------------------------------------------------------
 
 // The memory settings of every mode: a budget in bytes (0: none), and the plan. micro_batch 0 and
 // checkpoint_layers unset let the planner choose under the budget; set them to force a plan.
-// What a memory budget bounds. Process: the process's peak resident set (VmHWM), so the planner
-// subtracts a baseline measured at the start (code, libraries, threads, whatever the process
-// already holds). Session: this run's own memory only (its accountant and the heap's slack around
-// it), for an app that runs several sessions in one process and shares its memory among them: a
-// baseline measured there would count the other sessions.
-enum class BudgetScope { Process, Session };
-inline constexpr settings::Choice<BudgetScope> kBudgetScopeNames[] = {{BudgetScope::Process, "process"},
-                                                                      {BudgetScope::Session, "session"}};
 
 struct MemorySettings {
   std::size_t memory_budget = 0;
@@ -357,6 +379,7 @@ LoopSettings loop_settings(const Config& c, double lr, std::int64_t micro_batch,
   s.warmup_ratio = c.warmup_ratio;
   s.step = StepOptions{c.max_grad_norm, micro_batch, checkpoint_layers};
   s.memory_budget = c.memory_budget;
+  s.budget_scope = c.budget_scope;
   return s;
 }
 
