@@ -347,5 +347,23 @@ RngState& dropout_rng() { return current_context().rng; }
 
 void manual_seed(std::uint64_t seed) { dropout_rng() = RngState{seed, 0}; }
 
+DropoutRows::DropoutRows(std::uint64_t row_offset, std::uint64_t rows, std::uint64_t batch_rows)
+    : rng_(dropout_rng()), saved_(rng_) {
+  if (rows == 0 || row_offset + rows > batch_rows) {
+    throw std::invalid_argument("DropoutRows: rows [" + std::to_string(row_offset) + ", " +
+                                std::to_string(row_offset + rows) + ") are not within a batch of " +
+                                std::to_string(batch_rows));
+  }
+  rng_.row_offset = row_offset;
+  rng_.rows = rows;
+  rng_.batch_rows = batch_rows;
+}
+
+DropoutRows::~DropoutRows() {
+  rng_.row_offset = saved_.row_offset;
+  rng_.rows = saved_.rows;
+  rng_.batch_rows = saved_.batch_rows;
+}
+
 
 }  // namespace edgetune

@@ -353,8 +353,19 @@ Tensor dropout(const Tensor& x, double p, bool training) {
   require(p >= 0 && p < 1, "dropout: p must be in [0, 1), got " + std::to_string(p));
   if (!training || p == 0) return x;
   RngState& rng = dropout_rng();
-  const RngState draw = rng;
-  rng.counter += static_cast<std::uint64_t>(x.numel());
+  RngState draw = rng;
+  const auto n_elements = static_cast<std::uint64_t>(x.numel());
+  if (rng.rows > 0 && rng.rows < rng.batch_rows) {
+    // A micro-batch: its rows' part of the whole batch's mask (RngState).
+    require(n_elements % rng.rows == 0, "dropout: " + std::to_string(n_elements) +
+                                            " elements do not split into the micro-batch's " +
+                                            std::to_string(rng.rows) + " rows");
+    const std::uint64_t per_row = n_elements / rng.rows;
+    draw.counter = rng.counter + rng.row_offset * per_row;
+    rng.counter += rng.batch_rows * per_row;
+  } else {
+    rng.counter += n_elements;
+  }
   Tensor y = new_output(x.shape(), x.dtype());
   dispatch_float(x.dtype(), [&]<class T>() {
     const T* px = x.data<T>();

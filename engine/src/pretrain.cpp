@@ -199,9 +199,9 @@ MaskedSegment mask_segment(std::span<const std::int32_t> ids, const data::WordPi
   return m;
 }
 
-MlmBatch make_mlm_batch(std::span<const MaskedSegment> rows, std::int32_t pad_id) {
+MlmBatch make_mlm_batch(std::span<const MaskedSegment> rows, std::int32_t pad_id, std::size_t min_length) {
   if (rows.empty()) throw std::invalid_argument("make_mlm_batch: no rows");
-  size_t t = 0;
+  size_t t = min_length;
   for (const MaskedSegment& r : rows) t = std::max(t, r.input_ids.size());
   const size_t b = rows.size();
   std::vector<std::int32_t> ids(b * t, pad_id), types(b * t, 0), mask(b * t, 0), positions, labels;
@@ -426,7 +426,9 @@ namespace {
 // What the objectives' batches share: masked segments, their tokens, a part of them as a batch.
 class MaskedStepBatch : public StepBatch {
  public:
-  MaskedStepBatch(std::vector<MaskedSegment> rows, std::int32_t pad_id) : rows_(std::move(rows)), pad_id_(pad_id) {}
+  MaskedStepBatch(std::vector<MaskedSegment> rows, std::int32_t pad_id) : rows_(std::move(rows)), pad_id_(pad_id) {
+    for (const MaskedSegment& r : rows_) longest_ = std::max(longest_, r.input_ids.size());
+  }
   std::size_t rows() const override { return rows_.size(); }
   std::int64_t tokens() const override { return tokens_of(0, rows_.size()); }
 
@@ -437,10 +439,13 @@ class MaskedStepBatch : public StepBatch {
     return t;
   }
   MlmBatch part(std::size_t start, std::size_t n) const {
-    return make_mlm_batch(std::span<const MaskedSegment>(rows_).subspan(start, n), pad_id_);
+    // A micro-batch keeps the whole batch's length, so that its dropout masks are its rows' part of
+    // the batch's (autograd's DropoutRows).
+    return make_mlm_batch(std::span<const MaskedSegment>(rows_).subspan(start, n), pad_id_, longest_);
   }
   std::vector<MaskedSegment> rows_;
   std::int32_t pad_id_;
+  std::size_t longest_ = 0;
 };
 
 // A batch of masked segments as the run layer's StepBatch: the loss of a part is the mean

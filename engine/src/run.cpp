@@ -76,6 +76,26 @@ ForwardOptions training_forward(const StepOptions& o) {
   return fo;
 }
 
+// Calls f(start, n) for each micro-batch [start, start + n) of a batch of `rows` rows, `micro` rows
+// at a time. Each draws its part of the dropout masks the whole batch would draw (DropoutRows),
+// so the split changes no mask, and the generator ends where the whole batch's forward leaves it.
+template <class F>
+void for_micro_batches(std::size_t rows, std::size_t micro, F&& f) {
+  RngState& rng = dropout_rng();
+  const std::uint64_t base = rng.counter;
+  std::uint64_t end = base;
+  for (std::size_t start = 0; start < rows; start += micro) {
+    const std::size_t n = std::min(micro, rows - start);
+    rng.counter = base;
+    {
+      const DropoutRows part(start, n, rows);
+      f(start, n);
+    }
+    end = rng.counter;
+  }
+  rng.counter = end;
+}
+
 }  // namespace
 
 StepResult train_step(std::span<const StepBatch* const> batches, std::span<optim::Param> params,
@@ -86,15 +106,14 @@ StepResult train_step(std::span<const StepBatch* const> batches, std::span<optim
     const std::size_t rows = batch->rows();
     const std::size_t micro = o.micro_batch > 0 ? static_cast<std::size_t>(o.micro_batch) : rows;
     const double units = micro < rows ? batch->units(0, rows) : 0.0;
-    for (std::size_t start = 0; start < rows; start += micro) {
-      const std::size_t n = std::min(micro, rows - start);
+    for_micro_batches(rows, micro, [&](std::size_t start, std::size_t n) {
       const PartLoss part = batch->loss(start, n, fo);
       const double share = n == rows ? 1.0 : batch->units(start, n) / units;
       r.loss += part.loss.item() * share;
       r.correct += part.correct;
       r.predicted += part.predicted;
       backward(ops::scale(part.loss, share / static_cast<double>(batches.size())));
-    }
+    });
   }
   r.loss /= static_cast<double>(batches.size());
   r.grad_norm = optim::clip_grad_norm(params, o.max_grad_norm);
@@ -132,7 +151,7 @@ bool rows_weigh_alike(const StepBatch& batch) {
 void add_clipped_rows_alone(const StepBatch& batch, std::span<optim::Param> params,
                             const ForwardOptions& fo, double max_norm, std::vector<Tensor>& sums,
                             StepResult& r) {
-  for (std::size_t row = 0; row < batch.rows(); ++row) {
+  for_micro_batches(batch.rows(), 1, [&](std::size_t row, std::size_t) {
     const PartLoss part = batch.loss(row, 1, fo);
     r.loss += part.loss.item();
     r.correct += part.correct;
@@ -149,7 +168,7 @@ void add_clipped_rows_alone(const StepBatch& batch, std::span<optim::Param> para
     }
     optim::zero_grad(params);
     r.grad_norm += norm;
-  }
+  });
 }
 
 // DpClipping::PerExample: the batch in micro-batches of `micro` rows, each one forward and one
@@ -160,8 +179,7 @@ void add_clipped_per_example(const StepBatch& batch, std::span<optim::Param> par
                              std::vector<Tensor>& sums, StepResult& r) {
   std::vector<Tensor> leaves;
   for (const optim::Param& p : params) leaves.push_back(p.tensor);
-  for (std::size_t start = 0; start < batch.rows(); start += micro) {
-    const std::size_t n = std::min(micro, batch.rows() - start);
+  for_micro_batches(batch.rows(), micro, [&](std::size_t start, std::size_t n) {
     PerExampleGrads per_example(static_cast<std::int64_t>(n), leaves);
     const PartLoss part = batch.loss(start, n, fo);
     const auto rows = static_cast<double>(n);
@@ -187,7 +205,7 @@ void add_clipped_per_example(const StepBatch& batch, std::span<optim::Param> par
       }
       r.grad_norm += norm;
     }
-  }
+  });
 }
 
 }  // namespace

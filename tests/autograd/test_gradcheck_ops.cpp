@@ -292,6 +292,34 @@ TEST_CASE("dropout is the identity when p = 0 or in eval, and keeps about 1 - p"
   REQUIRE(kept < 800);
 }
 
+TEST_CASE("dropout over a micro-batch's rows draws its part of the whole batch's mask", "[dropout]") {
+  // A batch of 6 rows of (5, 4) elements, then its rows [0, 2) and [2, 6) as two micro-batches.
+  const Tensor x = randn({6, 5, 4}, 39);
+  const auto xv = x.to_vector();
+  manual_seed(11);
+  const auto whole = ops::dropout(x, 0.5, true).to_vector();
+  const std::uint64_t end = dropout_rng().counter;
+  REQUIRE(end == 120);
+  std::vector<double> parts;
+  for (const auto& [start, n] : {std::pair<std::int64_t, std::int64_t>{0, 2}, {2, 4}}) {
+    dropout_rng().counter = 0;
+    const DropoutRows rows(static_cast<std::uint64_t>(start), static_cast<std::uint64_t>(n), 6);
+    const std::vector<double> part_x(xv.begin() + start * 20, xv.begin() + (start + n) * 20);
+    // The micro-batch's tokens flattened, as linear layers see them: the rows stay outermost.
+    const auto y = ops::dropout(Tensor::from_values({n * 5, 4}, part_x, x.dtype()), 0.5, true).to_vector();
+    parts.insert(parts.end(), y.begin(), y.end());
+    REQUIRE(dropout_rng().counter == end);  // each part advances as far as the whole batch
+  }
+  REQUIRE(parts == whole);
+  int zeros = 0;
+  for (double v : whole) zeros += v == 0;
+  REQUIRE(zeros > 30);  // a mask, not the identity
+  REQUIRE(zeros < 90);
+  // Out of the scope, draws are sequential again; a part outside its batch is refused.
+  REQUIRE(dropout_rng().rows == 0);
+  REQUIRE_THROWS_AS(DropoutRows(4, 3, 6), std::invalid_argument);
+}
+
 TEST_CASE("gradcheck reshape and permute (head split and merge)", "[gradcheck][permute]") {
   // (B, T, C) -> (B, T, H, D) -> (B, H, T, D) and back.
   Tensor x = param({2, 3, 8}, 38);

@@ -395,6 +395,50 @@ TEST_CASE("planner: the accountant stops a step that would pass the budget with 
   REQUIRE_NOTHROW(train_step(model, params, *opt, std::span<const TensorBatch>(&batch, 1), 1e-3, {}));
 }
 
+TEST_CASE("planner: a plan's micro-batches and checkpointing train on the batch's own dropout masks",
+          "[planner][dropout]") {
+  const PlanRequest r = request(Method::Lora, DType::F32, 8, 16);
+  REQUIRE(r.config.hidden_dropout_prob > 0);
+  REQUIRE(r.config.attention_probs_dropout_prob > 0);
+  const TensorBatch batch = synthetic_batch(8, 16, r.config.vocab_size);
+  // The trainable parameters after two SGD steps, and where the dropout generator ends.
+  auto train = [&](std::int64_t micro, bool checkpoint, std::uint64_t seed) {
+    Context context;
+    const ContextScope scope(context);
+    MethodOptions m = r.method;
+    BertModel model = init_bert(r.config, load_options_for(m, r.base, r.quant_embeddings));
+    attach_adapters(model, m);
+    auto params = trainable_params(model);
+    auto opt = optim::make_sgd({});
+    StepOptions so;
+    so.micro_batch = micro;
+    so.checkpoint_layers = checkpoint;
+    manual_seed(seed);
+    for (int i = 0; i < 2; ++i) train_step(model, params, *opt, std::span<const TensorBatch>(&batch, 1), 0.5, so);
+    std::vector<float> out;
+    for (const auto& p : params) {
+      const auto v = p.tensor.to_vector();
+      out.insert(out.end(), v.begin(), v.end());
+    }
+    return std::pair{out, dropout_rng().counter};
+  };
+  auto max_diff = [](const std::vector<float>& a, const std::vector<float>& b) {
+    double d = 0;
+    for (size_t i = 0; i < a.size(); ++i) d = std::max(d, std::fabs(static_cast<double>(a[i]) - b[i]));
+    return d;
+  };
+  const auto [whole, end] = train(0, false, 7);
+  const auto [micro, micro_end] = train(3, false, 7);          // parts of 3, 3 and 2 rows
+  const auto [ckpt, ckpt_end] = train(3, true, 7);
+  const auto [other_masks, other_end] = train(0, false, 8);   // what other masks do
+  REQUIRE(micro_end == end);
+  REQUIRE(ckpt_end == end);
+  // Float rounding apart (the parts' gradients are summed in another order), the same steps.
+  CHECK(max_diff(whole, micro) < 1e-5);
+  CHECK(max_diff(whole, ckpt) < 1e-5);
+  REQUIRE(max_diff(whole, other_masks) > 1e-3);
+}
+
 // ---- the process's share: baseline, heap slack, data, vocabulary
 
 TEST_CASE("planner: the baseline is measured, and the plan fits it beside the accountant's estimate",

@@ -333,6 +333,14 @@ TEST_CASE("pretrain: a batch pads segments and flattens the masked positions", "
   CHECK(positions == std::vector<double>{2, 5});
   CHECK(labels == std::vector<double>{11, 12});
   CHECK(batch.tokens == 7);
+  // A micro-batch of the second row alone keeps its batch's length (min_length): the positions
+  // flatten over 4 tokens a row, and the dropout masks are that row's part of the batch's.
+  const MlmBatch part = make_mlm_batch(std::span<const MaskedSegment>(rows).subspan(1, 1), 0, 4);
+  CHECK(part.inputs.input_ids.shape() == Shape{1, 4});
+  CHECK(part.inputs.input_ids.to_vector() == std::vector<double>{2, 4, 3, 0});
+  CHECK(part.positions.to_vector() == std::vector<double>{1});
+  CHECK(make_mlm_batch(std::span<const MaskedSegment>(rows).subspan(1, 1), 0).inputs.input_ids.shape() ==
+        Shape{1, 3});
   const std::vector<MaskedSegment> none = {MaskedSegment{{2, 3}, {}, {}}};
   CHECK_THROWS_AS(make_mlm_batch(none, 0), std::invalid_argument);
 }

@@ -130,6 +130,23 @@ Tensor checkpoint(const CheckpointFn& fn, const std::vector<Tensor>& inputs);
 RngState& dropout_rng();
 void manual_seed(std::uint64_t seed);  // sets the current context's dropout generator to (seed, 0)
 
+// While alive, the current context's dropout masks are those of rows [row_offset, row_offset +
+// rows) of a batch of batch_rows rows (RngState): a micro-batch's forward draws its part of the
+// batch's masks. The tensors dropout sees then hold those rows outermost (rows x anything, or the
+// rows' tokens flattened). Set it with the generator's counter where the batch's forward would
+// start it: each micro-batch starts from there and ends where the whole batch's forward would.
+class DropoutRows {
+ public:
+  DropoutRows(std::uint64_t row_offset, std::uint64_t rows, std::uint64_t batch_rows);
+  ~DropoutRows();
+  DropoutRows(const DropoutRows&) = delete;
+  DropoutRows& operator=(const DropoutRows&) = delete;
+
+ private:
+  RngState& rng_;
+  RngState saved_;
+};
+
 // A uniform draw in [0, 1) for (seed, index): the splitmix64 finalizer of seed + index * phi,
 // top 53 bits. Inline: dropout calls it once per element.
 inline double counter_uniform(std::uint64_t seed, std::uint64_t index) {

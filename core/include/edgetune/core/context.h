@@ -24,6 +24,11 @@ class EncryptionKey;
 struct RngState {
   std::uint64_t seed = 0;
   std::uint64_t counter = 0;
+  // While a forward runs on rows [row_offset, row_offset + rows) of a batch of batch_rows rows (a
+  // micro-batch; autograd's DropoutRows sets these), each dropout call takes its rows' part of
+  // the mask it would draw over the whole batch, and the counter advances by the whole batch's
+  // elements: how a plan splits a batch changes no mask. 0: not split.
+  std::uint64_t row_offset = 0, rows = 0, batch_rows = 0;
 };
 
 struct Context {

@@ -2,8 +2,7 @@
 // the model shape, method, storage, batch and sequence length, and picks the fastest plan that fits
 // a budget: encoder-layer checkpointing on or off, and the micro-batch size (the requested batch
 // stays the effective batch: its micro-batches' gradients add up to the batch's, up to float
-// rounding; with dropout, each micro-batch draws its own masks, so another plan trains on other
-// masks).
+// rounding, dropout included, as each micro-batch draws its rows' part of the batch's masks).
 //
 // Base weights, trainable parameters, gradients and optimizer state are exact: the planner walks
 // the loader's own tensor table (bert_tensors in loader.h) and the adapters' shapes, each counted

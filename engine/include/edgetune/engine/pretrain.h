@@ -133,13 +133,14 @@ MaskedSegment mask_segment(std::span<const std::int32_t> ids,
 
 // A batch of masked segments as the model takes it.
 struct MlmBatch {
-  BertInputs inputs;        // (B, T): T the longest segment; [PAD] after shorter ones
+  BertInputs inputs;        // (B, T): T the longest segment (or min_length); [PAD] after shorter ones
   Tensor positions;         // (M) I32: row-major positions b * T + t of the masked tokens
   Tensor labels;            // (M) I32: the original ids there
   std::int64_t tokens = 0;  // non-padding tokens of the batch
 };
 // Requires rows not empty and every segment with at least one position (std::invalid_argument).
-MlmBatch make_mlm_batch(std::span<const MaskedSegment> rows, std::int32_t pad_id);
+// min_length pads every row to at least that many tokens (a micro-batch, to its batch's length).
+MlmBatch make_mlm_batch(std::span<const MaskedSegment> rows, std::int32_t pad_id, std::size_t min_length = 0);
 
 // ---- loss ---------------------------------------------------------------------------------------
 
