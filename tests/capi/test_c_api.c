@@ -1,7 +1,7 @@
 /* The C ABI driven from C (compiled as C99, -pedantic): every function of c_api.h's sessions,
- * with every error path: NULL pointers, a bad model path, bad options, a budget too small, an
- * unknown label and labels out of range, a probs buffer too small, calls after close; and a
- * session's key (encryption at rest): files written encrypted, read back only with that key.
+ * with every error path: NULL pointers, a bad model path, bad options, a budget too small or
+ * passed mid-run, an unknown label and labels out of range, a probs buffer too small, calls after
+ * close; and a session's key (encryption at rest): files written encrypted, read back only with that key.
  *
  *   test_c_api MODEL_DIR SCRATCH_DIR
  *
@@ -277,6 +277,50 @@ static void test_budget_too_small(const char* model, const char* run) {
   CHECK(s == NULL);
 }
 
+/* Memory the engine never sees, written from the progress callback once, after step 1: enough to
+ * take the process's resident set 8 MiB past the budget, as an app's own growth would. */
+typedef struct {
+  size_t budget;
+  char* hog;
+} outside_growth;
+
+static int grow_outside(const edgetune_progress* p, void* user) {
+  outside_growth* g = user;
+  if (g->hog == NULL && p->step == 1) {
+    const size_t n = g->budget - p->rss + ((size_t)8 << 20);
+    g->hog = malloc(n);
+    CHECK(g->hog != NULL);
+    memset(g->hog, 1, n);
+  }
+  return 0;
+}
+
+/* Under a process budget, a run whose VmHWM passes it (here through memory outside the engine)
+ * saves a checkpoint and returns EDGETUNE_OUT_OF_BUDGET with a one-line message. */
+static void test_process_budget_passed(const char* model, const char* run) {
+  edgetune_session* s = open_ok(model, "{\"threads\": 1, \"max_length\": 32}");
+  edgetune_memory m;
+  outside_growth g;
+  char options[256];
+  add_examples(s);
+  CHECK(edgetune_session_memory(s, &m) == EDGETUNE_OK);
+  g.budget = m.peak_rss + ((size_t)64 << 20);
+  g.hog = NULL;
+  snprintf(options, sizeof options,
+           "{\"epochs\": 1, \"batch_size\": 2, \"log_every\": 1, \"memory_budget\": \"%lluK\"}",
+           (unsigned long long)(g.budget >> 10));
+  g.budget = (g.budget >> 10) << 10;
+  CHECK(edgetune_session_train(s, options, run, grow_outside, &g) == EDGETUNE_OUT_OF_BUDGET);
+  CHECK(g.hog != NULL);
+  CHECK_CONTAINS(edgetune_session_last_error(s), "peak resident set (VmHWM)");
+  CHECK_CONTAINS(edgetune_session_last_error(s), "checkpoint saved in");
+  CHECK(strchr(edgetune_session_last_error(s), '\n') == NULL);
+  CHECK(file_exists(run, "train_state.safetensors"));
+  free(g.hog);
+  edgetune_session_close(&s);
+  CHECK(s == NULL);
+}
+
 /* 1 if the file dir/name holds `text`. */
 static int file_contains(const char* dir, const char* name, const char* text) {
   char path[1024], buf[65536];
@@ -518,7 +562,8 @@ static void test_close_serves_queue(const char* model) {
 }
 
 int main(int argc, char** argv) {
-  char run[1024], budget_run[1024], saved[1024], dp_run[1024], key_run[1024], key_saved[1024], scratch[960];
+  char run[1024], budget_run[1024], passed_run[1024], saved[1024], dp_run[1024], key_run[1024], key_saved[1024],
+      scratch[960];
   edgetune_session* s;
   if (argc != 3) {
     fprintf(stderr, "usage: %s MODEL_DIR SCRATCH_DIR\n", argv[0]);
@@ -527,6 +572,7 @@ int main(int argc, char** argv) {
   snprintf(scratch, sizeof scratch, "%s/capi-%ld", argv[2], (long)getpid());
   snprintf(run, sizeof run, "%s/run", scratch);
   snprintf(budget_run, sizeof budget_run, "%s/budget", scratch);
+  snprintf(passed_run, sizeof passed_run, "%s/budget-passed", scratch);
   snprintf(saved, sizeof saved, "%s/saved", scratch);
   snprintf(dp_run, sizeof dp_run, "%s/dp", scratch);
   snprintf(key_run, sizeof key_run, "%s/key-run", scratch);
@@ -538,6 +584,7 @@ int main(int argc, char** argv) {
   s = open_ok(argv[1], "{\"quant\": \"q8\", \"threads\": 1, \"max_length\": 32}");
   test_before_training(s);
   test_budget_too_small(argv[1], budget_run);
+  test_process_budget_passed(argv[1], passed_run);
   test_train_dp(argv[1], dp_run);
   test_train_cancel_resume(s, run);
   test_save_load(s, argv[1], saved);
