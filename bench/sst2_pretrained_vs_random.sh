@@ -6,7 +6,7 @@
 # cores. Prints each run's command, plan, accuracy and peak memory; the run folders go to OUT.
 #   bench/sst2_pretrained_vs_random.sh [SHARED_DATA_DIR] [OUT]
 # The environment can narrow it: MODEL (another pretrained folder), INITS ("pretrained random"),
-# CONFIGS ("q4-lora f32-lora full") and THREADS (2).
+# CONFIGS ("q4-lora f32-lora full"), THREADS (2) and SEED (42).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-../shared/data}/sst2"
@@ -20,7 +20,7 @@ if [ ! -f "$R/model.safetensors" ]; then
     --intermediate 768 --max-positions 128 --seed 0
 fi
 common=(--train "$data/train.tsv" --eval "$data/glue-validation.tsv" --epochs 1 --batch-size 32
-        --max-length 64 --warmup-ratio 0.06 --seed 42 --threads "${THREADS:-2}" --log-every 500)
+        --max-length 64 --warmup-ratio 0.06 --seed "${SEED:-42}" --threads "${THREADS:-2}" --log-every 500)
 lora=(--method lora --lora-targets query,key,value,attention.output,intermediate,output --lr 1e-3)
 for init in ${INITS:-pretrained random}; do
   m=$P
