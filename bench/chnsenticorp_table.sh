@@ -6,11 +6,13 @@
 #   q4-lora     the model, q4 base and embeddings, LoRA on all six linear modules, lr 2e-3, 3 epochs
 #   full        the model, full fine-tuning, lr 1e-4, 3 epochs
 #   random-full the random initialisation, full fine-tuning, lr 1e-4, 3 epochs
+#   random-q4-lora  the random initialisation, q4-lora's fine-tuning
 #   tapt-q4-lora  the model's masked-LM pretraining continued on the text of train.tsv (labels
 #               unused, 3 epochs), then q4-lora's fine-tuning from it
 # Prints each run's command and a Markdown table (accuracy after each epoch, wall seconds); the run
-# folders and logs go to OUT. ROWS (default all four, in the order above) picks rows, so that they
-# can run side by side, one thread each.
+# folders and logs go to OUT. ROWS (default q4-lora full random-full tapt-q4-lora) picks rows, so
+# that they can run side by side, one thread each. MODEL (default models/edgetune-mini-chinese)
+# measures another pretrained folder of the same vocabulary, SEED (default 42) another seed.
 #   bench/chnsenticorp_table.sh CHNSENTICORP_DIR [OUT] [THREADS] [ROWS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,14 +23,14 @@ shift $(( $# < 3 ? $# : 3 ))
 rows=("$@")
 [ ${#rows[@]} -gt 0 ] || rows=(q4-lora full random-full tapt-q4-lora)
 cli="${EDGETUNE:-build/release/examples/edgetune}"
-model=models/edgetune-mini-chinese
+model="${MODEL:-models/edgetune-mini-chinese}"
 for f in train.tsv test.tsv; do
   [ -f "$data/$f" ] || { echo "chnsenticorp_table: $data/$f: no such file (expected ChnSentiCorp's $f)" >&2; exit 1; }
 done
 mkdir -p "$out"
 
 common=(--train "$data/train.tsv" --eval "$data/test.tsv" --epochs 3 --batch-size 32
-        --max-length 128 --warmup-ratio 0.1 --seed 42 --threads "$threads" --log-every 50)
+        --max-length 128 --warmup-ratio 0.1 --seed "${SEED:-42}" --threads "$threads" --log-every 50)
 lora=(--quant q4 --quant-embeddings --method lora
       --lora-targets query,key,value,attention.output,intermediate,output --lr 2e-3)
 full=(--method full --lr 1e-4)
@@ -47,12 +49,16 @@ for row in "${rows[@]}"; do
   case $row in
     q4-lora) run q4-lora "$model" "${lora[@]}" ;;
     full) run full "$model" "${full[@]}" ;;
-    random-full)
+    random-full | random-q4-lora)
       if [ ! -f "$out/random-init/model.safetensors" ]; then
         "$cli" create-model --vocab "$model/vocab.txt" --out "$out/random-init" --layers 4 --hidden 192 \
           --heads 4 --intermediate 768 --max-positions 128 --seed 0
       fi
-      run random-full "$out/random-init" "${full[@]}" ;;
+      if [ $row = random-full ]; then
+        run random-full "$out/random-init" "${full[@]}"
+      else
+        run random-q4-lora "$out/random-init" "${lora[@]}"
+      fi ;;
     tapt-q4-lora)
       rm -rf "$out/tapt-model"
       echo "== tapt: $cli pretrain --model $model --task-data $data/train.tsv --out $out/tapt-model --max-length 128 --batch-size 32 --epochs 3 --eval-split 0.05 --eval-every 100 --threads $threads --seed 42"

@@ -6,7 +6,8 @@
 # cores. Prints each run's command, plan, accuracy and peak memory; the run folders go to OUT.
 #   bench/sst2_pretrained_vs_random.sh [SHARED_DATA_DIR] [OUT]
 # The environment can narrow it: MODEL (another pretrained folder), INITS ("pretrained random"),
-# CONFIGS ("q4-lora f32-lora full"), THREADS (2) and SEED (42).
+# CONFIGS ("q4-lora f32-lora full"), THREADS (2), SEED (42), FULL_LR (full fine-tuning's learning
+# rate, 1e-4) and LORA_RANK (8; alpha is twice the rank, so alpha / r stays 2 as at r 8, alpha 16).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 data="${1:-../shared/data}/sst2"
@@ -21,7 +22,9 @@ if [ ! -f "$R/model.safetensors" ]; then
 fi
 common=(--train "$data/train.tsv" --eval "$data/glue-validation.tsv" --epochs 1 --batch-size 32
         --max-length 64 --warmup-ratio 0.06 --seed "${SEED:-42}" --threads "${THREADS:-2}" --log-every 500)
-lora=(--method lora --lora-targets query,key,value,attention.output,intermediate,output --lr 1e-3)
+rank="${LORA_RANK:-8}"
+lora=(--method lora --lora-targets query,key,value,attention.output,intermediate,output --lr 1e-3
+      --lora-rank "$rank" --lora-alpha $((2 * rank)))
 for init in ${INITS:-pretrained random}; do
   m=$P
   if [ $init = random ]; then m=$R; fi
@@ -29,7 +32,7 @@ for init in ${INITS:-pretrained random}; do
     case $cfg in
       q4-lora) a=(--quant q4 "${lora[@]}" --memory-budget 64M) ;;
       f32-lora) a=(--quant f32 "${lora[@]}") ;;
-      full) a=(--method full --lr 1e-4) ;;
+      full) a=(--method full --lr "${FULL_LR:-1e-4}") ;;
     esac
     run="$out/$init-$cfg"
     rm -rf "$run"

@@ -10,6 +10,13 @@
 #                  (Debian debian-reference-zh-cn, GPL-2+)
 #   faq.txt        the Debian FAQ, Simplified Chinese, one chapter per document
 #                  (Debian debian-faq-zh-cn, GPL-2+)
+#   libreoffice.txt  the LibreOffice help, Simplified Chinese, one page per document (Debian
+#                  libreoffice-help-zh-cn, MPL-2.0)
+#   handbook.txt   The Debian Administrator's Handbook, Simplified Chinese, one section per document
+#                  (Debian debian-handbook, GPL-2+ or CC-BY-SA-3.0)
+#   guides.txt     the GNOME desktop help (gnome-user-docs, CC-BY-SA-3.0), the Debian Edu manual
+#                  (debian-edu-doc-zh-cn, GPL-2+) and the New Maintainers' Guide (maint-guide-zh-cn,
+#                  GPL-2+), Simplified Chinese, one page per document
 #   classical.txt  classical Chinese from chinese-poetry (npm, MIT): the Analects, Mencius, the
 #                  Great Learning, the Doctrine of the Mean, the Guwen Guanzhi essays, the Book of
 #                  Songs and the Three Hundred Tang Poems, then Tang poems in the package's order,
@@ -37,17 +44,22 @@ debs=(
   "manpages-zh=1.6.4.0-1 81bae29495f6445db290e3f329f1203eb19b651c2a7ea165b74ebdc853a32ac1"
   "debian-reference-zh-cn=2.100 6d2d8d9a646397e28b04cdff23d2e4374101ebf9be348e35961af62c8a2d0977"
   "debian-faq-zh-cn=11.1 3545356b1aa04d87e91dd15e8406210cf5b4f476662e597897bcb42234591758"
+  "libreoffice-help-zh-cn=4:7.4.7-1+deb12u14 db867cdece4c2f9c7eebe65e519c6cf386fdcf49d6e061db3dffec893b3e1dee"
+  "debian-handbook=11.20220922 3d5dbeac1f1afc9c094eab9d0f701f6ecff99c4927d5a4794cf6c85678134faa"
+  "gnome-user-docs=43.0-2 0d635a840747958ca84da778b40d341f1155603851f922c9a171f5a181d6a39f"
+  "debian-edu-doc-zh-cn=2.12.23~deb12u1 d98fa11ea24238d38631d756ab75144c3d97dbd2a2e5a0223f2f7d8d975ecff2"
+  "maint-guide-zh-cn=1.2.53 d605b60a034f63857bc44205aed5ad7ba6e17d0d2b1ba5e79179b4e7ec4ee4bc"
 )
 for entry in "${debs[@]}"; do
   spec="${entry% *}"
   sha="${entry#* }"
   name="${spec%=*}"
   version="${spec#*=}"
-  deb="$out/deb/${name}_${version}_all.deb"
+  deb="$out/deb/${name}_${version/:/%3a}_all.deb"   # apt writes an epoch's colon as %3a
   if [ ! -f "$deb" ]; then
     echo "fetch_corpus_zh: downloading $spec"
     (cd "$out/deb" && apt-get download -q "$spec" 2>&1 | grep -v -e '^Get:' -e '^Fetched' -e unsandboxed || true)
-    [ -f "$deb" ] || { echo "fetch_corpus_zh: apt-get download $spec failed (run apt-get update?)" >&2; exit 1; }
+    [ -f "$deb" ] || { echo "fetch_corpus_zh: apt-get download $spec failed (run apt-get update; a security update may have replaced this version, see apt-cache policy $name)" >&2; exit 1; }
   fi
   echo "$sha  $deb" | sha256sum --check --quiet - ||
     { echo "fetch_corpus_zh: $deb is not $spec (sha256 differs)" >&2; exit 1; }
@@ -159,6 +171,31 @@ write('reference.txt',
 write('faq.txt',
   chapters(gunzip(deb('debian-faq-zh-cn', 'usr', 'share', 'doc', 'debian', 'FAQ', 'debian-faq.zh-cn.txt.gz'))));
 
+// HTML and Mallard pages as text: the page's navigation (head, script, header, aside, nav, footer)
+// is dropped, block elements end a paragraph, other tags are removed and entities decoded.
+const walk = (dir, ok) => fs.readdirSync(dir, { withFileTypes: true })
+  .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+  .flatMap((e) => (e.isDirectory() ? walk(path.join(dir, e.name), ok) : ok(e.name) ? [path.join(dir, e.name)] : []));
+const entities = { lt: '<', gt: '>', amp: '&', quot: '"', apos: "'", nbsp: ' ' };
+const detag = (src) => src
+  .replace(/<!--[\s\S]*?-->/g, '')
+  .replace(/<(head|script|style|header|aside|nav|footer)\b[\s\S]*?<\/\1>/gi, '')
+  .replace(/<\/?(p|h[1-6]|li|td|th|tr|div|pre|br|dt|dd|title|item|table|section|note|caption|figure|blockquote)\b[^>]*>/gi, '\n\n')
+  .replace(/<[^>]*>/g, '')
+  .replace(/&(#x[0-9a-f]+|#\d+|\w+);/gi, (m, e) => (e[0] === '#'
+    ? String.fromCodePoint(e[1].toLowerCase() === 'x' ? parseInt(e.slice(2), 16) : parseInt(e.slice(1), 10))
+    : (entities[e] ?? m)));
+const pages = (files) => files.map((f) => paragraphs(detag(fs.readFileSync(f, 'utf8'))).join('\n'));
+write('libreoffice.txt', pages(walk(deb('libreoffice-help-zh-cn', 'usr', 'share', 'libreoffice', 'help', 'zh-CN'),
+  (n) => n.endsWith('.html'))));
+write('handbook.txt', pages(walk(deb('debian-handbook', 'usr', 'share', 'doc', 'debian-handbook', 'html', 'zh-CN'),
+  (n) => n.endsWith('.html'))));
+write('guides.txt', pages([
+  ...walk(deb('gnome-user-docs', 'usr', 'share', 'help', 'zh_CN'), (n) => n.endsWith('.page')),
+  deb('debian-edu-doc-zh-cn', 'usr', 'share', 'doc', 'debian-edu-doc-zh-cn', 'debian-edu-bookworm-manual.html'),
+  ...walk(deb('maint-guide-zh-cn', 'usr', 'share', 'doc', 'maint-guide-zh-cn', 'html'), (n) => n.endsWith('.html')),
+]));
+
 {
   const dist = path.join(out, 'npm', 'chinese-poetry-2.0.1', 'package', 'dist');
   const read = (...p) => JSON.parse(fs.readFileSync(path.join(dist, ...p), 'utf8'));
@@ -186,4 +223,4 @@ write('faq.txt',
 }
 EOF
 
-echo "fetch_corpus_zh: corpus in $out: manpages.txt reference.txt faq.txt classical.txt"
+echo "fetch_corpus_zh: corpus in $out: manpages.txt reference.txt faq.txt libreoffice.txt handbook.txt guides.txt classical.txt"
