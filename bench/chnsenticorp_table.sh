@@ -12,7 +12,7 @@
 # Prints each run's command and a Markdown table (accuracy after each epoch, wall seconds); the run
 # folders and logs go to OUT. ROWS (default q4-lora full random-full tapt-q4-lora) picks rows, so
 # that they can run side by side, one thread each. MODEL (default models/edgetune-mini-chinese)
-# measures another pretrained folder of the same vocabulary, SEED (default 42) another seed.
+# measures another pretrained folder of the same vocabulary; SEED (default 42) seeds every run.
 #   bench/chnsenticorp_table.sh CHNSENTICORP_DIR [OUT] [THREADS] [ROWS...]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -29,8 +29,9 @@ for f in train.tsv test.tsv; do
 done
 mkdir -p "$out"
 
+seed="${SEED:-42}"
 common=(--train "$data/train.tsv" --eval "$data/test.tsv" --epochs 3 --batch-size 32
-        --max-length 128 --warmup-ratio 0.1 --seed "${SEED:-42}" --threads "$threads" --log-every 50)
+        --max-length 128 --warmup-ratio 0.1 --seed "$seed" --threads "$threads" --log-every 50)
 lora=(--quant q4 --quant-embeddings --method lora
       --lora-targets query,key,value,attention.output,intermediate,output --lr 2e-3)
 full=(--method full --lr 1e-4)
@@ -45,30 +46,28 @@ run() {  # run NAME MODEL ARGS...
   echo $(( $(date +%s) - start )) >"$out/$name.seconds"
 }
 
+random_init() {  # the shape's random initialisation, once
+  [ -f "$out/random-init/model.safetensors" ] ||
+    "$cli" create-model --vocab "$model/vocab.txt" --out "$out/random-init" --layers 4 --hidden 192 \
+      --heads 4 --intermediate 768 --max-positions 128 --seed 0
+}
+
 for row in "${rows[@]}"; do
   case $row in
     q4-lora) run q4-lora "$model" "${lora[@]}" ;;
     full) run full "$model" "${full[@]}" ;;
-    random-full | random-q4-lora)
-      if [ ! -f "$out/random-init/model.safetensors" ]; then
-        "$cli" create-model --vocab "$model/vocab.txt" --out "$out/random-init" --layers 4 --hidden 192 \
-          --heads 4 --intermediate 768 --max-positions 128 --seed 0
-      fi
-      if [ $row = random-full ]; then
-        run random-full "$out/random-init" "${full[@]}"
-      else
-        run random-q4-lora "$out/random-init" "${lora[@]}"
-      fi ;;
+    random-full) random_init; run random-full "$out/random-init" "${full[@]}" ;;
+    random-q4-lora) random_init; run random-q4-lora "$out/random-init" "${lora[@]}" ;;
     tapt-q4-lora)
       rm -rf "$out/tapt-model"
-      echo "== tapt: $cli pretrain --model $model --task-data $data/train.tsv --out $out/tapt-model --max-length 128 --batch-size 32 --epochs 3 --eval-split 0.05 --eval-every 100 --threads $threads --seed 42"
+      echo "== tapt: $cli pretrain --model $model --task-data $data/train.tsv --out $out/tapt-model --max-length 128 --batch-size 32 --epochs 3 --eval-split 0.05 --eval-every 100 --threads $threads --seed $seed"
       start=$(date +%s)
       "$cli" pretrain --model "$model" --task-data "$data/train.tsv" --out "$out/tapt-model" \
         --max-length 128 --batch-size 32 --epochs 3 --eval-split 0.05 --eval-every 100 \
-        --threads "$threads" --seed 42 2>"$out/tapt-model.log"
+        --threads "$threads" --seed "$seed" 2>"$out/tapt-model.log"
       echo $(( $(date +%s) - start )) >"$out/tapt-model.seconds"
       run tapt-q4-lora "$out/tapt-model" "${lora[@]}" ;;
-    *) echo "chnsenticorp_table: unknown row $row (expected q4-lora, full, random-full or tapt-q4-lora)" >&2; exit 1 ;;
+    *) echo "chnsenticorp_table: unknown row $row (expected q4-lora, full, random-full, random-q4-lora or tapt-q4-lora)" >&2; exit 1 ;;
   esac
 done
 
